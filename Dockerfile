@@ -1,0 +1,24 @@
+# syntax=docker/dockerfile:1
+# A small image that runs sts under gunicorn as a non-root user.
+FROM python:3.11-slim AS build
+WORKDIR /src
+COPY pyproject.toml README.md ./
+COPY sts ./sts
+RUN pip install --no-cache-dir --prefix=/install .
+
+FROM python:3.11-slim
+ENV PYTHONDONTWRITEBYTECODE=1 \
+    PYTHONUNBUFFERED=1 \
+    STS_INSTANCE_DIR=/var/lib/sts \
+    STS_KEYS_DIR=/var/lib/sts/keys
+COPY --from=build /install /usr/local
+WORKDIR /app
+# Alembic migrations are read from ./migrations at run time (sts db upgrade, start-up check).
+COPY migrations ./migrations
+RUN useradd --system --uid 10001 --home-dir /var/lib/sts --create-home sts \
+    && chmod 0700 /var/lib/sts
+USER 10001
+EXPOSE 8080
+HEALTHCHECK --interval=10s --timeout=3s --start-period=10s --retries=3 \
+    CMD ["python", "-c", "import urllib.request,sys; sys.exit(0 if urllib.request.urlopen('http://127.0.0.1:8080/healthz', timeout=2).status == 200 else 1)"]
+CMD ["sts", "serve", "--bind", "0.0.0.0:8080", "--workers", "2"]

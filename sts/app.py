@@ -1,0 +1,53 @@
+"""The app factory: settings → database (schema checked) → keys → Flask app."""
+
+from __future__ import annotations
+
+import logging
+
+from flask import Flask
+
+from sts.clock import Clock, system_clock
+from sts.db.engine import make_engine, make_session_factory
+from sts.db.migrate import alembic_config, ensure_schema_at_head
+from sts.keys.keyring import KeyRing, ensure_active_key
+from sts.keys.keystore import make_keystore
+from sts.services import Services
+from sts.settings import Settings
+
+
+def configure_logging(settings: Settings) -> None:
+    logging.basicConfig(
+        level=settings.log_level,
+        format="%(asctime)s %(levelname)s %(name)s %(message)s",
+    )
+
+
+def build_services(settings: Settings, clock: Clock = system_clock) -> Services:
+    """Connect, check the schema, load keys. Raises StartupError with an operator message."""
+    engine = make_engine(settings.effective_database_url)
+    try:
+        ensure_schema_at_head(
+            engine, alembic_config(engine), auto_migrate=settings.should_auto_migrate
+        )
+        session_factory = make_session_factory(engine)
+        keystore = make_keystore(settings)
+        ensure_active_key(session_factory, keystore, settings.signing_alg, clock)
+        keyring = KeyRing(session_factory, keystore, clock)
+        keyring.load()
+    except BaseException:
+        engine.dispose()
+        raise
+    return Services(settings, engine, session_factory, keyring, clock)
+
+
+def create_app(settings: Settings | None = None, *, clock: Clock = system_clock) -> Flask:
+    from sts.web import register_web  # the only package that imports flask's request
+
+    settings = settings or Settings.from_env()
+    configure_logging(settings)
+    services = build_services(settings, clock)
+    app = Flask("sts", instance_path=str(settings.instance_dir.resolve()))
+    app.config["MAX_CONTENT_LENGTH"] = 64 * 1024  # tokens are small; refuse huge bodies
+    app.extensions["sts"] = services
+    register_web(app, services)
+    return app

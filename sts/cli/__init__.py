@@ -1,0 +1,21 @@
+"""The ``sts`` command: db, keys, check, serve (and more as capabilities land)."""
+
+from __future__ import annotations
+
+import click
+
+from sts.cli import check, db, keys, serve
+
+
+@click.group()
+@click.version_option(package_name="sts")
+def cli() -> None:
+    """sts: a security token service (RFC 8693 token exchange)."""
+
+
+for _module in (db, keys, check, serve):
+    _module.register(cli)
+
+
+def main() -> None:
+    cli()

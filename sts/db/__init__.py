@@ -1,0 +1,1 @@
+"""Storage: typed SQLAlchemy 2.0 models, engine/session setup, and every query in queries.py."""

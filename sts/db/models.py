@@ -1,0 +1,211 @@
+"""Typed models (SQLAlchemy 2.0 ``Mapped[]``). The baseline migration creates exactly these.
+
+Secrets are never stored: clients and service credentials keep only hashes; private
+signing keys are stored encrypted (or live encrypted in the file keystore).
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, ClassVar
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    ForeignKey,
+    Index,
+    Integer,
+    LargeBinary,
+    MetaData,
+    String,
+    Text,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+from sts.db.types import UTCDateTime
+
+# A naming convention makes constraint names deterministic, so migrations can drop them.
+NAMING_CONVENTION = {
+    "ix": "ix_%(column_0_label)s",
+    "uq": "uq_%(table_name)s_%(column_0_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+# BIGINT on PostgreSQL, INTEGER on SQLite (so that it is the rowid alias and autoincrements).
+BigId = BigInteger().with_variant(Integer(), "sqlite")
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(naming_convention=NAMING_CONVENTION)
+    type_annotation_map: ClassVar[dict[Any, Any]] = {
+        datetime: UTCDateTime(),
+        dict[str, Any]: JSON(),
+    }
+
+
+class Client(Base):
+    """An OAuth client of the token endpoint (RFC 6749 §2)."""
+
+    __tablename__ = "clients"
+
+    client_id: Mapped[str] = mapped_column(String(255), primary_key=True)
+    # client_secret_basic | client_secret_post | private_key_jwt | none
+    auth_method: Mapped[str] = mapped_column(String(32))
+    secret_hash: Mapped[str | None] = mapped_column(String(255))
+    jwks: Mapped[dict[str, Any] | None] = mapped_column(JSON)  # public keys for private_key_jwt
+    is_resource_server: Mapped[bool] = mapped_column(Boolean, default=False)
+    disabled: Mapped[bool] = mapped_column(Boolean, default=False)
+    created_at: Mapped[datetime]
+
+
+class TrustedIssuer(Base):
+    """An external token issuer whose JWTs sts accepts as subject or actor tokens."""
+
+    __tablename__ = "trusted_issuers"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(255), unique=True)
+    issuer: Mapped[str] = mapped_column(String(2048), unique=True)
+    jwks: Mapped[dict[str, Any] | None] = mapped_column(JSON)  # inline JWKS, or ...
+    jwks_uri: Mapped[str | None] = mapped_column(String(2048))  # ... fetched and cached
+    algorithms: Mapped[list[str]] = mapped_column(JSON)
+    audiences: Mapped[list[str]] = mapped_column(JSON)  # aud must contain one of these
+    created_at: Mapped[datetime]
+
+
+class ServiceCredential(Base):
+    """A long-lived opaque API key. Only its hash is stored; ``key_id`` finds the row."""
+
+    __tablename__ = "service_credentials"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(255), unique=True)
+    key_id: Mapped[str] = mapped_column(String(64), unique=True)
+    secret_hash: Mapped[str] = mapped_column(String(255))
+    owner_subject: Mapped[str] = mapped_column(String(1024))
+    disabled: Mapped[bool] = mapped_column(Boolean, default=False)
+    created_at: Mapped[datetime]
+    disabled_at: Mapped[datetime | None]
+
+
+class Rule(Base):
+    """A downscoping rule. ``version`` increases on every change and is never reused."""
+
+    __tablename__ = "rules"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(255), unique=True)
+    version: Mapped[int] = mapped_column(Integer)
+    effect: Mapped[str] = mapped_column(String(8))  # allow | deny
+    definition: Mapped[dict[str, Any]] = mapped_column(JSON)
+    updated_at: Mapped[datetime]
+
+
+class RulesState(Base):
+    """A single row: a generation counter bumped on every rules change (cache invalidation)
+    and the version sequence, so rule versions are never reused, even across a rollback."""
+
+    __tablename__ = "rules_state"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    generation: Mapped[int] = mapped_column(BigInteger, default=0)
+    last_version: Mapped[int] = mapped_column(Integer, default=0)
+
+
+class SigningKey(Base):
+    """Metadata of a signing key. The private key lives in a keystore (file or this row)."""
+
+    __tablename__ = "signing_keys"
+
+    kid: Mapped[str] = mapped_column(String(64), primary_key=True)  # RFC 7638 thumbprint
+    alg: Mapped[str] = mapped_column(String(16))
+    # pending | active | retired | removed | compromised
+    state: Mapped[str] = mapped_column(String(16), index=True)
+    public_jwk: Mapped[dict[str, Any]] = mapped_column(JSON)
+    encrypted_private_key: Mapped[bytes | None] = mapped_column(LargeBinary)
+    created_at: Mapped[datetime]
+    activated_at: Mapped[datetime | None]
+    retired_at: Mapped[datetime | None]
+    removed_at: Mapped[datetime | None]
+    compromised_at: Mapped[datetime | None]
+
+
+class IssuedToken(Base):
+    """One row per minted token: the lineage that revocation walks."""
+
+    __tablename__ = "issued_tokens"
+
+    jti: Mapped[str] = mapped_column(String(64), primary_key=True)
+    parent_jti: Mapped[str | None] = mapped_column(
+        String(64), ForeignKey("issued_tokens.jti"), index=True
+    )
+    credential_id: Mapped[int | None] = mapped_column(
+        ForeignKey("service_credentials.id"), index=True
+    )
+    subject: Mapped[str] = mapped_column(String(1024), index=True)
+    subject_issuer: Mapped[str] = mapped_column(String(2048))
+    actor: Mapped[str | None] = mapped_column(String(1024))
+    client_id: Mapped[str | None] = mapped_column(String(255), index=True)
+    rule_id: Mapped[int] = mapped_column(Integer)
+    rule_version: Mapped[int] = mapped_column(Integer)
+    audience: Mapped[list[str]] = mapped_column(JSON)
+    scope: Mapped[str] = mapped_column(Text)
+    kid: Mapped[str] = mapped_column(String(64), index=True)
+    issued_at: Mapped[datetime]
+    expires_at: Mapped[datetime] = mapped_column(index=True)
+    status_idx: Mapped[int | None] = mapped_column(Integer)
+    revoked_at: Mapped[datetime | None]
+
+    __table_args__ = (Index("ix_issued_tokens_rule", "rule_id", "rule_version"),)
+
+
+class Revocation(Base):
+    """A revocation or block: of one token, or of an identity (subject, client, ...)."""
+
+    __tablename__ = "revocations"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    # jti | subject | client | credential | issuer | rule | actor | key
+    kind: Mapped[str] = mapped_column(String(16))
+    value: Mapped[str] = mapped_column(String(2048))
+    reason: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[datetime]
+    lifted_at: Mapped[datetime | None]
+
+    __table_args__ = (Index("ix_revocations_kind_value", "kind", "value"),)
+
+
+class ClientAssertion(Base):
+    """``jti`` values of client assertions already used (RFC 7523 §3 replay protection)."""
+
+    __tablename__ = "client_assertions"
+
+    client_id: Mapped[str] = mapped_column(String(255), primary_key=True)
+    jti: Mapped[str] = mapped_column(String(255), primary_key=True)
+    expires_at: Mapped[datetime] = mapped_column(index=True)
+
+
+class AuditRecord(Base):
+    """Append-only: one row per decision. Tokens appear only as ``jti`` or a SHA-256 hash."""
+
+    __tablename__ = "audit_log"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    at: Mapped[datetime] = mapped_column(index=True)
+    event: Mapped[str] = mapped_column(String(32))
+    decision: Mapped[str] = mapped_column(String(8))  # allow | deny | info
+    reason: Mapped[str] = mapped_column(String(255))
+    client_id: Mapped[str | None] = mapped_column(String(255))
+    subject: Mapped[str | None] = mapped_column(String(1024))
+    subject_issuer: Mapped[str | None] = mapped_column(String(2048))
+    subject_token_id: Mapped[str | None] = mapped_column(String(255))  # jti or sha256:...
+    actor: Mapped[str | None] = mapped_column(String(1024))
+    requested_audiences: Mapped[list[str] | None] = mapped_column(JSON)
+    requested_scope: Mapped[str | None] = mapped_column(Text)
+    rule_id: Mapped[int | None] = mapped_column(Integer)
+    rule_version: Mapped[int | None] = mapped_column(Integer)
+    issued_jti: Mapped[str | None] = mapped_column(String(64), index=True)
+    detail: Mapped[str | None] = mapped_column(Text)

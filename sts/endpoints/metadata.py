@@ -1,0 +1,39 @@
+"""RFC 8414 authorization server metadata."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sts.endpoints import Response
+from sts.protocol import GRANT_TOKEN_EXCHANGE, SUPPORTED_SUBJECT_TOKEN_TYPES
+from sts.settings import SIGNING_ALGORITHMS, Settings
+
+TOKEN_PATH = "/token"
+JWKS_PATH = "/jwks.json"
+METADATA_PATH = "/.well-known/oauth-authorization-server"
+CLIENT_AUTH_METHODS = ["client_secret_basic", "client_secret_post", "private_key_jwt", "none"]
+CLIENT_ASSERTION_ALGS = ["ES256", "RS256", "PS256", "EdDSA"]
+
+
+def build_metadata(settings: Settings) -> dict[str, Any]:
+    issuer = settings.issuer
+    return {
+        # RFC 8414 §2
+        "issuer": issuer,
+        "token_endpoint": issuer + TOKEN_PATH,
+        "jwks_uri": issuer + JWKS_PATH,
+        "grant_types_supported": [GRANT_TOKEN_EXCHANGE],
+        # REQUIRED by §2, but sts has no authorization endpoint, so it supports no
+        # response type at all; an empty array says exactly that.
+        "response_types_supported": [],
+        "token_endpoint_auth_methods_supported": CLIENT_AUTH_METHODS,
+        # §2: required when private_key_jwt is listed; "none" MUST NOT appear.
+        "token_endpoint_auth_signing_alg_values_supported": CLIENT_ASSERTION_ALGS,
+        # Not registered by RFC 8414; names the token types the exchange accepts.
+        "token_exchange_subject_token_types_supported": list(SUPPORTED_SUBJECT_TOKEN_TYPES),
+        "access_token_signing_alg_values_supported": list(SIGNING_ALGORITHMS),
+    }
+
+
+def render_metadata(settings: Settings) -> Response:
+    return Response(200, build_metadata(settings), {"Cache-Control": "public, max-age=3600"})

@@ -1,0 +1,69 @@
+"""Every error is JSON in RFC 6749 §5.2 shape; no HTML, no stack trace, never cached."""
+
+from __future__ import annotations
+
+import pytest
+
+
+def assert_json_error(response, status: int, error: str) -> None:  # type: ignore[no-untyped-def]
+    assert response.status_code == status
+    assert response.mimetype == "application/json"
+    assert response.json["error"] == error
+    assert response.json["error_description"]
+    assert response.headers["Cache-Control"] == "no-store"
+    assert response.headers["Pragma"] == "no-cache"
+    body = response.get_data(as_text=True)
+    assert "<html" not in body.lower()
+    assert "Traceback" not in body
+
+
+def test_unknown_path_is_json_404(client) -> None:  # type: ignore[no-untyped-def]
+    assert_json_error(client.get("/no/such/thing"), 404, "not_found")
+
+
+@pytest.mark.parametrize(
+    ("method", "path"),
+    [
+        ("delete", "/jwks.json"),
+        ("get", "/token"),
+        ("put", "/.well-known/oauth-authorization-server"),
+    ],
+)
+def test_wrong_method_is_json_405_with_allow(client, method: str, path: str) -> None:  # type: ignore[no-untyped-def]
+    response = getattr(client, method)(path)
+    assert_json_error(response, 405, "method_not_allowed")
+    assert response.headers["Allow"]
+
+
+def test_unknown_grant_type_is_unsupported_grant_type(client) -> None:  # type: ignore[no-untyped-def]
+    response = client.post("/token", data={"grant_type": "password"})
+    assert_json_error(response, 400, "unsupported_grant_type")
+
+
+def test_missing_grant_type_is_invalid_request(client) -> None:  # type: ignore[no-untyped-def]
+    assert_json_error(client.post("/token", data={}), 400, "invalid_request")
+
+
+def test_repeated_grant_type_is_invalid_request(client) -> None:  # type: ignore[no-untyped-def]
+    response = client.post(
+        "/token",
+        data="grant_type=a&grant_type=b",
+        content_type="application/x-www-form-urlencoded",
+    )
+    assert_json_error(response, 400, "invalid_request")
+    assert "repeated" in response.json["error_description"]
+
+
+def test_json_body_is_invalid_request(client) -> None:  # type: ignore[no-untyped-def]
+    response = client.post("/token", json={"grant_type": "x"})
+    assert_json_error(response, 400, "invalid_request")
+
+
+def test_unexpected_exception_is_a_bare_500(app) -> None:  # type: ignore[no-untyped-def]
+    def explode() -> None:
+        raise RuntimeError("internal detail: db password hunter2")
+
+    app.add_url_rule("/explode", "explode", explode)
+    response = app.test_client().get("/explode")
+    assert_json_error(response, 500, "server_error")
+    assert "hunter2" not in response.get_data(as_text=True)

@@ -1,0 +1,89 @@
+from __future__ import annotations
+
+import pytest
+
+from sts.errors import ConfigurationError
+from sts.settings import Settings
+
+VALID = {"STS_KEY_PASSPHRASE": "a-long-enough-passphrase"}
+
+REFUSALS = [
+    ("bad-int", {"STS_MAX_TOKEN_TTL": "ten"}, "STS_MAX_TOKEN_TTL must be a whole number"),
+    ("zero-ttl", {"STS_MAX_TOKEN_TTL": "0"}, "STS_MAX_TOKEN_TTL must be a positive"),
+    ("negative-leeway", {"STS_CLOCK_LEEWAY": "-1"}, "STS_CLOCK_LEEWAY must not be negative"),
+    ("bad-env", {"STS_ENV": "prod"}, "STS_ENV must be 'development' or 'production'"),
+    ("bad-bool", {"STS_AUTO_MIGRATE": "maybe"}, "STS_AUTO_MIGRATE must be true or false"),
+    ("bad-log", {"STS_LOG_LEVEL": "LOUD"}, "STS_LOG_LEVEL must be one of"),
+    ("issuer-relative", {"STS_ISSUER": "sts.example.com"}, "STS_ISSUER must be an absolute"),
+    ("issuer-query", {"STS_ISSUER": "https://sts.example.com?x=1"}, "STS_ISSUER must not contain"),
+    ("issuer-slash", {"STS_ISSUER": "https://sts.example.com/"}, "STS_ISSUER must not end"),
+    ("bad-alg", {"STS_SIGNING_ALG": "HS256"}, "STS_SIGNING_ALG must be one of"),
+    ("bad-db", {"STS_DATABASE_URL": "mysql://x/y"}, "STS_DATABASE_URL must be a sqlite"),
+    ("short-pass", {"STS_KEY_PASSPHRASE": "short"}, "STS_KEY_PASSPHRASE must be at least 12"),
+    (
+        "prod-http-issuer",
+        {"STS_ENV": "production", "STS_ISSUER": "http://sts.example.com", **VALID},
+        "STS_ISSUER must use https in production",
+    ),
+    (
+        "prod-no-passphrase",
+        {"STS_ENV": "production", "STS_ISSUER": "https://sts.example.com"},
+        "STS_KEY_PASSPHRASE is required in production",
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    ("environ", "message"), [r[1:] for r in REFUSALS], ids=[r[0] for r in REFUSALS]
+)
+def test_invalid_settings_name_the_variable(environ: dict[str, str], message: str) -> None:
+    with pytest.raises(ConfigurationError) as caught:
+        Settings.from_env(environ)
+    assert str(caught.value).startswith(message)
+    assert "\n" not in str(caught.value)
+
+
+@pytest.mark.parametrize(
+    "issuer",
+    [
+        "http://127.0.0.1:8080",
+        "http://localhost:8080",
+        "http://[::1]:8080",
+        "https://sts.example.com",
+    ],
+)
+def test_production_accepts_https_and_loopback_http(issuer: str) -> None:
+    settings = Settings.from_env({"STS_ENV": "production", "STS_ISSUER": issuer, **VALID})
+    assert settings.is_production
+    assert settings.issuer == issuer
+
+
+def test_defaults_use_embedded_sqlite_and_auto_migrate() -> None:
+    settings = Settings.from_env({})
+    assert settings.uses_embedded_database
+    assert settings.effective_database_url.startswith("sqlite:///")
+    assert settings.effective_database_url.endswith("instance/sts.db")
+    assert settings.should_auto_migrate
+    assert settings.signing_alg == "ES256"
+
+
+def test_external_database_is_not_auto_migrated_unless_asked() -> None:
+    settings = Settings.from_env({"STS_DATABASE_URL": "postgresql+psycopg://u@h/db"})
+    assert not settings.should_auto_migrate
+    settings = Settings.from_env(
+        {"STS_DATABASE_URL": "postgresql+psycopg://u@h/db", "STS_AUTO_MIGRATE": "true"}
+    )
+    assert settings.should_auto_migrate
+
+
+def test_describe_never_shows_secrets() -> None:
+    settings = Settings.from_env(
+        {
+            "STS_KEY_PASSPHRASE": "super-secret-passphrase",
+            "STS_DATABASE_URL": "postgresql+psycopg://app:dbpassword@db/sts",
+        }
+    )
+    shown = repr(settings.describe()) + repr(settings)
+    assert "super-secret-passphrase" not in shown
+    assert "dbpassword" not in shown
+    assert settings.describe()["STS_KEY_PASSPHRASE"] == "<set>"
