@@ -41,6 +41,14 @@ class Settings:
     clock_leeway: int = 30  # seconds of skew tolerated on exp/nbf/iat of inbound tokens
     jwks_max_age: int = 300  # Cache-Control max-age of the JWKS document, seconds
     auto_migrate: bool | None = None  # None: only for the embedded default database
+    # Trusted issuers' JWKS fetched from jwks_uri: timeout, cache lifetime, and the minimum
+    # interval between re-fetches triggered by an unknown kid (a DoS guard).
+    issuer_jwks_timeout: float = 3.0
+    issuer_jwks_cache_ttl: int = 300
+    issuer_jwks_min_refresh: int = 30
+    # How often a process checks the rules generation counter (the bound on how long a
+    # rules change takes to reach a running service).
+    rules_refresh_interval: float = 1.0
     log_level: str = "INFO"
 
     # ---- derived values -------------------------------------------------------------
@@ -79,6 +87,10 @@ class Settings:
             "STS_CLOCK_LEEWAY": str(self.clock_leeway),
             "STS_JWKS_MAX_AGE": str(self.jwks_max_age),
             "STS_AUTO_MIGRATE": str(self.should_auto_migrate).lower(),
+            "STS_ISSUER_JWKS_TIMEOUT": str(self.issuer_jwks_timeout),
+            "STS_ISSUER_JWKS_CACHE_TTL": str(self.issuer_jwks_cache_ttl),
+            "STS_ISSUER_JWKS_MIN_REFRESH": str(self.issuer_jwks_min_refresh),
+            "STS_RULES_REFRESH_INTERVAL": str(self.rules_refresh_interval),
             "STS_LOG_LEVEL": self.log_level,
         }
 
@@ -102,6 +114,10 @@ class Settings:
             "STS_CLOCK_LEEWAY": ("clock_leeway", _parse_non_negative_int),
             "STS_JWKS_MAX_AGE": ("jwks_max_age", _parse_non_negative_int),
             "STS_AUTO_MIGRATE": ("auto_migrate", _parse_bool),
+            "STS_ISSUER_JWKS_TIMEOUT": ("issuer_jwks_timeout", _parse_seconds),
+            "STS_ISSUER_JWKS_CACHE_TTL": ("issuer_jwks_cache_ttl", _parse_positive_int),
+            "STS_ISSUER_JWKS_MIN_REFRESH": ("issuer_jwks_min_refresh", _parse_non_negative_int),
+            "STS_RULES_REFRESH_INTERVAL": ("rules_refresh_interval", _parse_seconds),
             "STS_LOG_LEVEL": ("log_level", _parse_log_level),
         }
         for variable, (attribute, parse) in readers.items():
@@ -190,6 +206,16 @@ def _parse_non_negative_int(raw: str) -> int:
         raise ValueError(f"must be a whole number, got {raw!r}") from None
     if value < 0:
         raise ValueError("must not be negative")
+    return value
+
+
+def _parse_seconds(raw: str) -> float:
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ValueError(f"must be a number of seconds, got {raw!r}") from None
+    if not 0 < value <= 3600:
+        raise ValueError("must be between 0 and 3600 seconds")
     return value
 
 
