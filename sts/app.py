@@ -13,6 +13,9 @@ from sts.keys.keyring import KeyRing, ensure_active_key
 from sts.keys.keystore import make_keystore
 from sts.services import Services
 from sts.settings import Settings
+from sts.tokens.issuer_keys import IssuerKeyCache
+from sts.tokens.verify import OwnKeySet
+from sts.trust import TrustConfigCache
 
 
 def configure_logging(settings: Settings) -> None:
@@ -37,7 +40,20 @@ def build_services(settings: Settings, clock: Clock = system_clock) -> Services:
     except BaseException:
         engine.dispose()
         raise
-    return Services(settings, engine, session_factory, keyring, clock)
+    return Services(
+        settings=settings,
+        engine=engine,
+        session_factory=session_factory,
+        keyring=keyring,
+        clock=clock,
+        trust=TrustConfigCache(session_factory, settings.rules_refresh_interval),
+        issuer_keys=IssuerKeyCache(
+            timeout=settings.issuer_jwks_timeout,
+            cache_ttl=settings.issuer_jwks_cache_ttl,
+            min_refresh=settings.issuer_jwks_min_refresh,
+        ),
+        own_keys=OwnKeySet(),
+    )
 
 
 def create_app(settings: Settings | None = None, *, clock: Clock = system_clock) -> Flask:

@@ -10,6 +10,9 @@ from sqlalchemy.orm import Session, sessionmaker
 from sts.clock import Clock
 from sts.keys.keyring import KeyRing
 from sts.settings import Settings
+from sts.tokens.issuer_keys import IssuerKeyCache
+from sts.tokens.verify import OwnKeySet
+from sts.trust import TrustConfigCache
 
 
 @dataclass(frozen=True)
@@ -19,3 +22,6 @@ class Services:
     session_factory: sessionmaker[Session]
     keyring: KeyRing
     clock: Clock
+    trust: TrustConfigCache
+    issuer_keys: IssuerKeyCache
+    own_keys: OwnKeySet

@@ -147,6 +147,9 @@ class IssuedToken(Base):
     )
     subject: Mapped[str] = mapped_column(String(1024), index=True)
     subject_issuer: Mapped[str] = mapped_column(String(2048))
+    # The external subject token's jti, or sha256:<hash> of it: finds what a leaked
+    # upstream token was exchanged for.
+    subject_token_id: Mapped[str | None] = mapped_column(String(255))
     actor: Mapped[str | None] = mapped_column(String(1024))
     client_id: Mapped[str | None] = mapped_column(String(255), index=True)
     rule_id: Mapped[int] = mapped_column(Integer)

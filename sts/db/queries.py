@@ -4,11 +4,22 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import datetime
+from typing import Any
 
-from sqlalchemy import select, text
+from sqlalchemy import insert, select, text
 from sqlalchemy.orm import Session
 
-from sts.db.models import SigningKey
+from sts.db.models import (
+    AuditRecord,
+    Client,
+    ClientAssertion,
+    IssuedToken,
+    Rule,
+    RulesState,
+    ServiceCredential,
+    SigningKey,
+    TrustedIssuer,
+)
 
 PUBLISHED_KEY_STATES = ("pending", "active", "retired")
 
@@ -55,3 +66,52 @@ def add_signing_key(
     )
     session.add(row)
     return row
+
+
+# ---- trust configuration (rules, issuers, clients) -------------------------------------
+
+
+def rules_generation(session: Session) -> int:
+    return int(session.scalar(select(RulesState.generation).where(RulesState.id == 1)) or 0)
+
+
+def all_rules(session: Session) -> Sequence[Rule]:
+    return session.scalars(select(Rule).order_by(Rule.name)).all()
+
+
+def all_trusted_issuers(session: Session) -> Sequence[TrustedIssuer]:
+    return session.scalars(select(TrustedIssuer).order_by(TrustedIssuer.name)).all()
+
+
+def all_clients(session: Session) -> Sequence[Client]:
+    return session.scalars(select(Client).order_by(Client.client_id)).all()
+
+
+# ---- the exchange's transaction --------------------------------------------------------
+
+
+def credential_by_key_id(session: Session, key_id: str) -> ServiceCredential | None:
+    return session.scalars(
+        select(ServiceCredential).where(ServiceCredential.key_id == key_id)
+    ).first()
+
+
+def issued_token(session: Session, jti: str) -> IssuedToken | None:
+    return session.get(IssuedToken, jti)
+
+
+def record_client_assertion(
+    session: Session, client_id: str, jti: str, expires_at: datetime
+) -> None:
+    """RFC 7523 §3: the primary key makes a replayed assertion fail the transaction."""
+    session.execute(
+        insert(ClientAssertion).values(client_id=client_id, jti=jti, expires_at=expires_at)
+    )
+
+
+def record_issued_token(session: Session, values: dict[str, Any]) -> None:
+    session.execute(insert(IssuedToken).values(**values))
+
+
+def record_audit(session: Session, values: dict[str, Any]) -> None:
+    session.execute(insert(AuditRecord).values(**values))

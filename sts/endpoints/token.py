@@ -10,10 +10,12 @@ from collections.abc import Callable, Sequence
 
 from sts import errors
 from sts.endpoints import Response
+from sts.grants import token_exchange
+from sts.protocol import GRANT_TOKEN_EXCHANGE
 from sts.services import Services
 
 GrantHandler = Callable[[Services, Sequence[tuple[str, str]], str | None], Response]
-GRANTS: dict[str, GrantHandler] = {}
+GRANTS: dict[str, GrantHandler] = {GRANT_TOKEN_EXCHANGE: token_exchange.exchange}
 
 
 def handle_token_request(

@@ -140,6 +140,7 @@ def upgrade() -> None:
     sa.Column('credential_id', sa.Integer(), nullable=True),
     sa.Column('subject', sa.String(length=1024), nullable=False),
     sa.Column('subject_issuer', sa.String(length=2048), nullable=False),
+    sa.Column('subject_token_id', sa.String(length=255), nullable=True),
     sa.Column('actor', sa.String(length=1024), nullable=True),
     sa.Column('client_id', sa.String(length=255), nullable=True),
     sa.Column('rule_id', sa.Integer(), nullable=False),

@@ -1,0 +1,194 @@
+"""Client authentication at the token endpoint.
+
+Methods: ``client_secret_basic`` and ``client_secret_post`` (RFC 6749 §2.3.1),
+``private_key_jwt`` (RFC 7523 §2.2, §3), and none (where a rule allows it). A client
+must use the one method it is registered for, and only one per request (RFC 6749 §2.3).
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from urllib.parse import unquote_plus
+
+from joserfc import jws, jwt
+from joserfc.errors import JoseError
+from joserfc.util import to_bytes
+
+from sts.credentials import secret_matches
+from sts.errors import InvalidClient, InvalidRequest
+from sts.protocol.exchange import ClientCredentials
+from sts.tokens.verify import ASYMMETRIC_ALGORITHMS
+from sts.trust import ClientConfig
+
+JWT_BEARER_ASSERTION = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
+MAX_ASSERTION_LIFETIME = 3600  # seconds: a longer-lived assertion is refused as unsafe
+
+
+@dataclass(frozen=True)
+class AuthenticatedClient:
+    client_id: str | None  # None: no client authentication (anonymous exchange)
+    method: str
+    assertion_jti: str | None = None  # to record, so a replay fails (RFC 7523 §3 item 7)
+    assertion_expires_at: datetime | None = None
+
+
+ANONYMOUS = AuthenticatedClient(client_id=None, method="none")
+
+
+def parse_basic_authorization(header: str) -> tuple[str, str]:
+    """RFC 6749 §2.3.1 / RFC 7617: base64(urlencode(id) ":" urlencode(secret))."""
+    scheme, _, value = header.partition(" ")
+    if scheme.lower() != "basic" or not value:
+        raise InvalidClient("Unsupported Authorization scheme.", scheme="Basic")
+    try:
+        decoded = base64.b64decode(value.strip(), validate=True).decode()
+    except (binascii.Error, UnicodeDecodeError):
+        raise InvalidClient("Malformed Basic credentials.", scheme="Basic") from None
+    client_id, separator, secret = decoded.partition(":")
+    if not separator or not client_id:
+        raise InvalidClient("Malformed Basic credentials.", scheme="Basic")
+    return unquote_plus(client_id), unquote_plus(secret)
+
+
+def authenticate_client(
+    credentials: ClientCredentials,
+    authorization: str | None,
+    clients: Mapping[str, ClientConfig],
+    *,
+    token_endpoint: str,
+    issuer: str,
+    leeway: int,
+    now: datetime,
+) -> AuthenticatedClient:
+    registry = clients
+    methods = []
+    if authorization:
+        methods.append("client_secret_basic")
+    if credentials.client_secret is not None:
+        methods.append("client_secret_post")
+    if credentials.client_assertion is not None or credentials.client_assertion_type is not None:
+        methods.append("private_key_jwt")
+    if len(methods) > 1:
+        # RFC 6749 §2.3: the client MUST NOT use more than one authentication method.
+        raise InvalidRequest(
+            "Use exactly one client authentication method.", reason="client.several_methods"
+        )
+    if not methods:
+        if credentials.client_id is None:
+            return ANONYMOUS
+        client = _known_client(registry, credentials.client_id, "none")
+        return AuthenticatedClient(client_id=None, method="none") if client else ANONYMOUS
+    method = methods[0]
+    if method == "client_secret_basic":
+        assert authorization is not None
+        client_id, secret = parse_basic_authorization(authorization)
+        if credentials.client_id is not None and credentials.client_id != client_id:
+            raise InvalidRequest("client_id does not match the credentials.", reason="client.id")
+        return _check_secret(registry, client_id, secret, method, "Basic")
+    if method == "client_secret_post":
+        if credentials.client_id is None:
+            raise InvalidClient("client_id is required with client_secret.", scheme="Bearer")
+        assert credentials.client_secret is not None
+        return _check_secret(
+            registry, credentials.client_id, credentials.client_secret, method, "Bearer"
+        )
+    return _check_assertion(
+        registry, credentials, token_endpoint=token_endpoint, issuer=issuer, leeway=leeway, now=now
+    )
+
+
+def _known_client(
+    registry: Mapping[str, ClientConfig], client_id: str, method: str, scheme: str = "Bearer"
+) -> ClientConfig:
+    client = registry.get(client_id)
+    if client is None or client.disabled or client.auth_method != method:
+        # One answer for unknown, disabled and wrong-method clients: no client oracle.
+        raise InvalidClient(
+            scheme=scheme,
+            reason="client.unknown" if client is None else "client.rejected",
+            detail=f"client {client_id!r} via {method}",
+        )
+    return client
+
+
+def _check_secret(
+    registry: Mapping[str, ClientConfig], client_id: str, secret: str, method: str, scheme: str
+) -> AuthenticatedClient:
+    client = _known_client(registry, client_id, method, scheme)
+    if client.secret_hash is None or not secret_matches(secret, client.secret_hash):
+        raise InvalidClient(scheme=scheme, reason="client.bad_secret", detail=client_id)
+    return AuthenticatedClient(client_id=client_id, method=method)
+
+
+def _check_assertion(
+    registry: Mapping[str, ClientConfig],
+    credentials: ClientCredentials,
+    *,
+    token_endpoint: str,
+    issuer: str,
+    leeway: int,
+    now: datetime,
+) -> AuthenticatedClient:
+    """RFC 7523 §3: iss = sub = client_id, aud names this server, exp required, jti once."""
+    if (
+        credentials.client_assertion_type != JWT_BEARER_ASSERTION
+        or not credentials.client_assertion
+    ):
+        raise InvalidClient("Unsupported client assertion.", scheme="Bearer")
+    assertion = credentials.client_assertion
+    # The unverified sub only selects the client whose keys must then verify it.
+    client_id = credentials.client_id or _unverified_subject(assertion)
+    if client_id is None:
+        raise InvalidClient("The client assertion is malformed.", scheme="Bearer")
+    client = _known_client(registry, client_id, "private_key_jwt")
+    if client.jwks is None:
+        raise InvalidClient(scheme="Bearer", reason="client.no_keys")
+    try:
+        token = jwt.decode(assertion, client.jwks, algorithms=sorted(ASYMMETRIC_ALGORITHMS))
+    except JoseError:
+        raise InvalidClient(
+            "The client assertion signature is invalid.", scheme="Bearer", reason="client.assertion"
+        ) from None
+    registry_ = jwt.JWTClaimsRegistry(
+        now=int(now.timestamp()),
+        leeway=leeway,
+        iss={"essential": True, "value": client_id},
+        sub={"essential": True, "value": client_id},
+        aud={"essential": True, "values": [token_endpoint, issuer]},
+        exp={"essential": True},
+        jti={"essential": True},
+    )
+    try:
+        registry_.validate(token.claims)
+    except JoseError as exc:
+        raise InvalidClient(
+            "The client assertion is not acceptable.",
+            scheme="Bearer",
+            reason="client.assertion_claims",
+            detail=str(exc),
+        ) from None
+    expires_at = datetime.fromtimestamp(int(token.claims["exp"]), UTC)
+    if (expires_at - now).total_seconds() > MAX_ASSERTION_LIFETIME:
+        raise InvalidClient(
+            "The client assertion lives too long.", scheme="Bearer", reason="client.assertion_exp"
+        )
+    return AuthenticatedClient(
+        client_id=client_id,
+        method="private_key_jwt",
+        assertion_jti=str(token.claims["jti"]),
+        assertion_expires_at=expires_at,
+    )
+
+
+def _unverified_subject(assertion: str) -> str | None:
+    try:
+        payload = json.loads(jws.extract_compact(to_bytes(assertion)).payload)
+    except (JoseError, ValueError, UnicodeDecodeError):
+        return None
+    subject = payload.get("sub") if isinstance(payload, dict) else None
+    return subject if isinstance(subject, str) else None

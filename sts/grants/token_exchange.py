@@ -1,0 +1,406 @@
+"""The RFC 8693 token exchange grant, as numbered steps.
+
+1. parse the request once (``protocol.exchange``);
+2. authenticate the client (``client_auth``);
+3. verify the subject and actor tokens: signature, issuer, audience, times (no I/O but
+   a cached issuer JWKS);
+4. in ONE database transaction: resolve what only the database knows (credential,
+   lineage and revocation of a parent), evaluate the rules (pure), build the claims
+   (pure), sign, and record the lineage and audit rows; commit, and only then respond.
+
+Every refusal is recorded too, with its private reason; the caller sees only the RFC
+error code and a description that does not reveal the rules.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import secrets
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy.exc import IntegrityError, SQLAlchemyError
+from sqlalchemy.orm import Session
+
+from sts import errors
+from sts.audit import AuditEntry, record
+from sts.credentials import looks_like_api_key, parse_api_key, secret_matches
+from sts.db import queries
+from sts.endpoints import NO_STORE, Response
+from sts.grants.client_auth import AuthenticatedClient, authenticate_client
+from sts.policy.evaluate import Allow, Deny, ExchangeFacts, TokenFacts, evaluate
+from sts.protocol import (
+    TOKEN_TYPE_ACCESS_TOKEN,
+    TOKEN_TYPE_API_KEY,
+    TOKEN_TYPE_ID_TOKEN,
+    TOKEN_TYPE_JWT,
+)
+from sts.protocol.exchange import TokenExchangeRequest, parse_token_exchange_request
+from sts.services import Services
+from sts.tokens.claims import act_depth, actor_claim, build_claims, compute_lifetime
+from sts.tokens.mint import mint_access_token
+from sts.tokens.verify import VerifiedJwt, refuse, verify_jwt
+
+log = logging.getLogger(__name__)
+
+# Which declared token types are consistent with what the token turned out to be.
+TYPES_FOR_KIND = {
+    "issuer": (TOKEN_TYPE_JWT, TOKEN_TYPE_ID_TOKEN),
+    "sts": (TOKEN_TYPE_ACCESS_TOKEN, TOKEN_TYPE_JWT),
+    "credential": (TOKEN_TYPE_API_KEY,),
+}
+DENY_ERRORS: dict[str, type[errors.OAuthError]] = {
+    "invalid_request": errors.InvalidRequest,
+    "invalid_target": errors.InvalidTarget,
+    "invalid_scope": errors.InvalidScope,
+}
+DENY_DESCRIPTIONS = {
+    "invalid_request": "No rule allows this exchange.",
+    "invalid_target": "The requested audience or resource is not allowed.",
+    "invalid_scope": "The requested scope is not allowed.",
+}
+
+
+@dataclass(frozen=True)
+class PresentedApiKey:
+    key: str
+    key_id: str
+
+
+Presented = VerifiedJwt | PresentedApiKey
+
+
+@dataclass(frozen=True)
+class Resolved:
+    """A token after the database has had its say."""
+
+    facts: TokenFacts
+    token_id: str
+    expires_at: datetime | None
+    act: Mapping[str, Any] | None
+    parent_jti: str | None = None
+    credential_id: int | None = None
+
+
+def exchange(
+    services: Services, form: Sequence[tuple[str, str]], authorization: str | None
+) -> Response:
+    now = services.clock()
+    entry = AuditEntry(at=now)
+    client: AuthenticatedClient | None = None
+    try:
+        request = parse_token_exchange_request(form)
+        entry.requested_audiences = list(request.targets)
+        entry.requested_scope = " ".join(request.scopes) if request.scopes is not None else None
+        trust = services.trust.current()
+        settings = services.settings
+        client = authenticate_client(
+            request.client,
+            authorization,
+            trust.clients,
+            token_endpoint=settings.issuer + "/token",
+            issuer=settings.issuer,
+            leeway=settings.clock_leeway,
+            now=now,
+        )
+        entry.client_id = client.client_id
+        subject = present(
+            services, request.subject_token, request.subject_token_type, "subject", now
+        )
+        _note_subject(entry, subject, request.subject_token)
+        actor = None
+        if request.actor_token is not None and request.actor_token_type is not None:
+            actor = present(services, request.actor_token, request.actor_token_type, "actor", now)
+        return issue(services, request, client, subject, actor, entry, now)
+    except errors.OAuthError as error:
+        record_refusal(services, entry, error, client)
+        raise
+
+
+def present(services: Services, token: str, declared: str, role: str, now: datetime) -> Presented:
+    """Step 3: what is this token, really? Decided by verification, not by ``declared``."""
+    if looks_like_api_key(token):
+        key_id = parse_api_key(token)
+        if key_id is None:
+            raise refuse(role, "is not a valid service credential", "credential_malformed")
+        if declared not in TYPES_FOR_KIND["credential"]:
+            raise refuse(role, "does not match its declared token type", "type_mismatch")
+        return PresentedApiKey(token, key_id)
+    if declared == TOKEN_TYPE_API_KEY:
+        raise refuse(role, "is not a valid service credential", "credential_malformed")
+    verified = verify_jwt(
+        token,
+        role=role,
+        trust=services.trust.current(),
+        own_issuer=services.settings.issuer,
+        own_keys=services.own_keys.get(services.keyring.jwks()),
+        issuer_keys=services.issuer_keys,
+        leeway=services.settings.clock_leeway,
+        now=now,
+    )
+    if declared not in TYPES_FOR_KIND[verified.kind]:
+        raise refuse(role, "does not match its declared token type", "type_mismatch")
+    return verified
+
+
+def issue(
+    services: Services,
+    request: TokenExchangeRequest,
+    client: AuthenticatedClient,
+    subject: Presented,
+    actor: Presented | None,
+    entry: AuditEntry,
+    now: datetime,
+) -> Response:
+    """Step 4: one transaction from the database checks to the committed records."""
+    settings = services.settings
+    with services.session_factory() as session:
+        begin_write(session)
+        try:
+            if client.assertion_jti is not None:
+                _record_assertion(session, client)
+            resolved_subject = resolve(session, subject, "subject", settings.issuer)
+            _note_resolved_subject(entry, resolved_subject)
+            resolved_actor = resolve(session, actor, "actor", settings.issuer) if actor else None
+            if resolved_actor is not None:
+                entry.actor = resolved_actor.facts.subject
+            facts = ExchangeFacts(
+                subject=resolved_subject.facts,
+                actor=resolved_actor.facts if resolved_actor else None,
+                client_id=client.client_id,
+                targets=request.targets,
+                scopes=request.scopes,
+            )
+            decision = evaluate(services.trust.current().rules, facts)
+            if isinstance(decision, Deny):
+                raise _deny_error(decision, entry)
+            entry.rule_id, entry.rule_version = decision.rule.id, decision.rule.version
+            lifetime = compute_lifetime(
+                rule_max_ttl=decision.max_ttl,
+                global_cap=settings.max_token_ttl,
+                now=now,
+                subject_expires_at=resolved_subject.expires_at,
+                actor_expires_at=resolved_actor.expires_at if resolved_actor else None,
+            )
+            if lifetime.seconds < 1:
+                raise errors.InvalidRequest(
+                    f"The {lifetime.limited_by.replace('_', ' ')} expires too soon.",
+                    reason=f"{lifetime.limited_by}.expires_too_soon",
+                )
+            key = services.keyring.signing_key()
+            jti = secrets.token_urlsafe(18)
+            act = (
+                actor_claim(
+                    resolved_actor.facts.subject, resolved_actor.facts.issuer, resolved_subject.act
+                )
+                if resolved_actor
+                else resolved_subject.act
+            )
+            claims = build_claims(
+                issuer=settings.issuer,
+                subject=resolved_subject.facts.subject,
+                decision=decision,
+                jti=jti,
+                now=now,
+                lifetime=lifetime.seconds,
+                client_id=client.client_id,
+                act=act,
+                subject_claims=resolved_subject.facts.claims,
+            )
+            access_token = mint_access_token(claims, key)
+            _record_issued(session, decision, resolved_subject, claims, key.kid, entry, now)
+            session.commit()
+        except errors.OAuthError:
+            session.rollback()
+            raise
+        except SQLAlchemyError as exc:
+            session.rollback()
+            log.error("exchange refused: database error %s", type(exc).__name__)
+            raise errors.TemporarilyUnavailable(reason="database.unavailable") from None
+    log.debug("issued jti=%s rule=%s@%s", jti, decision.rule.name, decision.rule.version)
+    # RFC 8693 §2.2.1
+    body = {
+        "access_token": access_token,
+        "issued_token_type": request.requested_token_type,
+        "token_type": "Bearer",
+        "expires_in": lifetime.seconds,
+        "scope": " ".join(decision.scopes),
+    }
+    return Response(200, body, dict(NO_STORE))
+
+
+def begin_write(session: Session) -> None:
+    """Start the exchange's transaction. On SQLite take the write lock up front: a read
+    that later upgrades to a write could otherwise fail under concurrency (WAL)."""
+    if session.get_bind().dialect.name == "sqlite":
+        session.connection(execution_options={"sqlite_begin_immediate": True})
+
+
+def resolve(session: Session, token: Presented, role: str, own_issuer: str) -> Resolved:
+    if isinstance(token, PresentedApiKey):
+        credential = queries.credential_by_key_id(session, token.key_id)
+        if credential is None or not secret_matches(token.key, credential.secret_hash):
+            raise refuse(role, "is not a valid service credential", "credential_unknown")
+        if credential.disabled:
+            raise refuse(role, "credential has been disabled", "credential_disabled")
+        return Resolved(
+            facts=TokenFacts(
+                source="credential",
+                source_name=credential.name,
+                issuer=own_issuer,
+                subject=credential.owner_subject,
+            ),
+            token_id=f"credential:{credential.name}",
+            expires_at=None,
+            act=None,
+            credential_id=credential.id,
+        )
+    claims = token.claims
+    act = claims.get("act") if isinstance(claims.get("act"), Mapping) else None
+    if token.kind == "sts":
+        row = queries.issued_token(session, token.token_id)
+        if row is None:
+            raise refuse(role, "is not known to this service", "unknown_jti")
+        if row.revoked_at is not None:
+            raise refuse(role, "has been revoked", "revoked")
+        scope = claims.get("scope")
+        aud = claims.get("aud")
+        return Resolved(
+            facts=TokenFacts(
+                source="sts",
+                source_name="sts",
+                issuer=own_issuer,
+                subject=str(claims["sub"]),
+                claims=claims,
+                act_depth=act_depth(act),
+                audiences=tuple(aud) if isinstance(aud, list) else (str(aud),),
+                scopes=tuple(scope.split()) if isinstance(scope, str) else (),
+            ),
+            token_id=token.token_id,
+            expires_at=token.expires_at,
+            act=act,
+            parent_jti=token.token_id,
+        )
+    assert token.issuer is not None
+    return Resolved(
+        facts=TokenFacts(
+            source="issuer",
+            source_name=token.issuer.name,
+            issuer=token.issuer.issuer,
+            subject=str(claims["sub"]),
+            claims=claims,
+            act_depth=act_depth(act),
+        ),
+        token_id=token.token_id,
+        expires_at=token.expires_at,
+        act=act,
+    )
+
+
+def _record_assertion(session: Session, client: AuthenticatedClient) -> None:
+    assert client.client_id and client.assertion_jti and client.assertion_expires_at
+    try:
+        with session.begin_nested():
+            queries.record_client_assertion(
+                session, client.client_id, client.assertion_jti, client.assertion_expires_at
+            )
+    except IntegrityError:
+        raise errors.InvalidClient(
+            "The client assertion was already used.", scheme="Bearer", reason="client.replay"
+        ) from None
+
+
+def _record_issued(
+    session: Session,
+    decision: Allow,
+    subject: Resolved,
+    claims: dict[str, Any],
+    kid: str,
+    entry: AuditEntry,
+    now: datetime,
+) -> None:
+    """Lineage and audit, in the exchange's transaction: no token without both."""
+    act = claims.get("act")
+    queries.record_issued_token(
+        session,
+        {
+            "jti": claims["jti"],
+            "parent_jti": subject.parent_jti,
+            "credential_id": subject.credential_id,
+            "subject": claims["sub"],
+            "subject_issuer": subject.facts.issuer,
+            "subject_token_id": subject.token_id,
+            "actor": act.get("sub") if isinstance(act, dict) else None,
+            "client_id": claims.get("client_id"),
+            "rule_id": decision.rule.id,
+            "rule_version": decision.rule.version,
+            "audience": list(decision.audiences),
+            "scope": " ".join(decision.scopes),
+            "kid": kid,
+            "issued_at": now,
+            "expires_at": datetime.fromtimestamp(claims["exp"], now.tzinfo),
+        },
+    )
+    entry.decision = "allow"
+    entry.reason = "granted"
+    entry.issued_jti = claims["jti"]
+    record(session, entry)
+
+
+def _deny_error(decision: Deny, entry: AuditEntry) -> errors.OAuthError:
+    if decision.rule is not None:
+        entry.rule_id, entry.rule_version = decision.rule.id, decision.rule.version
+    detail = "; ".join(f"{name}: {why}" for name, why in decision.considered) or decision.reason
+    error_class = DENY_ERRORS[decision.error]
+    return error_class(
+        DENY_DESCRIPTIONS[decision.error], reason=f"policy.{decision.reason}", detail=detail
+    )
+
+
+def _note_subject(entry: AuditEntry, subject: Presented, raw: str) -> None:
+    if isinstance(subject, VerifiedJwt):
+        entry.subject = str(subject.claims.get("sub"))
+        entry.subject_issuer = str(subject.claims.get("iss"))
+        entry.subject_token_id = subject.token_id
+    else:
+        entry.subject_token_id = "credential-key:" + subject.key_id
+
+
+def _note_resolved_subject(entry: AuditEntry, subject: Resolved) -> None:
+    entry.subject = subject.facts.subject
+    entry.subject_issuer = subject.facts.issuer
+    entry.subject_token_id = subject.token_id
+
+
+def record_refusal(
+    services: Services,
+    entry: AuditEntry,
+    error: errors.OAuthError,
+    client: AuthenticatedClient | None,
+) -> None:
+    """Write the refusal's audit row in its own transaction. The response is the refusal
+    whether or not this write succeeds (no token is at stake); a failure is logged."""
+    entry.decision = "deny"
+    entry.reason = error.reason
+    entry.detail = error.detail
+    try:
+        with services.session_factory() as session:
+            begin_write(session)
+            if client is not None and client.assertion_jti is not None:
+                # Already recorded means this request was the replay: nothing to add.
+                with contextlib.suppress(errors.InvalidClient):
+                    _record_assertion(session, client)
+            record(session, entry)
+            session.commit()
+    except SQLAlchemyError as exc:
+        log.error("could not record refusal %s: %s", error.reason, type(exc).__name__)
+    log.info(
+        "refused token exchange: %s (%s) client=%s subject_token=%s",
+        error.error,
+        error.reason,
+        entry.client_id,
+        entry.subject_token_id,
+    )

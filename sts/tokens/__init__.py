@@ -1,0 +1,1 @@
+"""Tokens: verify inbound tokens, build claims (pure), mint (sign)."""

@@ -1,0 +1,91 @@
+"""Claims of an issued token (pure): RFC 9068 access token, RFC 8693 §4 delegation."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sts.policy.evaluate import Allow
+
+
+@dataclass(frozen=True)
+class Lifetime:
+    seconds: int
+    limited_by: str  # rule | cap | subject_token | actor_token
+
+
+def compute_lifetime(
+    *,
+    rule_max_ttl: int,
+    global_cap: int,
+    now: datetime,
+    subject_expires_at: datetime | None,
+    actor_expires_at: datetime | None,
+) -> Lifetime:
+    """exp = now + min(rule TTL, global cap, remaining life of the subject (and of the
+    parent, which is the subject for re-exchange), remaining life of the actor token).
+    The issued token never outlives what it was exchanged from."""
+    candidates = [(rule_max_ttl, "rule"), (global_cap, "cap")]
+    if subject_expires_at is not None:
+        candidates.append((int((subject_expires_at - now).total_seconds()), "subject_token"))
+    if actor_expires_at is not None:
+        candidates.append((int((actor_expires_at - now).total_seconds()), "actor_token"))
+    seconds, limited_by = min(candidates)
+    return Lifetime(seconds, limited_by)
+
+
+def actor_claim(
+    actor_subject: str, actor_issuer: str, prior: Mapping[str, Any] | None
+) -> dict[str, Any]:
+    """RFC 8693 §4.1: the outermost ``act`` is the current actor; earlier actors nest."""
+    claim: dict[str, Any] = {"sub": actor_subject, "iss": actor_issuer}
+    if prior:
+        claim["act"] = dict(prior)
+    return claim
+
+
+def act_depth(act: object) -> int:
+    depth = 0
+    while isinstance(act, Mapping):
+        depth += 1
+        act = act.get("act")
+    return depth
+
+
+def build_claims(
+    *,
+    issuer: str,
+    subject: str,
+    decision: Allow,
+    jti: str,
+    now: datetime,
+    lifetime: int,
+    client_id: str | None,
+    act: Mapping[str, Any] | None,
+    subject_claims: Mapping[str, Any],
+) -> dict[str, Any]:
+    issued_at = int(now.timestamp())
+    claims: dict[str, Any] = {
+        # Copied claims first, so nothing below can be overridden by them (and the rule
+        # compiler already refuses to copy any of these names).
+        **{name: subject_claims[name] for name in decision.copy_claims if name in subject_claims},
+        "iss": issuer,
+        "sub": subject,
+        # RFC 9068 §2.2 / RFC 7519 §4.1.3: a single audience is a string.
+        "aud": decision.audiences[0] if len(decision.audiences) == 1 else list(decision.audiences),
+        "iat": issued_at,
+        "nbf": issued_at,
+        "exp": issued_at + lifetime,
+        "jti": jti,
+        "sts_rule_id": decision.rule.id,
+        "sts_rule_version": decision.rule.version,
+    }
+    if decision.scopes:
+        claims["scope"] = " ".join(decision.scopes)
+    if client_id is not None:
+        claims["client_id"] = client_id
+    if act:
+        claims["act"] = dict(act)
+    return claims

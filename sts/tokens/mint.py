@@ -1,0 +1,14 @@
+"""Signing an issued token: RFC 9068 §2.1 header (``typ: at+jwt``, ``kid``)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from joserfc import jwt
+
+from sts.keys.keyring import ActiveKey
+
+
+def mint_access_token(claims: dict[str, Any], key: ActiveKey) -> str:
+    header = {"alg": key.alg, "kid": key.kid, "typ": "at+jwt"}
+    return jwt.encode(header, claims, key.key, algorithms=[key.alg])

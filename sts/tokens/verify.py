@@ -1,0 +1,201 @@
+"""Verification of inbound JWTs (subject and actor tokens). Every option is explicit.
+
+What a token IS is decided by its verified issuer and signature, never by the declared
+token type: the unverified ``iss`` only selects which key set to try, and the signature
+must then verify with that issuer's registered keys and algorithms.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import threading
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any, Literal
+
+from joserfc import jws, jwt
+from joserfc.errors import JoseError
+from joserfc.jwk import KeySet
+from joserfc.util import to_bytes
+
+from sts.errors import InvalidRequest
+from sts.tokens.issuer_keys import IssuerKeyCache
+from sts.trust import IssuerConfig, TrustConfig
+
+# Asymmetric algorithms only: "none" and HMAC (where a public key could be abused as the
+# shared secret) are never accepted, whatever an issuer's configuration says.
+ASYMMETRIC_ALGORITHMS = frozenset(
+    {"ES256", "ES384", "ES512", "RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "EdDSA"}
+)
+MAX_TOKEN_BYTES = 16 * 1024
+ACCESS_TOKEN_TYP = "at+jwt"  # RFC 9068 §2.1
+
+
+@dataclass(frozen=True)
+class VerifiedJwt:
+    kind: Literal["issuer", "sts"]
+    issuer: IssuerConfig | None  # None for tokens of this STS
+    header: dict[str, Any]
+    claims: dict[str, Any]
+    token_id: str  # jti, or sha256:<hex> when the token has none
+    expires_at: datetime
+
+
+class OwnKeySet:
+    """sts's published keys as a joserfc KeySet, rebuilt only when the JWKS changes."""
+
+    def __init__(self) -> None:
+        self._source: dict[str, Any] | None = None
+        self._keys: KeySet | None = None
+        self._lock = threading.Lock()
+
+    def get(self, jwks: dict[str, Any]) -> KeySet:
+        if jwks is not self._source or self._keys is None:
+            with self._lock:
+                self._keys = KeySet.import_key_set(jwks)  # type: ignore[arg-type]
+                self._source = jwks
+        return self._keys
+
+
+def token_fingerprint(token: str) -> str:
+    """How the audit log names a token without a jti: never the token itself."""
+    return "sha256:" + hashlib.sha256(token.encode()).hexdigest()
+
+
+def refuse(role: str, what: str, reason: str, detail: str | None = None) -> InvalidRequest:
+    # RFC 8693 §2.2.2: an invalid or unacceptable subject/actor token is invalid_request.
+    return InvalidRequest(f"The {role} token {what}.", reason=f"{role}.{reason}", detail=detail)
+
+
+def verify_jwt(
+    token: str,
+    *,
+    role: str,
+    trust: TrustConfig,
+    own_issuer: str,
+    own_keys: KeySet,
+    issuer_keys: IssuerKeyCache,
+    leeway: int,
+    now: datetime,
+) -> VerifiedJwt:
+    if len(token) > MAX_TOKEN_BYTES:
+        raise refuse(role, "is too large", "too_large")
+    try:
+        compact = jws.extract_compact(to_bytes(token))
+        header = compact.headers()
+        # Unverified: read only to choose the issuer's key set below.
+        payload = json.loads(compact.payload)
+    except (JoseError, ValueError, UnicodeDecodeError):
+        raise refuse(role, "is not a well-formed JWT", "malformed") from None
+    if not isinstance(payload, dict) or not isinstance(header, dict):
+        raise refuse(role, "is not a well-formed JWT", "malformed")
+
+    # RFC 7515 §4.1.11: a "crit" extension we do not understand makes the JWS invalid.
+    # sts understands none, so any "crit" is refused.
+    if "crit" in header:
+        raise refuse(role, "uses an unsupported critical header", "crit")
+    # "jku", "x5u", "jwk", "x5c" are ignored on purpose: keys come only from the issuer's
+    # registration (RFC 8725 §3.10), never from the token.
+
+    claimed_issuer = payload.get("iss")
+    if not isinstance(claimed_issuer, str):
+        raise refuse(role, "has no issuer", "no_issuer")
+    issuer: IssuerConfig | None = None
+    if claimed_issuer == own_issuer:
+        kind: Literal["issuer", "sts"] = "sts"
+        key_set = own_keys
+        algorithms = {k.get("alg") for k in (key.dict_value for key in own_keys.keys)}
+        if header.get("typ") != ACCESS_TOKEN_TYP:
+            raise refuse(role, "is not an access token of this service", "typ")
+    else:
+        issuer = trust.issuers_by_url.get(claimed_issuer)
+        if issuer is None:
+            raise refuse(role, "is from an untrusted issuer", "untrusted_issuer")
+        kind = "issuer"
+        algorithms = set(issuer.algorithms)
+        key_set = issuer_keys.key_set(issuer, header.get("kid"))
+
+    alg = header.get("alg")
+    if not isinstance(alg, str) or alg not in ASYMMETRIC_ALGORITHMS or alg not in algorithms:
+        raise refuse(role, "is signed with an algorithm that is not accepted", "alg", f"alg={alg}")
+    key = _select_key(key_set, header.get("kid"), alg)
+    if key is None:
+        raise refuse(role, "is signed with an unknown key", "unknown_kid")
+    try:
+        decoded = jwt.decode(token, key, algorithms=[alg])
+    except JoseError:
+        raise refuse(role, "signature is invalid", "signature") from None
+
+    claims = decoded.claims
+    registry = _claims_registry(kind, issuer, own_issuer, leeway, now)
+    try:
+        registry.validate(claims)
+    except JoseError as exc:
+        what, reason = _describe_claim_error(exc)
+        raise refuse(role, what, reason, str(exc)) from None
+    token_id = claims.get("jti") if isinstance(claims.get("jti"), str) else None
+    return VerifiedJwt(
+        kind=kind,
+        issuer=issuer,
+        header=dict(header),
+        claims=claims,
+        token_id=token_id or token_fingerprint(token),
+        expires_at=datetime.fromtimestamp(int(claims["exp"]), UTC),
+    )
+
+
+def _select_key(key_set: KeySet, kid: object, alg: str) -> Any:
+    candidates = [k for k in key_set.keys if kid is None or k.kid == kid]
+    if kid is None and len(candidates) != 1:
+        return None  # without a kid, only an unambiguous single key is acceptable
+    for key in candidates:
+        published_alg = key.get("alg")
+        if published_alg is None or published_alg == alg:
+            return key
+    return None
+
+
+def _claims_registry(
+    kind: str, issuer: IssuerConfig | None, own_issuer: str, leeway: int, now: datetime
+) -> jwt.JWTClaimsRegistry:
+    timestamp = int(now.timestamp())
+    if kind == "sts":
+        return jwt.JWTClaimsRegistry(
+            now=timestamp,
+            leeway=leeway,
+            iss={"essential": True, "value": own_issuer},
+            sub={"essential": True},
+            exp={"essential": True},
+            jti={"essential": True},
+        )
+    assert issuer is not None
+    # The audience must name this STS (one of the issuer's registered audiences): a token
+    # minted for some other service must not be usable here (no confused deputy).
+    return jwt.JWTClaimsRegistry(
+        now=timestamp,
+        leeway=leeway,
+        iss={"essential": True, "value": issuer.issuer},
+        sub={"essential": True},
+        aud={"essential": True, "values": list(issuer.audiences)},
+        exp={"essential": True},
+    )
+
+
+def _describe_claim_error(exc: JoseError) -> tuple[str, str]:
+    error = getattr(exc, "error", "")
+    claim = getattr(exc, "claim", "") or ""
+    if error == "expired_token":
+        return "has expired", "expired"
+    text = str(exc)
+    if "not yet valid" in text:
+        return "is not yet valid", "not_yet_valid"
+    if "future" in text:
+        return "was issued in the future", "issued_in_future"
+    if error == "missing_claim":
+        return "is missing a required claim", "missing_claim"
+    if claim == "aud" or "'aud'" in text:
+        return "is not intended for this service", "audience"
+    if claim == "iss" or "'iss'" in text:
+        return "has the wrong issuer", "issuer"
+    return "has an invalid claim", "invalid_claim"
