@@ -1,0 +1,97 @@
+"""A local test issuer: its own keys, a JWKS served over real HTTP on 127.0.0.1, and a
+minting helper. A fake issuer, not a mock: sts fetches and verifies exactly as in
+production."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+from joserfc import jwt
+from joserfc.jwk import ECKey, KeySet, RSAKey
+
+
+class TestIssuer:
+    __test__ = False  # not a pytest test class
+
+    def __init__(self, issuer: str = "https://ci.issuer.test", alg: str = "ES256") -> None:
+        self.issuer = issuer
+        self.alg = alg
+        key = ECKey.generate_key("P-256") if alg == "ES256" else RSAKey.generate_key(2048)
+        self.key = key
+        self.kid = key.thumbprint()
+        self.fetches = 0
+        self.jwks_url: str | None = None
+
+    def public_jwks(self) -> dict[str, Any]:
+        public = self.key.as_dict(private=False)
+        public.update({"kid": self.kid, "alg": self.alg, "use": "sig"})
+        return {"keys": [public]}
+
+    def rotate(self) -> None:
+        """A new key with a new kid (the issuer rotated)."""
+        self.key = ECKey.generate_key("P-256") if self.alg == "ES256" else RSAKey.generate_key(2048)
+        self.kid = self.key.thumbprint()
+
+    def mint(
+        self,
+        *,
+        sub: str = "repo:acme/payments:environment:production",
+        aud: str | list[str] = "https://sts.test",
+        lifetime: int = 600,
+        now: int | None = None,
+        header: dict[str, Any] | None = None,
+        **claims: Any,
+    ) -> str:
+        issued = int(time.time()) if now is None else now
+        payload: dict[str, Any] = {
+            "iss": self.issuer,
+            "sub": sub,
+            "aud": aud,
+            "iat": issued,
+            "nbf": issued,
+            "exp": issued + lifetime,
+            "jti": uuid.uuid4().hex,
+        }
+        payload.update(claims)
+        payload = {k: v for k, v in payload.items() if v is not None}
+        head = {"alg": self.alg, "kid": self.kid, "typ": "JWT", **(header or {})}
+        return jwt.encode(head, payload, self.key, algorithms=[self.alg])
+
+    @contextmanager
+    def serve(self) -> Iterator[str]:
+        issuer = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                issuer.fetches += 1
+                body = json.dumps(issuer.public_jwks()).encode()
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        thread = threading.Thread(target=server.serve_forever, daemon=True)
+        thread.start()
+        self.jwks_url = f"http://127.0.0.1:{server.server_address[1]}/jwks"
+        try:
+            yield self.jwks_url
+        finally:
+            server.shutdown()
+            server.server_close()
+            thread.join()
+
+
+def keyset_of(issuer: TestIssuer) -> KeySet:
+    return KeySet.import_key_set(issuer.public_jwks())  # type: ignore[arg-type]
