@@ -4,6 +4,7 @@ production."""
 
 from __future__ import annotations
 
+import base64
 import json
 import threading
 import time
@@ -64,6 +65,20 @@ class TestIssuer:
         head = {"alg": self.alg, "kid": self.kid, "typ": "JWT", **(header or {})}
         return jwt.encode(head, payload, self.key, algorithms=[self.alg])
 
+    def mint_raw(self, header: dict[str, Any], claims: dict[str, Any]) -> str:
+        """Sign any header, even one a JOSE library would refuse to produce (ES256 only)."""
+        from cryptography.hazmat.primitives import hashes
+        from cryptography.hazmat.primitives.asymmetric import ec
+        from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
+
+        def b64(data: bytes) -> str:
+            return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+        signing_input = b64(json.dumps(header).encode()) + "." + b64(json.dumps(claims).encode())
+        der = self.key.raw_value.sign(signing_input.encode(), ec.ECDSA(hashes.SHA256()))
+        r, s = decode_dss_signature(der)
+        return signing_input + "." + b64(r.to_bytes(32, "big") + s.to_bytes(32, "big"))
+
     @contextmanager
     def serve(self) -> Iterator[str]:
         issuer = self
@@ -82,7 +97,7 @@ class TestIssuer:
                 pass
 
         server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        thread = threading.Thread(target=server.serve_forever, daemon=True)
+        thread = threading.Thread(target=server.serve_forever, args=(0.02,), daemon=True)
         thread.start()
         self.jwks_url = f"http://127.0.0.1:{server.server_address[1]}/jwks"
         try:

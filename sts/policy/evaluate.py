@@ -94,7 +94,7 @@ def evaluate(rules: Sequence[CompiledRule], facts: ExchangeFacts) -> Decision:
                 tuple(considered),
             )
         considered.append((rule.name, outcome.reason))
-        if _ERROR_RANK[outcome.error] >= _ERROR_RANK[closest[0]]:
+        if _ERROR_RANK[outcome.error] > _ERROR_RANK[closest[0]]:
             closest = (outcome.error, outcome.reason)
     return Deny(closest[0], closest[1], None, tuple(considered))
 

@@ -82,11 +82,13 @@ class IssuerKeyCache:
         cache_ttl: float,
         min_refresh: float,
         fetcher: Fetcher = fetch_jwks,
+        monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
         self._timeout = timeout
         self._cache_ttl = cache_ttl
         self._min_refresh = min_refresh
         self._fetcher = fetcher
+        self.monotonic = monotonic  # injectable: tests move it instead of sleeping
         self._entries: dict[str, _Entry] = {}
         self._attempted: dict[str, float] = {}
         self._inline: dict[tuple[int, str], KeySet] = {}
@@ -101,7 +103,7 @@ class IssuerKeyCache:
             return inline
         if issuer.jwks_uri is None:
             raise TemporarilyUnavailable("The issuer has no keys configured.")
-        now = time.monotonic()
+        now = self.monotonic()
         entry = self._entries.get(issuer.jwks_uri)
         stale = entry is None or now - entry.fetched_at > self._cache_ttl
         unknown_kid = entry is not None and kid is not None and not _has_kid(entry.keys, kid)

@@ -1,0 +1,85 @@
+"""``sts rules explain``: the same verification and evaluator as the exchange, issuing
+nothing. For operators asking "why was this refused?" (or "what would this allow?")."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from sts import errors
+from sts.grants.token_exchange import present, resolve
+from sts.policy.evaluate import Allow, Decision, ExchangeFacts, evaluate
+from sts.services import Services
+
+
+@dataclass(frozen=True)
+class Explanation:
+    decision: Decision | None
+    refusal: errors.OAuthError | None  # the tokens themselves were refused
+
+    def lines(self) -> list[str]:
+        if self.refusal is not None:
+            error = self.refusal
+            return [
+                f"decision: deny ({error.error}) before any rule: {error.description}",
+                f"  reason: {error.reason}",
+            ]
+        decision = self.decision
+        assert decision is not None
+        out = []
+        if isinstance(decision, Allow):
+            out.append(
+                f"decision: allow by rule {decision.rule.name} (id {decision.rule.id}, "
+                f"version {decision.rule.version})"
+            )
+            out.append(f"  audiences: {' '.join(decision.audiences)}")
+            out.append(f"  scopes: {' '.join(decision.scopes) or '(none)'}")
+            out.append(f"  max ttl: {decision.max_ttl}s")
+        else:
+            rule = f" by rule {decision.rule.name}" if decision.rule else ""
+            out.append(f"decision: deny ({decision.error}){rule}: {decision.reason}")
+        out.append("rules considered:")
+        out.extend(f"  {name}: {why}" for name, why in decision.considered)
+        if not decision.considered:
+            out.append("  (none: no rule applies, deny by default)")
+        return out
+
+    @property
+    def allowed(self) -> bool:
+        return isinstance(self.decision, Allow)
+
+
+def explain(
+    services: Services,
+    *,
+    subject_token: str,
+    subject_token_type: str,
+    actor_token: str | None,
+    actor_token_type: str | None,
+    client_id: str | None,
+    targets: tuple[str, ...],
+    scopes: tuple[str, ...] | None,
+) -> Explanation:
+    now = services.clock()
+    try:
+        subject = present(services, subject_token, subject_token_type, "subject", now)
+        actor = (
+            present(services, actor_token, actor_token_type, "actor", now)
+            if actor_token and actor_token_type
+            else None
+        )
+        with services.session_factory() as session:
+            resolved_subject = resolve(session, subject, "subject", services.settings.issuer)
+            resolved_actor = (
+                resolve(session, actor, "actor", services.settings.issuer) if actor else None
+            )
+            session.rollback()  # read only: nothing is recorded or issued
+    except errors.OAuthError as refusal:
+        return Explanation(None, refusal)
+    facts = ExchangeFacts(
+        subject=resolved_subject.facts,
+        actor=resolved_actor.facts if resolved_actor else None,
+        client_id=client_id,
+        targets=targets,
+        scopes=scopes,
+    )
+    return Explanation(evaluate(services.trust.current().rules, facts), None)

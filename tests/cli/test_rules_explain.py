@@ -1,0 +1,66 @@
+"""``sts rules explain`` runs the exchange's verification and evaluator, issuing nothing."""
+
+from __future__ import annotations
+
+import pytest
+from click.testing import CliRunner
+from flask import Flask
+
+from sts.cli import cli
+from tests.conftest import TEST_ISSUER, TEST_PASSPHRASE
+from tests.integration.world import DEPLOY, VAULT, World
+
+
+@pytest.fixture
+def env(world: World, app: Flask) -> dict[str, str]:
+    settings = app.extensions["sts"].settings
+    return {
+        "STS_ISSUER": TEST_ISSUER,
+        "STS_DATABASE_URL": settings.effective_database_url,
+        "STS_KEYS_DIR": str(settings.keys_dir),
+        "STS_INSTANCE_DIR": str(settings.instance_dir),
+        "STS_KEY_PASSPHRASE": TEST_PASSPHRASE,
+        "STS_CLOCK_LEEWAY": str(10**9),  # the world's tokens are minted on a fixed past clock
+    }
+
+
+def explain(env: dict[str, str], token: str, *args: str):  # type: ignore[no-untyped-def]
+    return CliRunner().invoke(cli, ["rules", "explain", *args], input=token, env=env)
+
+
+def test_explain_allow_names_the_rule(world: World, env: dict[str, str]) -> None:
+    result = explain(env, world.ci_token(), "--client", "ci-runner", "--audience", DEPLOY)
+    assert result.exit_code == 0, result.output
+    assert "decision: allow by rule payments-prod-deploy" in result.output
+    assert "  scopes: deploy:write" in result.output
+    assert "  payments-prod-deploy: matched: grants the request" in result.output
+    assert (
+        "no-pull-request-deploys: subject.event_name: 'push' does not match equals 'pull_request'"
+        in result.output
+    )
+    assert len(world.audit_rows()) == 0  # nothing recorded, nothing issued
+
+
+def test_explain_deny_lists_each_failed_condition(world: World, env: dict[str, str]) -> None:
+    result = explain(
+        env, world.ci_token(ref="refs/heads/dev"), "--client", "ci-runner", "--audience", DEPLOY
+    )
+    assert result.exit_code == 1
+    assert "decision: deny (invalid_request): no_matching_rule" in result.output
+    assert (
+        "payments-prod-deploy: subject.ref: 'refs/heads/dev' does not match "
+        "equals 'refs/heads/main'" in result.output
+    )
+    assert "workload-narrowing: subject: from issuer 'ci', rule wants sts 'sts'" in result.output
+
+
+def test_explain_target_refusal(world: World, env: dict[str, str]) -> None:
+    result = explain(env, world.ci_token(), "--client", "ci-runner", "--audience", VAULT)
+    assert result.exit_code == 1
+    assert "decision: deny (invalid_target)" in result.output
+
+
+def test_explain_refused_token(world: World, env: dict[str, str]) -> None:
+    result = explain(env, "garbage", "--client", "ci-runner")
+    assert result.exit_code == 1
+    assert "before any rule: The subject token is not a well-formed JWT." in result.output

@@ -1,0 +1,224 @@
+"""The three users: a CI runner, an AI agent, a workload."""
+
+from __future__ import annotations
+
+import base64
+import json
+from typing import Any
+
+import pytest
+from sqlalchemy import update
+
+from sts.db.models import IssuedToken
+from sts.protocol import TOKEN_TYPE_ACCESS_TOKEN, TOKEN_TYPE_JWT
+from tests.integration.world import DEPLOY, OTHER_PROJECT, PROJECT, VAULT, World
+
+
+def claims_of(token: str) -> dict[str, Any]:
+    payload = token.split(".")[1]
+    return json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
+
+
+# ---- CI runner: a deploy token only for the right repository, ref and environment ----
+
+
+def test_ci_runner_gets_a_deploy_token(world: World) -> None:
+    response = world.exchange(world.ci_token(), audience=DEPLOY)
+    assert response.status_code == 200
+    claims = claims_of(response.json["access_token"])
+    assert claims["aud"] == DEPLOY
+    assert claims["scope"] == "deploy:write"
+    assert claims["repository"] == "acme/payments"
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        {"repository": "acme/evil"},
+        {"ref": "refs/heads/feature"},
+        {"environment": "staging"},
+        {"sub": "repo:acme/payments:environment:staging"},
+        {"sub": "repo:someone/payments:environment:production"},
+        {"event_name": "pull_request"},  # explicit deny rule wins
+        {"ref": None},  # a missing claim fails the condition
+    ],
+    ids=[
+        "repository",
+        "ref",
+        "environment",
+        "subject",
+        "other-owner",
+        "pull-request",
+        "missing-ref",
+    ],
+)
+def test_ci_runner_refused_when_anything_differs(world: World, overrides: dict[str, Any]) -> None:
+    response = world.exchange(world.ci_token(**overrides), audience=DEPLOY)
+    assert response.status_code == 400
+    assert response.json["error"] == "invalid_request"
+    assert response.json["error_description"] == "No rule allows this exchange."
+
+
+def test_deploy_token_never_outlives_the_ci_token(world: World) -> None:
+    short = world.ci.mint(
+        now=world.now(),
+        lifetime=42,
+        **{
+            k: v
+            for k, v in {
+                "repository": "acme/payments",
+                "ref": "refs/heads/main",
+                "environment": "production",
+                "event_name": "push",
+            }.items()
+        },
+    )
+    response = world.exchange(short, audience=DEPLOY)
+    assert response.json["expires_in"] == 42
+    claims = claims_of(response.json["access_token"])
+    assert claims["exp"] == claims_of(short)["exp"]
+
+
+# ---- AI agent: service credential + actor token → one project, one action, act ------
+
+
+def test_agent_gets_a_one_project_token_with_act(world: World) -> None:
+    response = world.agent_exchange(
+        world.agent_token("agent-7"), audience=PROJECT, scope="issues:write"
+    )
+    assert response.status_code == 200, response.json
+    claims = claims_of(response.json["access_token"])
+    assert claims["sub"] == "team-alpha-automation"  # the credential's owner
+    assert claims["act"] == {"sub": "agent-7", "iss": world.agents.issuer}  # RFC 8693 §4.1
+    assert claims["aud"] == PROJECT
+    assert claims["scope"] == "issues:write"
+    assert response.json["expires_in"] == 300
+    assert claims["client_id"] == "agent-runtime"
+    row = world.audit_rows()[-1]
+    assert row["actor"] == "agent-7" and row["decision"] == "allow"
+
+
+@pytest.mark.parametrize(
+    ("actor", "params", "error"),
+    [
+        (None, {"audience": PROJECT, "scope": "issues:write"}, "invalid_request"),
+        ("robot-1", {"audience": PROJECT, "scope": "issues:write"}, "invalid_request"),
+        ("agent-7", {"audience": OTHER_PROJECT, "scope": "issues:write"}, "invalid_target"),
+        ("agent-7", {"audience": PROJECT, "scope": "issues:write repo:admin"}, "invalid_scope"),
+    ],
+    ids=["no-actor", "actor-not-allowed", "other-project", "wider-action"],
+)
+def test_agent_refusals(
+    world: World, actor: str | None, params: dict[str, str], error: str
+) -> None:
+    actor_token = world.agent_token(actor) if actor else None
+    response = world.agent_exchange(actor_token, **params)
+    assert response.status_code == 400
+    assert response.json["error"] == error
+
+
+def test_may_act_in_the_subject_token_is_enforced(world: World) -> None:
+    world.put_rule(
+        "ci-with-agent",
+        {
+            "subject_token": {"issuer": "ci", "claims": {"repository": "acme/payments"}},
+            "clients": ["ci-runner"],
+            "actor": {"required": True, "issuer": "agents"},
+            "allow": {"audiences": [VAULT], "scopes": ["secrets:read"], "max_ttl": 120},
+        },
+    )
+    allowed = world.ci_token(may_act={"sub": "agent-1", "iss": world.agents.issuer})
+    response = world.exchange(
+        allowed,
+        audience=VAULT,
+        actor_token=world.agent_token("agent-1"),
+        actor_token_type=TOKEN_TYPE_JWT,
+    )
+    assert response.status_code == 200, response.json
+    response = world.exchange(
+        allowed,
+        audience=VAULT,
+        actor_token=world.agent_token("agent-2"),
+        actor_token_type=TOKEN_TYPE_JWT,
+    )
+    assert response.status_code == 400
+    assert (
+        world.audit_rows()[-1]["reason"] == "policy.may_act: the actor does not match may_act.sub"
+    )
+
+
+# ---- workload: re-exchange for something narrower; never wider ---------------------
+
+
+def parent_token(world: World, scope: str = "deploy:write deploy:read") -> str:
+    response = world.exchange(world.ci_token(), audience=DEPLOY, scope=scope)
+    assert response.status_code == 200
+    return str(response.json["access_token"])
+
+
+def test_workload_narrows_a_token(world: World) -> None:
+    parent = parent_token(world)
+    world.clock.advance(100)
+    response = world.workload_exchange(parent, audience=DEPLOY, scope="deploy:read")
+    assert response.status_code == 200, response.json
+    child = claims_of(response.json["access_token"])
+    assert child["scope"] == "deploy:read"
+    assert child["sub"] == claims_of(parent)["sub"]
+    assert child["exp"] <= claims_of(parent)["exp"]  # never outlives the parent
+    assert response.json["expires_in"] == 200
+    assert child["repository"] == "acme/payments"
+    services = world.app.extensions["sts"]
+    with services.session_factory() as session:
+        assert session.get(IssuedToken, child["jti"]).parent_jti == claims_of(parent)["jti"]
+
+
+@pytest.mark.parametrize(
+    ("params", "error"),
+    [
+        ({"audience": DEPLOY, "scope": "secrets:read"}, "invalid_scope"),
+        ({"audience": VAULT}, "invalid_target"),
+        ({"audience": DEPLOY, "scope": "deploy:write deploy:read deploy:admin"}, "invalid_scope"),
+    ],
+    ids=["scope-the-parent-lacks", "audience-the-parent-lacks", "scope-no-rule-grants"],
+)
+def test_workload_cannot_widen(world: World, params: dict[str, str], error: str) -> None:
+    response = world.workload_exchange(parent_token(world, scope="deploy:read"), **params)
+    assert response.status_code == 400
+    assert response.json["error"] == error
+
+
+def test_chained_narrowing_keeps_narrowing(world: World) -> None:
+    first = parent_token(world)
+    second = world.workload_exchange(first, audience=DEPLOY, scope="deploy:read").json[
+        "access_token"
+    ]
+    third = world.workload_exchange(second, audience=DEPLOY, scope="deploy:write")
+    assert third.status_code == 400 and third.json["error"] == "invalid_scope"
+    assert world.workload_exchange(second, audience=DEPLOY).json["scope"] == ""
+
+
+def test_revoked_parent_cannot_be_exchanged(world: World) -> None:
+    parent = parent_token(world)
+    services = world.app.extensions["sts"]
+    with services.session_factory() as session:
+        session.execute(update(IssuedToken).values(revoked_at=world.clock()))
+        session.commit()
+    response = world.workload_exchange(parent, audience=DEPLOY)
+    assert response.status_code == 400
+    assert world.audit_rows()[-1]["reason"] == "subject.revoked"
+
+
+def test_expired_parent_cannot_be_exchanged(world: World) -> None:
+    parent = parent_token(world)
+    world.clock.advance(300 + 31)  # past exp plus leeway
+    response = world.workload_exchange(parent, audience=DEPLOY)
+    assert response.status_code == 400
+    assert world.audit_rows()[-1]["reason"] == "subject.expired"
+
+
+def test_own_token_declared_as_access_token(world: World) -> None:
+    parent = parent_token(world)
+    response = world.workload_exchange(
+        parent, audience=DEPLOY, requested_token_type=TOKEN_TYPE_ACCESS_TOKEN
+    )
+    assert response.status_code == 200

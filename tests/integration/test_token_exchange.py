@@ -1,0 +1,306 @@
+"""The token endpoint over HTTP with a real database: RFC 8693 §2 request/response rules,
+client authentication (RFC 6749 §2.3, RFC 7523), records, and failure modes."""
+
+from __future__ import annotations
+
+import base64
+import json
+from typing import Any
+
+import jwt as pyjwt
+import pytest
+from sqlalchemy import create_engine, event, select, text
+from sqlalchemy.engine import make_url
+
+from sts.db.models import AuditRecord, IssuedToken
+from sts.protocol import TOKEN_TYPE_ID_TOKEN, TOKEN_TYPE_JWT
+from tests.conftest import TEST_ISSUER
+from tests.integration.world import CI_SECRET, DEPLOY, VAULT, World
+
+
+def claims_of(token: str) -> dict[str, Any]:
+    payload = token.split(".")[1]
+    return json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
+
+
+def assert_error(response, status: int, error: str) -> dict[str, Any]:  # type: ignore[no-untyped-def]
+    assert response.status_code == status, response.get_data(as_text=True)
+    body = response.json
+    assert body["error"] == error
+    assert body["error_description"]
+    assert "access_token" not in body
+    assert response.headers["Cache-Control"] == "no-store"
+    return body  # type: ignore[no-any-return]
+
+
+def test_response_follows_rfc8693_2_2_1(world: World) -> None:
+    response = world.exchange(world.ci_token(), audience=DEPLOY, scope="deploy:write")
+    assert response.status_code == 200
+    body = response.json
+    assert set(body) == {"access_token", "issued_token_type", "token_type", "expires_in", "scope"}
+    assert body["issued_token_type"] == "urn:ietf:params:oauth:token-type:access_token"
+    assert body["token_type"] == "Bearer"
+    assert body["expires_in"] == 300
+    assert body["scope"] == "deploy:write"
+    assert response.headers["Cache-Control"] == "no-store"
+    assert response.headers["Pragma"] == "no-cache"
+
+
+def test_scope_is_always_in_the_response(world: World) -> None:
+    world.put_rule(
+        "payments-prod-deploy",
+        {
+            "subject_token": {
+                "issuer": "ci",
+                "subject": "repo:acme/payments:environment:production",
+            },
+            "clients": ["ci-runner"],
+            "allow": {"audiences": [DEPLOY], "scopes": ["deploy:write"], "max_ttl": 300},
+        },
+    )
+    body = world.exchange(world.ci_token(), audience=DEPLOY).json
+    assert body["scope"] == ""
+    assert "scope" not in claims_of(body["access_token"])
+
+
+def test_requested_token_type_jwt_is_reported(world: World) -> None:
+    response = world.exchange(
+        world.ci_token(), audience=DEPLOY, requested_token_type=TOKEN_TYPE_JWT
+    )
+    assert response.json["issued_token_type"] == TOKEN_TYPE_JWT
+
+
+def test_minted_token_verifies_with_an_independent_library(world: World) -> None:
+    body = world.exchange(world.ci_token(), audience=DEPLOY).json
+    token = body["access_token"]
+    header = pyjwt.get_unverified_header(token)
+    assert header["typ"] == "at+jwt"  # RFC 9068 §2.1
+    jwks = pyjwt.PyJWKSet.from_dict(world.client.get("/jwks.json").json)
+    key = next(k for k in jwks.keys if k.key_id == header["kid"])
+    claims = pyjwt.decode(
+        token,
+        key=key,
+        algorithms=["ES256"],
+        audience=DEPLOY,
+        issuer=TEST_ISSUER,
+        options={"require": ["exp", "iat", "nbf", "jti", "sub", "aud", "iss"]},
+        leeway=10**9,  # the test clock is fixed in the past; exp is checked below
+    )
+    assert claims["exp"] - claims["iat"] == 300
+    assert claims["iat"] == world.now()
+    assert claims["sub"] == "repo:acme/payments:environment:production"
+    assert claims["client_id"] == "ci-runner"
+    assert claims["scope"] == "deploy:write"
+    assert claims["repository"] == "acme/payments" and claims["sha"] == "0f1e2d3c"
+    assert "ref" not in claims and "actor" not in claims  # only what the rule copies
+    assert claims["sts_rule_id"] and claims["sts_rule_version"]
+    with pytest.raises(pyjwt.InvalidAudienceError):
+        pyjwt.decode(token, key=key, algorithms=["ES256"], audience=VAULT, leeway=10**9)
+
+
+def test_audit_and_lineage_rows_are_committed(world: World) -> None:
+    subject_token = world.ci_token()
+    body = world.exchange(subject_token, audience=DEPLOY).json
+    jti = claims_of(body["access_token"])["jti"]
+    services = world.app.extensions["sts"]
+    with services.session_factory() as session:
+        lineage = session.get(IssuedToken, jti)
+        audit = session.scalars(select(AuditRecord).where(AuditRecord.issued_jti == jti)).one()
+    assert lineage is not None
+    assert lineage.subject_issuer == world.ci.issuer
+    assert lineage.subject_token_id == claims_of(subject_token)["jti"]
+    assert lineage.audience == [DEPLOY] and lineage.scope == "deploy:write"
+    assert audit.decision == "allow" and audit.client_id == "ci-runner"
+    assert audit.rule_id == claims_of(body["access_token"])["sts_rule_id"]
+    for row in world.audit_rows():
+        assert subject_token not in json.dumps(row, default=str)  # never the token itself
+
+
+def test_one_transaction_per_exchange(world: World) -> None:
+    world.exchange(world.ci_token(), audience=DEPLOY)  # warm caches
+    engine = world.app.extensions["sts"].engine
+    statements: list[str] = []
+
+    def count(conn, cursor, statement, *args):  # type: ignore[no-untyped-def]
+        statements.append(statement.split()[0].upper())
+
+    commits: list[int] = []
+    event.listen(engine, "before_cursor_execute", count)
+    event.listen(engine, "commit", lambda conn: commits.append(1))
+    try:
+        assert world.exchange(world.ci_token(), audience=DEPLOY).status_code == 200
+    finally:
+        event.remove(engine, "before_cursor_execute", count)
+    assert len(commits) == 1
+    assert statements.count("INSERT") == 2  # lineage + audit
+    assert len([s for s in statements if s != "BEGIN"]) <= 3
+
+
+# ---- client authentication --------------------------------------------------------
+
+
+def test_wrong_secret_is_invalid_client_401(world: World) -> None:
+    response = world.exchange(world.ci_token(), audience=DEPLOY, auth=("ci-runner", "wrong-secret"))
+    assert_error(response, 401, "invalid_client")
+    assert response.headers["WWW-Authenticate"].startswith("Basic ")
+
+
+def test_unknown_client_is_invalid_client_401(world: World) -> None:
+    response = world.exchange(world.ci_token(), audience=DEPLOY, auth=("nobody", CI_SECRET))
+    assert_error(response, 401, "invalid_client")
+
+
+def test_registered_method_is_enforced(world: World) -> None:
+    # ci-runner is registered for client_secret_basic: the same secret in the body fails.
+    response = world.exchange(
+        world.ci_token(),
+        audience=DEPLOY,
+        auth=None,
+        form=[("client_id", "ci-runner"), ("client_secret", CI_SECRET)],
+    )
+    assert_error(response, 401, "invalid_client")
+
+
+def test_two_authentication_methods_are_refused(world: World) -> None:
+    response = world.exchange(
+        world.ci_token(),
+        audience=DEPLOY,
+        form=[("client_id", "ci-runner"), ("client_secret", CI_SECRET)],
+    )
+    assert_error(response, 400, "invalid_request")
+
+
+def test_no_client_when_the_rule_requires_one(world: World) -> None:
+    response = world.exchange(world.ci_token(), audience=DEPLOY, auth=None)
+    assert_error(response, 400, "invalid_request")
+
+
+def test_anonymous_exchange_when_the_rule_allows_it(world: World) -> None:
+    world.put_rule(
+        "anonymous-ci",
+        {
+            "subject_token": {"issuer": "ci", "claims": {"repository": "acme/payments"}},
+            "allow_unauthenticated": True,
+            "allow": {"audiences": [VAULT], "scopes": ["secrets:read"], "max_ttl": 60},
+        },
+    )
+    response = world.exchange(world.ci_token(), audience=VAULT, scope="secrets:read", auth=None)
+    assert response.status_code == 200
+    assert "client_id" not in claims_of(response.json["access_token"])
+
+
+def test_private_key_jwt_and_replay(world: World) -> None:
+    from sts.grants.client_auth import JWT_BEARER_ASSERTION
+
+    parent = world.exchange(world.ci_token(), audience=DEPLOY).json["access_token"]
+    assertion = world.workload_assertion(jti="assertion-1")
+    form = [("client_assertion_type", JWT_BEARER_ASSERTION), ("client_assertion", assertion)]
+    first = world.exchange(
+        parent, "urn:ietf:params:oauth:token-type:access_token", auth=None, form=form
+    )
+    assert first.status_code == 200, first.json
+    assert claims_of(first.json["access_token"])["client_id"] == "workload"
+    replay = world.exchange(
+        parent, "urn:ietf:params:oauth:token-type:access_token", auth=None, form=form
+    )
+    assert_error(replay, 401, "invalid_client")
+    assert world.audit_rows()[-1]["reason"] == "client.replay"
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [{"aud": "https://elsewhere"}, {"iss": "someone-else"}, {"exp": 1}],
+    ids=["wrong-aud", "iss-not-client", "expired"],
+)
+def test_bad_client_assertions(world: World, overrides: dict[str, Any]) -> None:
+    from sts.grants.client_auth import JWT_BEARER_ASSERTION
+
+    parent = world.exchange(world.ci_token(), audience=DEPLOY).json["access_token"]
+    form = [
+        ("client_id", "workload"),
+        ("client_assertion_type", JWT_BEARER_ASSERTION),
+        ("client_assertion", world.workload_assertion(**overrides)),
+    ]
+    response = world.exchange(
+        parent, "urn:ietf:params:oauth:token-type:access_token", auth=None, form=form
+    )
+    assert_error(response, 401, "invalid_client")
+
+
+# ---- targets and scopes -----------------------------------------------------------
+
+
+def test_audience_not_allowed_is_invalid_target(world: World) -> None:
+    body = assert_error(world.exchange(world.ci_token(), audience=VAULT), 400, "invalid_target")
+    assert "deploy.acme" not in body["error_description"]  # the rules are not revealed
+
+
+def test_resource_not_allowed_is_invalid_target(world: World) -> None:
+    assert_error(
+        world.exchange(world.ci_token(), resource="https://other.example/api"),
+        400,
+        "invalid_target",
+    )
+
+
+def test_scope_not_allowed_is_invalid_scope(world: World) -> None:
+    assert_error(
+        world.exchange(world.ci_token(), audience=DEPLOY, scope="deploy:admin"),
+        400,
+        "invalid_scope",
+    )
+
+
+def test_duplicated_single_valued_parameter(world: World) -> None:
+    response = world.exchange(
+        world.ci_token(), form=[("scope", "deploy:write"), ("scope", "deploy:read")]
+    )
+    assert_error(response, 400, "invalid_request")
+
+
+def test_audience_may_repeat_up_to_the_rule(world: World) -> None:
+    response = world.exchange(world.ci_token(), form=[("audience", DEPLOY), ("audience", VAULT)])
+    assert_error(response, 400, "invalid_target")
+
+
+def test_every_refusal_is_audited_with_its_reason(world: World) -> None:
+    world.exchange(world.ci_token(), audience=VAULT)
+    row = world.audit_rows()[-1]
+    assert row["decision"] == "deny"
+    assert row["reason"].startswith("policy.")
+    assert row["client_id"] == "ci-runner"
+    assert row["subject"] == "repo:acme/payments:environment:production"
+    assert "payments-prod-deploy" in row["detail"]  # the full reason stays private
+
+
+# ---- dependencies down -------------------------------------------------------------
+
+
+@pytest.mark.parametrize("empty_database_url", ["postgresql"], indirect=True)
+def test_database_down_refuses_then_recovers(world: World, empty_database_url: str) -> None:
+    database = make_url(empty_database_url).database
+    admin = create_engine(
+        str(make_url(empty_database_url).set(database="test")), isolation_level="AUTOCOMMIT"
+    )
+    token = world.ci_token()
+    try:
+        with admin.connect() as connection:
+            connection.execute(text(f'ALTER DATABASE "{database}" WITH ALLOW_CONNECTIONS false'))
+            connection.execute(
+                text("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = :d"),
+                {"d": database},
+            )
+        world.app.extensions["sts"].trust.invalidate()
+        down = world.exchange(token, audience=DEPLOY)
+        assert_error(down, 503, "temporarily_unavailable")
+        assert world.client.get("/readyz").status_code == 503
+    finally:
+        with admin.connect() as connection:
+            connection.execute(text(f'ALTER DATABASE "{database}" WITH ALLOW_CONNECTIONS true'))
+        admin.dispose()
+    assert world.exchange(world.ci_token(), audience=DEPLOY).status_code == 200
+
+
+def test_id_token_type_is_accepted_for_external_issuers(world: World) -> None:
+    response = world.exchange(world.ci_token(), TOKEN_TYPE_ID_TOKEN, audience=DEPLOY)
+    assert response.status_code == 200

@@ -1,0 +1,83 @@
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from sts.credentials import (
+    API_KEY_PREFIX,
+    generate_api_key,
+    hash_secret,
+    is_secret_hash,
+    parse_api_key,
+    secret_matches,
+)
+from sts.tokens.claims import act_depth, actor_claim, compute_lifetime
+
+NOW = datetime(2026, 1, 1, tzinfo=UTC)
+
+LIFETIMES = [
+    ("rule", dict(rule_max_ttl=300, global_cap=900, subject=None, actor=None), (300, "rule")),
+    ("cap", dict(rule_max_ttl=3600, global_cap=900, subject=None, actor=None), (900, "cap")),
+    (
+        "subject",
+        dict(rule_max_ttl=300, global_cap=900, subject=120, actor=None),
+        (120, "subject_token"),
+    ),
+    ("actor", dict(rule_max_ttl=300, global_cap=900, subject=200, actor=60), (60, "actor_token")),
+    (
+        "expired",
+        dict(rule_max_ttl=300, global_cap=900, subject=-5, actor=None),
+        (-5, "subject_token"),
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    ("inputs", "expected"), [c[1:] for c in LIFETIMES], ids=[c[0] for c in LIFETIMES]
+)
+def test_lifetime_never_outlives_its_inputs(inputs: dict, expected: tuple[int, str]) -> None:  # type: ignore[type-arg]
+    def at(seconds: int | None) -> datetime | None:
+        return None if seconds is None else NOW + timedelta(seconds=seconds)
+
+    lifetime = compute_lifetime(
+        rule_max_ttl=inputs["rule_max_ttl"],
+        global_cap=inputs["global_cap"],
+        now=NOW,
+        subject_expires_at=at(inputs["subject"]),
+        actor_expires_at=at(inputs["actor"]),
+    )
+    assert (lifetime.seconds, lifetime.limited_by) == expected
+
+
+def test_act_nests_with_the_current_actor_outermost() -> None:
+    # RFC 8693 §4.1
+    first = actor_claim("agent-1", "https://a", None)
+    second = actor_claim("agent-2", "https://a", first)
+    assert second == {
+        "sub": "agent-2",
+        "iss": "https://a",
+        "act": {"sub": "agent-1", "iss": "https://a"},
+    }
+    assert act_depth(second) == 2
+    assert act_depth(None) == 0
+
+
+def test_api_key_format_and_checksum() -> None:
+    key = generate_api_key()
+    assert key.key.startswith(API_KEY_PREFIX)
+    assert parse_api_key(key.key) == key.key_id
+    assert secret_matches(key.key, key.secret_hash)
+    assert is_secret_hash(key.secret_hash)
+    flipped = key.key[:-7] + ("A" if key.key[-7] != "A" else "B") + key.key[-6:]
+    assert parse_api_key(flipped) is None  # checksum catches a changed character
+    assert parse_api_key(key.key + "x") is None
+    assert parse_api_key("ghp_" + key.key[4:]) is None
+    assert not secret_matches(flipped, key.secret_hash)
+
+
+def test_secret_hash_is_not_the_secret() -> None:
+    hashed = hash_secret("a-secret-of-decent-length")
+    assert "a-secret" not in hashed
+    assert is_secret_hash(hashed)
+    assert not is_secret_hash("a-secret-of-decent-length")

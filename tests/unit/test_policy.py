@@ -1,0 +1,393 @@
+"""The pure evaluator, table-driven: deny by default, deny wins, one rule grants all."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from sts.policy.evaluate import Allow, Deny, ExchangeFacts, TokenFacts, evaluate
+from sts.policy.rules import CompiledRule, RuleError, compile_matcher, compile_rule
+
+DEPLOY = "https://deploy"
+VAULT = "https://vault"
+
+
+def rule(name: str, rule_id: int = 1, version: int = 1, **definition: Any) -> CompiledRule:
+    definition.setdefault("subject_token", {"issuer": "ci"})
+    if definition.get("effect", "allow") == "allow":
+        definition.setdefault(
+            "allow", {"audiences": [DEPLOY], "scopes": ["deploy:write"], "max_ttl": 300}
+        )
+    return compile_rule(rule_id, name, version, definition)
+
+
+def ci_subject(sub: str = "repo:acme/app:ref:refs/heads/main", **claims: Any) -> TokenFacts:
+    base = {"repository": "acme/app", "ref": "refs/heads/main"}
+    base.update(claims)
+    return TokenFacts("issuer", "ci", "https://ci", sub, base)
+
+
+def facts(
+    subject: TokenFacts | None = None,
+    *,
+    actor: TokenFacts | None = None,
+    client: str | None = "ci-client",
+    targets: tuple[str, ...] = (DEPLOY,),
+    scopes: tuple[str, ...] | None = ("deploy:write",),
+) -> ExchangeFacts:
+    return ExchangeFacts(subject or ci_subject(), actor, client, targets, scopes)
+
+
+AGENT = TokenFacts("issuer", "agents", "https://agents", "agent-7", {})
+
+CASES: list[tuple[str, list[CompiledRule], ExchangeFacts, str]] = [
+    ("no rules: deny by default", [], facts(), "invalid_request:no_matching_rule"),
+    ("plain allow", [rule("r")], facts(), "allow:r"),
+    (
+        "wrong issuer",
+        [rule("r", subject_token={"issuer": "gitlab"})],
+        facts(),
+        "invalid_request:no_matching_rule",
+    ),
+    (
+        "subject glob matches",
+        [rule("r", subject_token={"issuer": "ci", "subject": {"glob": "repo:acme/*"}})],
+        facts(),
+        "allow:r",
+    ),
+    (
+        "subject glob is anchored",
+        [rule("r", subject_token={"issuer": "ci", "subject": {"glob": "acme/*"}})],
+        facts(),
+        "invalid_request:no_matching_rule",
+    ),
+    (
+        "claim equals",
+        [rule("r", subject_token={"issuer": "ci", "claims": {"ref": "refs/heads/dev"}})],
+        facts(),
+        "invalid_request:no_matching_rule",
+    ),
+    (
+        "claim one-of",
+        [rule("r", subject_token={"issuer": "ci", "claims": {"ref": ["x", "refs/heads/main"]}})],
+        facts(),
+        "allow:r",
+    ),
+    (
+        "a missing claim fails the condition",
+        [rule("r", subject_token={"issuer": "ci", "claims": {"environment": "prod"}})],
+        facts(),
+        "invalid_request:no_matching_rule",
+    ),
+    (
+        "a non-string claim never matches",
+        [rule("r", subject_token={"issuer": "ci", "claims": {"ref": "1"}})],
+        facts(ci_subject(ref=1)),
+        "invalid_request:no_matching_rule",
+    ),
+    (
+        "explicit deny wins over allow",
+        [
+            rule("allow-all"),
+            rule(
+                "deny-dev",
+                effect="deny",
+                subject_token={"issuer": "ci", "claims": {"ref": "refs/heads/main"}},
+            ),
+        ],
+        facts(),
+        "invalid_request:denied_by_rule",
+    ),
+    (
+        "audience not granted",
+        [rule("r")],
+        facts(targets=(VAULT,)),
+        "invalid_target:target: 'https://vault' not allowed by the rule",
+    ),
+    (
+        "scope not granted",
+        [rule("r")],
+        facts(scopes=("admin",)),
+        "invalid_scope:scope: 'admin' not allowed by the rule",
+    ),
+    (
+        "no union across rules",
+        [
+            rule("a", allow={"audiences": [DEPLOY], "scopes": ["deploy:write"], "max_ttl": 60}),
+            rule("b", allow={"audiences": [DEPLOY], "scopes": ["deploy:read"], "max_ttl": 60}),
+        ],
+        facts(scopes=("deploy:write", "deploy:read")),
+        "invalid_scope:scope: 'deploy:read' not allowed by the rule",
+    ),
+    (
+        "one audience per token unless allowed",
+        [rule("r", allow={"audiences": [DEPLOY, VAULT], "max_ttl": 60})],
+        facts(targets=(DEPLOY, VAULT), scopes=None),
+        "invalid_target:target: more than 1 audience(s)",
+    ),
+    (
+        "several audiences when the rule allows",
+        [rule("r", allow={"audiences": [DEPLOY, VAULT], "max_ttl": 60, "max_audiences": 2})],
+        facts(targets=(DEPLOY, VAULT), scopes=None),
+        "allow:r",
+    ),
+    (
+        "no audience requested and several possible",
+        [rule("r", allow={"audiences": [DEPLOY, VAULT], "max_ttl": 60})],
+        facts(targets=(), scopes=None),
+        "invalid_target:target: an audience or resource is required",
+    ),
+    (
+        "client not listed",
+        [rule("r", clients=["other"])],
+        facts(),
+        "invalid_request:no_matching_rule",
+    ),
+    (
+        "anonymous refused by default",
+        [rule("r")],
+        facts(client=None),
+        "invalid_request:no_matching_rule",
+    ),
+    (
+        "anonymous allowed by the rule",
+        [rule("r", allow_unauthenticated=True)],
+        facts(client=None),
+        "allow:r",
+    ),
+    (
+        "actor refused when the rule has no actor section",
+        [rule("r")],
+        facts(actor=AGENT),
+        "invalid_request:no_matching_rule",
+    ),
+    (
+        "actor required but absent",
+        [rule("r", actor={"required": True, "issuer": "agents"})],
+        facts(),
+        "invalid_request:no_matching_rule",
+    ),
+    (
+        "actor matches",
+        [rule("r", actor={"required": True, "issuer": "agents", "subject": {"glob": "agent-*"}})],
+        facts(actor=AGENT),
+        "allow:r",
+    ),
+    (
+        "actor subject mismatch",
+        [rule("r", actor={"required": True, "issuer": "agents", "subject": "agent-1"})],
+        facts(actor=AGENT),
+        "invalid_request:no_matching_rule",
+    ),
+    (
+        "chain depth capped",
+        [rule("r", actor={"issuer": "agents", "max_chain_depth": 1})],
+        facts(
+            TokenFacts("issuer", "ci", "https://ci", "s", {"repository": "acme/app"}, act_depth=1),
+            actor=AGENT,
+        ),
+        "invalid_request:no_matching_rule",
+    ),
+    (
+        "may_act names someone else",
+        [rule("r", actor={"issuer": "agents"})],
+        facts(ci_subject(may_act={"sub": "agent-1"}), actor=AGENT),
+        "invalid_request:may_act: the actor does not match may_act.sub",
+    ),
+    (
+        "may_act names this actor",
+        [rule("r", actor={"issuer": "agents"})],
+        facts(ci_subject(may_act={"sub": "agent-7", "iss": "https://agents"}), actor=AGENT),
+        "allow:r",
+    ),
+]
+
+
+def outcome(decision: Allow | Deny) -> str:
+    if isinstance(decision, Allow):
+        return f"allow:{decision.rule.name}"
+    return f"{decision.error}:{decision.reason}"
+
+
+@pytest.mark.parametrize(
+    ("rules", "request_facts", "expected"), [c[1:] for c in CASES], ids=[c[0] for c in CASES]
+)
+def test_evaluate(rules: list[CompiledRule], request_facts: ExchangeFacts, expected: str) -> None:
+    assert outcome(evaluate(rules, request_facts)) == expected
+
+
+def test_default_scopes_never_all_allowed() -> None:
+    decision = evaluate(
+        [
+            rule(
+                "r",
+                allow={
+                    "audiences": [DEPLOY],
+                    "scopes": ["a", "b"],
+                    "default_scopes": ["a"],
+                    "max_ttl": 60,
+                },
+            )
+        ],
+        facts(scopes=None),
+    )
+    assert isinstance(decision, Allow)
+    assert decision.scopes == ("a",)
+    decision = evaluate(
+        [rule("r", allow={"audiences": [DEPLOY], "scopes": ["a"], "max_ttl": 60})],
+        facts(scopes=None),
+    )
+    assert isinstance(decision, Allow)
+    assert decision.scopes == ()
+
+
+def test_own_token_can_only_narrow() -> None:
+    parent = TokenFacts(
+        "sts", "sts", "https://sts", "w", {}, audiences=(DEPLOY,), scopes=("deploy:read",)
+    )
+    rules = [
+        rule(
+            "r",
+            subject_token={"sts": True},
+            allow={
+                "audiences": [DEPLOY, VAULT],
+                "scopes": ["deploy:read", "deploy:write"],
+                "max_ttl": 60,
+            },
+        )
+    ]
+    assert outcome(evaluate(rules, facts(parent, scopes=("deploy:read",)))) == "allow:r"
+    assert outcome(evaluate(rules, facts(parent, scopes=("deploy:write",)))) == (
+        "invalid_scope:scope: 'deploy:write' not in the subject token's scope"
+    )
+    assert outcome(evaluate(rules, facts(parent, targets=(VAULT,), scopes=None))) == (
+        "invalid_target:target: 'https://vault' not allowed by the subject token"
+    )
+    # With no audience requested, the default is what both the rule and the parent allow.
+    decision = evaluate(rules, facts(parent, targets=(), scopes=None))
+    assert isinstance(decision, Allow)
+    assert decision.audiences == (DEPLOY,)
+
+
+def test_considered_lists_each_rule_and_its_failed_condition() -> None:
+    rules = [rule("a", subject_token={"issuer": "gitlab"}), rule("b", clients=["x"])]
+    decision = evaluate(rules, facts())
+    assert isinstance(decision, Deny)
+    assert dict(decision.considered) == {
+        "a": "subject: from issuer 'ci', rule wants issuer 'gitlab'",
+        "b": "client: 'ci-client' not in ['x']",
+    }
+
+
+COMPILE_ERRORS: list[tuple[str, dict[str, Any], str]] = [
+    (
+        "unknown key",
+        {
+            "subject_token": {"issuer": "ci"},
+            "allow": {"audiences": ["a"], "max_ttl": 1},
+            "bogus": 1,
+        },
+        "rule: unknown key(s) bogus",
+    ),
+    (
+        "no source",
+        {"subject_token": {"subject": "x"}, "allow": {"audiences": ["a"], "max_ttl": 1}},
+        "subject_token needs exactly one of issuer, credential, sts",
+    ),
+    (
+        "two sources",
+        {
+            "subject_token": {"issuer": "a", "credential": "b"},
+            "allow": {"audiences": ["a"], "max_ttl": 1},
+        },
+        "subject_token needs exactly one of",
+    ),
+    (
+        "no audience",
+        {"subject_token": {"issuer": "ci"}, "allow": {"audiences": [], "max_ttl": 1}},
+        "allow.audiences must name at least one audience",
+    ),
+    (
+        "bad ttl",
+        {"subject_token": {"issuer": "ci"}, "allow": {"audiences": ["a"], "max_ttl": 0}},
+        "allow.max_ttl must be a positive",
+    ),
+    (
+        "copy reserved",
+        {
+            "subject_token": {"issuer": "ci"},
+            "allow": {"audiences": ["a"], "max_ttl": 1, "copy_claims": ["sub"]},
+        },
+        "allow.copy_claims cannot copy sub",
+    ),
+    (
+        "copy all",
+        {
+            "subject_token": {"issuer": "ci"},
+            "allow": {"audiences": ["a"], "max_ttl": 1, "copy_claims": ["*"]},
+        },
+        "allow.copy_claims must list claims by name",
+    ),
+    (
+        "defaults outside scopes",
+        {
+            "subject_token": {"issuer": "ci"},
+            "allow": {"audiences": ["a"], "max_ttl": 1, "default_scopes": ["x"]},
+        },
+        "allow.default_scopes must be a subset",
+    ),
+    (
+        "bad scope token",
+        {
+            "subject_token": {"issuer": "ci"},
+            "allow": {"audiences": ["a"], "max_ttl": 1, "scopes": ['a"b']},
+        },
+        "is not a valid scope token",
+    ),
+    (
+        "deny with allow",
+        {
+            "effect": "deny",
+            "subject_token": {"issuer": "ci"},
+            "allow": {"audiences": ["a"], "max_ttl": 1},
+        },
+        "a deny rule has no allow section",
+    ),
+    (
+        "bad matcher",
+        {
+            "subject_token": {"issuer": "ci", "subject": {"regex": ".*"}},
+            "allow": {"audiences": ["a"], "max_ttl": 1},
+        },
+        "subject_token.subject must be a string",
+    ),
+    (
+        "bad depth",
+        {
+            "subject_token": {"issuer": "ci"},
+            "actor": {"max_chain_depth": 0},
+            "allow": {"audiences": ["a"], "max_ttl": 1},
+        },
+        "actor.max_chain_depth must be",
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    ("definition", "message"), [c[1:] for c in COMPILE_ERRORS], ids=[c[0] for c in COMPILE_ERRORS]
+)
+def test_compile_refuses(definition: dict[str, Any], message: str) -> None:
+    with pytest.raises(
+        RuleError, match=message.replace("(", r"\(").replace(")", r"\)").replace("*", r"\*")
+    ):
+        compile_rule(1, "r", 1, definition)
+
+
+def test_matchers() -> None:
+    assert compile_matcher("a", "m").matches("a")
+    assert not compile_matcher("a*", "m").matches("abc")  # a plain string is never a glob
+    assert compile_matcher({"glob": "refs/heads/*"}, "m").matches("refs/heads/main")
+    assert not compile_matcher({"glob": "refs/heads/*"}, "m").matches("xrefs/heads/main")
+    assert compile_matcher(["a", "b"], "m").matches("b")
+    assert not compile_matcher(["a", "b"], "m").matches(["a"])
