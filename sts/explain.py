@@ -60,10 +60,11 @@ def explain(
     scopes: tuple[str, ...] | None,
 ) -> Explanation:
     now = services.clock()
+    trust = services.trust.current()
     try:
-        subject = present(services, subject_token, subject_token_type, "subject", now)
+        subject = present(services, trust, subject_token, subject_token_type, "subject", now)
         actor = (
-            present(services, actor_token, actor_token_type, "actor", now)
+            present(services, trust, actor_token, actor_token_type, "actor", now)
             if actor_token and actor_token_type
             else None
         )
@@ -82,4 +83,4 @@ def explain(
         targets=targets,
         scopes=scopes,
     )
-    return Explanation(evaluate(services.trust.current().rules, facts), None)
+    return Explanation(evaluate(trust.rules, facts), None)

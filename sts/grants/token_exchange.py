@@ -43,6 +43,7 @@ from sts.services import Services
 from sts.tokens.claims import act_depth, actor_claim, build_claims, compute_lifetime
 from sts.tokens.mint import mint_access_token
 from sts.tokens.verify import VerifiedJwt, refuse, verify_jwt
+from sts.trust import TrustConfig
 
 log = logging.getLogger(__name__)
 
@@ -108,19 +109,23 @@ def exchange(
         )
         entry.client_id = client.client_id
         subject = present(
-            services, request.subject_token, request.subject_token_type, "subject", now
+            services, trust, request.subject_token, request.subject_token_type, "subject", now
         )
-        _note_subject(entry, subject, request.subject_token)
+        _note_subject(entry, subject)
         actor = None
         if request.actor_token is not None and request.actor_token_type is not None:
-            actor = present(services, request.actor_token, request.actor_token_type, "actor", now)
-        return issue(services, request, client, subject, actor, entry, now)
+            actor = present(
+                services, trust, request.actor_token, request.actor_token_type, "actor", now
+            )
+        return issue(services, trust, request, client, subject, actor, entry, now)
     except errors.OAuthError as error:
         record_refusal(services, entry, error, client)
         raise
 
 
-def present(services: Services, token: str, declared: str, role: str, now: datetime) -> Presented:
+def present(
+    services: Services, trust: TrustConfig, token: str, declared: str, role: str, now: datetime
+) -> Presented:
     """Step 3: what is this token, really? Decided by verification, not by ``declared``."""
     if looks_like_api_key(token):
         key_id = parse_api_key(token)
@@ -134,7 +139,7 @@ def present(services: Services, token: str, declared: str, role: str, now: datet
     verified = verify_jwt(
         token,
         role=role,
-        trust=services.trust.current(),
+        trust=trust,
         own_issuer=services.settings.issuer,
         own_keys=services.own_keys.get(services.keyring.jwks()),
         issuer_keys=services.issuer_keys,
@@ -148,6 +153,7 @@ def present(services: Services, token: str, declared: str, role: str, now: datet
 
 def issue(
     services: Services,
+    trust: TrustConfig,
     request: TokenExchangeRequest,
     client: AuthenticatedClient,
     subject: Presented,
@@ -174,7 +180,7 @@ def issue(
                 targets=request.targets,
                 scopes=request.scopes,
             )
-            decision = evaluate(services.trust.current().rules, facts)
+            decision = evaluate(trust.rules, facts)
             if isinstance(decision, Deny):
                 raise _deny_error(decision, entry)
             entry.rule_id, entry.rule_version = decision.rule.id, decision.rule.version
@@ -360,7 +366,7 @@ def _deny_error(decision: Deny, entry: AuditEntry) -> errors.OAuthError:
     )
 
 
-def _note_subject(entry: AuditEntry, subject: Presented, raw: str) -> None:
+def _note_subject(entry: AuditEntry, subject: Presented) -> None:
     if isinstance(subject, VerifiedJwt):
         entry.subject = str(subject.claims.get("sub"))
         entry.subject_issuer = str(subject.claims.get("iss"))
