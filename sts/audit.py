@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass, fields
 from datetime import datetime
 from typing import Any
 
@@ -34,7 +34,11 @@ class AuditEntry:
     detail: str | None = None
 
     def values(self) -> dict[str, Any]:
-        return asdict(self)
+        # Shallow on purpose (dataclasses.asdict deep-copies): the values are immutable.
+        return {name: getattr(self, name) for name in _FIELDS}
+
+
+_FIELDS = tuple(f.name for f in fields(AuditEntry))
 
 
 def record(session: Session, entry: AuditEntry) -> None:

@@ -100,18 +100,25 @@ def issued_token(session: Session, jti: str) -> IssuedToken | None:
     return session.get(IssuedToken, jti)
 
 
+# Hot-path inserts: constant Core statements (compiled once, cached) with the values passed
+# as parameters, on the session's connection (no ORM unit of work).
+_INSERT_ASSERTION = insert(ClientAssertion)
+_INSERT_ISSUED_TOKEN = insert(IssuedToken)
+_INSERT_AUDIT = insert(AuditRecord)
+
+
 def record_client_assertion(
     session: Session, client_id: str, jti: str, expires_at: datetime
 ) -> None:
     """RFC 7523 §3: the primary key makes a replayed assertion fail the transaction."""
-    session.execute(
-        insert(ClientAssertion).values(client_id=client_id, jti=jti, expires_at=expires_at)
+    session.connection().execute(
+        _INSERT_ASSERTION, {"client_id": client_id, "jti": jti, "expires_at": expires_at}
     )
 
 
 def record_issued_token(session: Session, values: dict[str, Any]) -> None:
-    session.execute(insert(IssuedToken).values(**values))
+    session.connection().execute(_INSERT_ISSUED_TOKEN, values)
 
 
 def record_audit(session: Session, values: dict[str, Any]) -> None:
-    session.execute(insert(AuditRecord).values(**values))
+    session.connection().execute(_INSERT_AUDIT, values)
