@@ -11,6 +11,7 @@ from sts.db.engine import make_engine, make_session_factory
 from sts.db.migrate import alembic_config, ensure_schema_at_head
 from sts.keys.keyring import KeyRing, ensure_active_key
 from sts.keys.keystore import make_keystore
+from sts.keys.rotation import Schedule
 from sts.services import Services
 from sts.settings import Settings
 
@@ -32,7 +33,8 @@ def build_services(settings: Settings, clock: Clock = system_clock) -> Services:
         session_factory = make_session_factory(engine)
         keystore = make_keystore(settings)
         ensure_active_key(session_factory, keystore, settings.signing_alg, clock)
-        keyring = KeyRing(session_factory, keystore, clock)
+        schedule = Schedule.from_settings(settings) if settings.key_auto_rotate else None
+        keyring = KeyRing(session_factory, keystore, clock, settings.key_refresh_interval, schedule)
         keyring.load()
     except BaseException:
         engine.dispose()

@@ -3,6 +3,9 @@
 State lives in the database (``signing_keys``); private keys in a keystore. Each process
 keeps a loaded copy and re-reads the database at most every ``refresh_interval`` seconds,
 so every replica converges on the key the database says is active.
+
+With a ``schedule``, the refresh also drives rotation: it plans on the rows it has just
+read (no extra query) and, only when a step is due, applies it under the rotation lock.
 """
 
 from __future__ import annotations
@@ -17,17 +20,13 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from sts.clock import Clock
 from sts.db import queries
-from sts.db.locks import begin_exclusive
 from sts.errors import StartupError, TemporarilyUnavailable
 from sts.keys.keystore import KeyStore
-from sts.keys.material import (
-    JoseKey,
-    generate_private_key,
-    key_matches_alg,
-    public_jwk,
-    thumbprint,
-    to_jose_key,
-)
+from sts.keys.lifecycle import create_signing_key, ensure_active_key, key_views, rotate
+from sts.keys.material import JoseKey, key_matches_alg, thumbprint, to_jose_key
+from sts.keys.rotation import Schedule, plan_rotation
+
+__all__ = ["ActiveKey", "KeyRing", "KeySnapshot", "create_signing_key", "ensure_active_key"]
 
 log = logging.getLogger(__name__)
 
@@ -46,41 +45,6 @@ class KeySnapshot:
     loaded_at: datetime
 
 
-def create_signing_key(
-    session: Session, keystore: KeyStore, alg: str, state: str, now: datetime
-) -> str:
-    """Generate a key, put its private half in the keystore and its metadata in the DB."""
-    private_key = generate_private_key(alg)
-    kid = thumbprint(private_key)
-    blob = keystore.store(kid, private_key)
-    queries.add_signing_key(
-        session,
-        kid=kid,
-        alg=alg,
-        state=state,
-        public_jwk=public_jwk(private_key, alg),
-        encrypted_private_key=blob,
-        now=now,
-    )
-    return kid
-
-
-def ensure_active_key(
-    session_factory: sessionmaker[Session], keystore: KeyStore, alg: str, clock: Clock
-) -> None:
-    """On first start (no active key), generate one. Safe when several processes start at
-    once: the check and the insert run under one exclusive lock."""
-    with session_factory() as session:
-        if queries.active_signing_key(session) is not None:
-            return
-    with session_factory() as session:
-        begin_exclusive(session, "signing-keys")
-        if queries.active_signing_key(session) is None:
-            kid = create_signing_key(session, keystore, alg, "active", clock())
-            log.info("generated the first signing key kid=%s alg=%s", kid, alg)
-        session.commit()
-
-
 class KeyRing:
     def __init__(
         self,
@@ -88,19 +52,28 @@ class KeyRing:
         keystore: KeyStore,
         clock: Clock,
         refresh_interval: float = 5.0,
+        schedule: Schedule | None = None,
     ) -> None:
         self._session_factory = session_factory
         self._keystore = keystore
         self._clock = clock
         self._refresh_interval = refresh_interval
+        self._schedule = schedule  # None: this process never rotates by itself
         self._lock = threading.Lock()
         self._private_keys: dict[str, JoseKey] = {}
         self._snapshot: KeySnapshot | None = None
 
     def load(self) -> KeySnapshot:
-        """Read key state from the database; load the active private key (once per kid)."""
+        """Read key state from the database (running a due rotation step first); load the
+        active private key (once per kid)."""
         with self._session_factory() as session:
             rows = queries.published_signing_keys(session)
+        if self._schedule is not None and plan_rotation(
+            key_views(rows), self._schedule, self._clock()
+        ):
+            rotate(self._session_factory, self._keystore, self._schedule, self._clock)
+            with self._session_factory() as session:
+                rows = queries.published_signing_keys(session)
         active: ActiveKey | None = None
         keys = []
         for row in rows:
