@@ -26,6 +26,10 @@ from sts.keys.keystore import KeyStore, make_keystore
 from sts.keys.rotation import Schedule, next_due
 from sts.settings import KEYSTORES, Settings
 
+# A kid is base64url (RFC 7638), so it may begin with "-": take it as the argument, not
+# as an unknown option.
+KID_ARGUMENT = {"ignore_unknown_options": True}
+
 NEW_SECRET_VARIABLES = {
     "file": "STS_NEW_KEY_PASSPHRASE",
     "database": "STS_NEW_KEY_ENCRYPTION_KEY",
@@ -98,7 +102,7 @@ def keys_rotate() -> None:
         click.echo(f"nothing due; next check due at {format_time(due)}")
 
 
-@keys_group.command("retire")
+@keys_group.command("retire", context_settings=KID_ARGUMENT)
 @click.argument("kid")
 def keys_retire(kid: str) -> None:
     """Stop KID from signing now (it stays published for STS_KEY_RETENTION)."""
@@ -108,7 +112,7 @@ def keys_retire(kid: str) -> None:
         )
 
 
-@keys_group.command("compromised")
+@keys_group.command("compromised", context_settings=KID_ARGUMENT)
 @click.argument("kid")
 def keys_compromised(kid: str) -> None:
     """Emergency: unpublish KID at once, sign with a fresh key, revoke its tokens."""
