@@ -61,7 +61,8 @@ def test_tokens_verify_through_several_rotations(  # type: ignore[no-untyped-def
     """Both replicas sign and serve the JWKS every STEP seconds, out of step with each other;
     every token must verify from issue to expiry against any JWKS served meanwhile, and its
     kid must have been in every JWKS served during the lead time before it signed."""
-    settings = make_settings(empty_database_url, **ROTATION)
+    # Half-hour periods: three rotations in fewer simulated requests.
+    settings = make_settings(empty_database_url, **{**ROTATION, "key_active_period": 1800})
     replicas = [create_app(settings, clock=clock)]
     clock.advance(REPLICA_OFFSET)
     replicas.append(create_app(settings, clock=clock))
