@@ -218,3 +218,19 @@ def test_rewrap_refuses_a_weak_new_secret(app) -> None:  # type: ignore[no-untyp
         rewrap(services.settings, services.session_factory, "file", "short")
     with pytest.raises(ConfigurationError, match="STS_NEW_KEY_ENCRYPTION_KEY must decode to"):
         rewrap(services.settings, services.session_factory, "database", "c2hvcnQ=")
+
+
+def test_database_keystore_reads_keys_still_in_files_while_moving(  # type: ignore[no-untyped-def]
+    app, make_settings, empty_database_url, clock
+) -> None:
+    kid = app.extensions["sts"].keyring.signing_key().kid
+    database = make_settings(empty_database_url, keystore="database", key_encryption_key=KEK)
+    moving = create_app(database, clock=clock)  # STS_KEY_PASSPHRASE still set: reads the file
+    assert moving.extensions["sts"].keyring.signing_key().kid == kid
+    moving.extensions["sts"].engine.dispose()
+    with pytest.raises(StartupError) as caught:
+        create_app(database.replace(key_passphrase=None), clock=clock)
+    assert str(caught.value) == (
+        f"signing key {kid} has no private key in the database (it is in the file keystore): "
+        "run `sts keys rewrap --to database`, see the key rotation runbook"
+    )
