@@ -13,7 +13,7 @@ from sts.keys.keyring import KeyRing, ensure_active_key
 from sts.keys.keystore import make_keystore
 from sts.keys.rotation import Schedule
 from sts.services import Services
-from sts.settings import Settings
+from sts.settings import Settings, validate
 
 
 def configure_logging(settings: Settings) -> None:
@@ -25,6 +25,7 @@ def configure_logging(settings: Settings) -> None:
 
 def build_services(settings: Settings, clock: Clock = system_clock) -> Services:
     """Connect, check the schema, load keys. Raises StartupError with an operator message."""
+    validate(settings)  # also when built by hand: never start with an unsafe key schedule
     engine = make_engine(settings.effective_database_url)
     try:
         ensure_schema_at_head(

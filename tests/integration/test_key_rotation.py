@@ -4,6 +4,7 @@ share one database, sign, serve JWKS, rotate by themselves and for each other.""
 from __future__ import annotations
 
 import bisect
+import logging
 import threading
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -16,9 +17,11 @@ from sqlalchemy import func, select
 from sts.app import create_app
 from sts.db import queries
 from sts.db.models import SigningKey
+from sts.errors import ConfigurationError
 from sts.keys.keystore import make_keystore
 from sts.keys.lifecycle import KeyLifecycleError, retire
 from sts.keys.rotation import Schedule
+from sts.settings import Settings
 from tests.conftest import TEST_ISSUER, FixedClock
 from tests.keys_helpers import ROTATION, kids, sign, verify
 
@@ -123,8 +126,9 @@ def check_every_token_against_every_jwks(
 
 
 def test_two_instances_rotate_concurrently(  # type: ignore[no-untyped-def]
-    empty_database_url: str, make_settings, clock: FixedClock
+    empty_database_url: str, make_settings, clock: FixedClock, caplog
 ) -> None:
+    caplog.set_level(logging.INFO, logger="sts.keys.lifecycle")
     settings = make_settings(empty_database_url, **ROTATION)
     apps = [create_app(settings, clock=clock), create_app(settings, clock=clock)]
     errors: list[BaseException] = []
@@ -163,6 +167,11 @@ def test_two_instances_rotate_concurrently(  # type: ignore[no-untyped-def]
         refresh_at_once()
         assert (count("pending"), count("active"), count("retired")) == (0, 1, 1)
         assert errors == []
+        # Each step was performed once, by one of the two.
+        steps = [
+            r.getMessage().split()[2] for r in caplog.records if "key rotation:" in r.getMessage()
+        ]
+        assert steps == ["published", "activated"]
         signing = {app.extensions["sts"].keyring.signing_key().kid for app in apps}
         assert len(signing) == 1
         assert first not in signing
@@ -200,3 +209,18 @@ def test_retire_hands_over_only_to_a_key_published_for_the_lead_time(  # type: i
             retire(services.session_factory, keystore, schedule, old, clock)
     finally:
         services.engine.dispose()
+
+
+def test_service_refuses_to_start_with_an_unsafe_schedule(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    # Built by hand, so not validated by Settings.from_env: create_app still refuses.
+    unsafe = Settings(
+        issuer=TEST_ISSUER,
+        database_url=f"sqlite:///{tmp_path / 'sts.db'}",
+        instance_dir=tmp_path / "instance",
+        keys_dir=tmp_path / "keys",
+        key_passphrase="correct horse battery staple",
+        key_retention=600,
+    )
+    with pytest.raises(ConfigurationError, match=r"^STS_KEY_RETENTION \(600s\) must be at least"):
+        create_app(unsafe)
+    assert not (tmp_path / "keys").exists()  # refused before touching anything
