@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -20,6 +21,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from sts.clock import Clock
 from sts.db import queries
+from sts.db.models import SigningKey
 from sts.errors import StartupError, TemporarilyUnavailable
 from sts.keys.keystore import KeyStore
 from sts.keys.lifecycle import create_signing_key, ensure_active_key, key_views, rotate
@@ -45,6 +47,11 @@ class KeySnapshot:
     loaded_at: datetime
 
 
+def rotation_due(rows: Sequence[SigningKey], schedule: Schedule, now: datetime) -> bool:
+    """The cheap check: plan on the rows just read; the lock is taken only when due."""
+    return bool(plan_rotation(key_views(rows), schedule, now))
+
+
 class KeyRing:
     def __init__(
         self,
@@ -66,23 +73,30 @@ class KeyRing:
     def load(self) -> KeySnapshot:
         """Read key state from the database (running a due rotation step first); load the
         active private key (once per kid)."""
-        with self._session_factory() as session:
-            rows = queries.published_signing_keys(session)
-        if self._schedule is not None and plan_rotation(
-            key_views(rows), self._schedule, self._clock()
-        ):
-            rotate(self._session_factory, self._keystore, self._schedule, self._clock)
-            with self._session_factory() as session:
-                rows = queries.published_signing_keys(session)
+        rows = self._read_keys()
+        schedule = self._schedule
+        if schedule is not None and rotation_due(rows, schedule, self._clock()):
+            rotate(self._session_factory, self._keystore, schedule, self._clock)
+            rows = self._read_keys()
         active: ActiveKey | None = None
         keys = []
         for row in rows:
             keys.append(dict(row.public_jwk))
             if row.state == "active":
                 active = ActiveKey(row.kid, row.alg, self._private_key(row.kid, row.alg, row))
+        self._forget_unpublished({row.kid for row in rows})
         snapshot = KeySnapshot(active=active, jwks={"keys": keys}, loaded_at=self._clock())
         self._snapshot = snapshot
         return snapshot
+
+    def _read_keys(self) -> Sequence[SigningKey]:
+        with self._session_factory() as session:
+            return queries.published_signing_keys(session)
+
+    def _forget_unpublished(self, published: set[str]) -> None:
+        # A removed or compromised key's private half should not linger in memory.
+        for kid in set(self._private_keys) - published:
+            del self._private_keys[kid]
 
     def _private_key(self, kid: str, alg: str, row: Any) -> JoseKey:
         cached = self._private_keys.get(kid)
