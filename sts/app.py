@@ -11,8 +11,9 @@ from sts.db.engine import make_engine, make_session_factory
 from sts.db.migrate import alembic_config, ensure_schema_at_head
 from sts.keys.keyring import KeyRing, ensure_active_key
 from sts.keys.keystore import make_keystore
+from sts.keys.rotation import Schedule
 from sts.services import Services
-from sts.settings import Settings
+from sts.settings import Settings, validate
 from sts.tokens.issuer_keys import IssuerKeyCache
 from sts.tokens.verify import OwnKeySet
 from sts.trust import TrustConfigCache
@@ -27,6 +28,7 @@ def configure_logging(settings: Settings) -> None:
 
 def build_services(settings: Settings, clock: Clock = system_clock) -> Services:
     """Connect, check the schema, load keys. Raises StartupError with an operator message."""
+    validate(settings)  # also when built by hand: never start with an unsafe key schedule
     engine = make_engine(settings.effective_database_url)
     try:
         ensure_schema_at_head(
@@ -35,7 +37,8 @@ def build_services(settings: Settings, clock: Clock = system_clock) -> Services:
         session_factory = make_session_factory(engine)
         keystore = make_keystore(settings)
         ensure_active_key(session_factory, keystore, settings.signing_alg, clock)
-        keyring = KeyRing(session_factory, keystore, clock)
+        schedule = Schedule.from_settings(settings) if settings.key_auto_rotate else None
+        keyring = KeyRing(session_factory, keystore, clock, settings.key_refresh_interval, schedule)
         keyring.load()
     except BaseException:
         engine.dispose()

@@ -6,6 +6,8 @@ entry point) and passed down explicitly.
 
 from __future__ import annotations
 
+import base64
+import binascii
 import dataclasses
 import ipaddress
 import os
@@ -19,6 +21,12 @@ from sts.errors import ConfigurationError
 
 Environment = Literal["development", "production"]
 SIGNING_ALGORITHMS = ("ES256", "EdDSA", "RS256", "PS256")
+KEYSTORES = ("file", "database")
+KEK_BYTES = 32  # AES-256-GCM
+# The derived JWKS max-age never exceeds this, so a compromised key leaves verifiers'
+# caches within an hour even with a long lead time.
+JWKS_MAX_AGE_CAP = 3600
+DAY = 86400
 
 
 def _redacted(value: str | None) -> str:
@@ -39,7 +47,9 @@ class Settings:
     signing_alg: str = "ES256"
     max_token_ttl: int = 900  # global cap on any issued token's lifetime, seconds
     clock_leeway: int = 30  # seconds of skew tolerated on exp/nbf/iat of inbound tokens
-    jwks_max_age: int = 300  # Cache-Control max-age of the JWKS document, seconds
+    # Cache-Control max-age of the JWKS document, seconds. None: derived from the lead
+    # time (see jwks_cache_max_age); when set, it must not exceed the lead time.
+    jwks_max_age: int | None = None
     auto_migrate: bool | None = None  # None: only for the embedded default database
     # Trusted issuers' JWKS fetched from jwks_uri: timeout, cache lifetime, and the minimum
     # interval between re-fetches triggered by an unknown kid (a DoS guard).
@@ -50,6 +60,19 @@ class Settings:
     # rules change takes to reach a running service).
     rules_refresh_interval: float = 1.0
     log_level: str = "INFO"
+    # Where private signing keys rest: "file" (keys_dir, PKCS#8 + passphrase) or
+    # "database" (signing_keys.encrypted_private_key, AES-256-GCM under this KEK).
+    keystore: str = "file"
+    key_encryption_key: str | None = field(default=None, repr=False)  # base64, 32 bytes
+    # Rotation schedule, seconds: how long a key signs, how long it is published before it
+    # signs, and how long it stays published after it stops signing.
+    key_active_period: int = 30 * DAY
+    key_publish_lead_time: int = DAY
+    key_retention: int = DAY
+    # How often a process re-reads key state (and runs a due rotation step): the bound on
+    # how long a rotation takes to reach every replica.
+    key_refresh_interval: float = 5.0
+    key_auto_rotate: bool = True  # False: only `sts keys rotate` (cron) rotates
 
     # ---- derived values -------------------------------------------------------------
 
@@ -73,6 +96,21 @@ class Settings:
     def is_production(self) -> bool:
         return self.env == "production"
 
+    @property
+    def jwks_cache_max_age(self) -> int:
+        """``Cache-Control: max-age`` of the JWKS: STS_JWKS_MAX_AGE, or half the lead time
+        (at most an hour). Validation guarantees it never exceeds the lead time, so every
+        verifier's cached JWKS holds a key before that key signs."""
+        if self.jwks_max_age is not None:
+            return self.jwks_max_age
+        return min(self.key_publish_lead_time // 2, JWKS_MAX_AGE_CAP)
+
+    @property
+    def key_encryption_key_bytes(self) -> bytes | None:
+        if self.key_encryption_key is None:
+            return None
+        return decode_key_encryption_key(self.key_encryption_key)
+
     def describe(self) -> dict[str, str]:
         """What ``sts check`` prints: every setting, secrets shown only as set/unset."""
         return {
@@ -85,13 +123,20 @@ class Settings:
             "STS_SIGNING_ALG": self.signing_alg,
             "STS_MAX_TOKEN_TTL": str(self.max_token_ttl),
             "STS_CLOCK_LEEWAY": str(self.clock_leeway),
-            "STS_JWKS_MAX_AGE": str(self.jwks_max_age),
+            "STS_JWKS_MAX_AGE": str(self.jwks_cache_max_age),
             "STS_AUTO_MIGRATE": str(self.should_auto_migrate).lower(),
             "STS_ISSUER_JWKS_TIMEOUT": str(self.issuer_jwks_timeout),
             "STS_ISSUER_JWKS_CACHE_TTL": str(self.issuer_jwks_cache_ttl),
             "STS_ISSUER_JWKS_MIN_REFRESH": str(self.issuer_jwks_min_refresh),
             "STS_RULES_REFRESH_INTERVAL": str(self.rules_refresh_interval),
             "STS_LOG_LEVEL": self.log_level,
+            "STS_KEYSTORE": self.keystore,
+            "STS_KEY_ENCRYPTION_KEY": _redacted(self.key_encryption_key),
+            "STS_KEY_ACTIVE_PERIOD": str(self.key_active_period),
+            "STS_KEY_PUBLISH_LEAD_TIME": str(self.key_publish_lead_time),
+            "STS_KEY_RETENTION": str(self.key_retention),
+            "STS_KEY_REFRESH_INTERVAL": str(self.key_refresh_interval),
+            "STS_KEY_AUTO_ROTATE": str(self.key_auto_rotate).lower(),
         }
 
     def replace(self, **changes: object) -> Settings:
@@ -119,6 +164,13 @@ class Settings:
             "STS_ISSUER_JWKS_MIN_REFRESH": ("issuer_jwks_min_refresh", _parse_non_negative_int),
             "STS_RULES_REFRESH_INTERVAL": ("rules_refresh_interval", _parse_seconds),
             "STS_LOG_LEVEL": ("log_level", _parse_log_level),
+            "STS_KEYSTORE": ("keystore", str),
+            "STS_KEY_ENCRYPTION_KEY": ("key_encryption_key", str),
+            "STS_KEY_ACTIVE_PERIOD": ("key_active_period", _parse_positive_int),
+            "STS_KEY_PUBLISH_LEAD_TIME": ("key_publish_lead_time", _parse_positive_int),
+            "STS_KEY_RETENTION": ("key_retention", _parse_positive_int),
+            "STS_KEY_REFRESH_INTERVAL": ("key_refresh_interval", _parse_seconds),
+            "STS_KEY_AUTO_ROTATE": ("key_auto_rotate", _parse_bool),
         }
         for variable, (attribute, parse) in readers.items():
             raw = env.get(variable)
@@ -151,7 +203,72 @@ def validate(settings: Settings) -> Settings:
         )
     if settings.key_passphrase is not None and len(settings.key_passphrase) < 12:
         raise ConfigurationError("STS_KEY_PASSPHRASE", "must be at least 12 characters long")
+    _check_keystore(settings)
+    _check_rotation_schedule(settings)
     return settings
+
+
+def _check_keystore(settings: Settings) -> None:
+    if settings.keystore not in KEYSTORES:
+        raise ConfigurationError("STS_KEYSTORE", f"must be one of {', '.join(KEYSTORES)}")
+    if settings.key_encryption_key is not None:
+        try:
+            decode_key_encryption_key(settings.key_encryption_key)
+        except ValueError as exc:
+            raise ConfigurationError("STS_KEY_ENCRYPTION_KEY", str(exc)) from None
+    elif settings.keystore == "database":
+        raise ConfigurationError(
+            "STS_KEY_ENCRYPTION_KEY",
+            "is required with STS_KEYSTORE=database: private signing keys are encrypted "
+            "with it (base64 of 32 random bytes, e.g. `openssl rand -base64 32`)",
+        )
+
+
+def _check_rotation_schedule(settings: Settings) -> None:
+    """Refuse a schedule under which a verifier could meet an unknown or removed kid."""
+    lead = settings.key_publish_lead_time
+    max_age = settings.jwks_cache_max_age
+    # RFC 7517 key sets are cached by verifiers for max-age: a key published for less than
+    # that before it signs may be missing from a cached JWKS when its tokens arrive.
+    if lead < max_age:
+        raise ConfigurationError(
+            "STS_KEY_PUBLISH_LEAD_TIME",
+            f"({lead}s) must be at least the JWKS Cache-Control max-age ({max_age}s, "
+            "STS_JWKS_MAX_AGE): verifiers would not know a new key when it starts signing",
+        )
+    # A retired key stays published until the last token it signed has expired.
+    needed = settings.max_token_ttl + settings.clock_leeway
+    if settings.key_retention < needed:
+        raise ConfigurationError(
+            "STS_KEY_RETENTION",
+            f"({settings.key_retention}s) must be at least STS_MAX_TOKEN_TTL + "
+            f"STS_CLOCK_LEEWAY ({needed}s): tokens would outlive their key in the JWKS",
+        )
+    if settings.key_active_period <= lead:
+        raise ConfigurationError(
+            "STS_KEY_ACTIVE_PERIOD",
+            f"({settings.key_active_period}s) must be longer than "
+            f"STS_KEY_PUBLISH_LEAD_TIME ({lead}s)",
+        )
+    if settings.key_refresh_interval > lead / 2:
+        # The refresh interval is how late a replica sees a new state; keep it well inside
+        # the lead time so that the schedule stays dominated by the settings above.
+        raise ConfigurationError(
+            "STS_KEY_REFRESH_INTERVAL",
+            f"({settings.key_refresh_interval:g}s) must be at most half of "
+            f"STS_KEY_PUBLISH_LEAD_TIME ({lead}s)",
+        )
+
+
+def decode_key_encryption_key(raw: str) -> bytes:
+    """Base64 (standard or URL-safe) of exactly 32 bytes. Never echoes the value."""
+    try:
+        value = base64.b64decode(raw.replace("-", "+").replace("_", "/"), validate=True)
+    except (binascii.Error, ValueError):
+        raise ValueError("must be base64 (e.g. `openssl rand -base64 32`)") from None
+    if len(value) != KEK_BYTES:
+        raise ValueError(f"must decode to exactly {KEK_BYTES} bytes, got {len(value)}")
+    return value
 
 
 def _check_issuer(settings: Settings) -> None:

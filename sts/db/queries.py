@@ -6,7 +6,7 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import insert, select, text
+from sqlalchemy import func, insert, select, text, update
 from sqlalchemy.orm import Session
 
 from sts.db.models import (
@@ -14,6 +14,7 @@ from sts.db.models import (
     Client,
     ClientAssertion,
     IssuedToken,
+    Revocation,
     Rule,
     RulesState,
     ServiceCredential,
@@ -122,3 +123,35 @@ def record_issued_token(session: Session, values: dict[str, Any]) -> None:
 
 def record_audit(session: Session, values: dict[str, Any]) -> None:
     session.connection().execute(_INSERT_AUDIT, values)
+
+
+# ---- signing key lifecycle (rotation, retirement, compromise) -----------------------
+
+
+def signing_key(session: Session, kid: str) -> SigningKey | None:
+    return session.get(SigningKey, kid)
+
+
+def tokens_signed_per_kid(session: Session) -> dict[str, int]:
+    rows = session.execute(select(IssuedToken.kid, func.count()).group_by(IssuedToken.kid)).all()
+    return {kid: count for kid, count in rows}
+
+
+def revoke_tokens_signed_by(session: Session, kid: str, now: datetime) -> int:
+    """Mark every not yet revoked token signed by ``kid`` as revoked; return how many."""
+    result = session.execute(
+        update(IssuedToken)
+        .where(IssuedToken.kid == kid, IssuedToken.revoked_at.is_(None))
+        .values(revoked_at=now)
+    )
+    return int(result.rowcount)  # type: ignore[attr-defined]
+
+
+def add_revocation(session: Session, *, kind: str, value: str, reason: str, now: datetime) -> None:
+    session.add(Revocation(kind=kind, value=value, reason=reason, created_at=now))
+
+
+def add_audit_record(
+    session: Session, *, event: str, decision: str, reason: str, detail: str, now: datetime
+) -> None:
+    session.add(AuditRecord(at=now, event=event, decision=decision, reason=reason, detail=detail))

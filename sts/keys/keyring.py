@@ -3,12 +3,16 @@
 State lives in the database (``signing_keys``); private keys in a keystore. Each process
 keeps a loaded copy and re-reads the database at most every ``refresh_interval`` seconds,
 so every replica converges on the key the database says is active.
+
+With a ``schedule``, the refresh also drives rotation: it plans on the rows it has just
+read (no extra query) and, only when a step is due, applies it under the rotation lock.
 """
 
 from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -17,17 +21,14 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from sts.clock import Clock
 from sts.db import queries
-from sts.db.locks import begin_exclusive
+from sts.db.models import SigningKey
 from sts.errors import StartupError, TemporarilyUnavailable
 from sts.keys.keystore import KeyStore
-from sts.keys.material import (
-    JoseKey,
-    generate_private_key,
-    key_matches_alg,
-    public_jwk,
-    thumbprint,
-    to_jose_key,
-)
+from sts.keys.lifecycle import create_signing_key, ensure_active_key, key_views, rotate
+from sts.keys.material import JoseKey, key_matches_alg, thumbprint, to_jose_key
+from sts.keys.rotation import Schedule, plan_rotation
+
+__all__ = ["ActiveKey", "KeyRing", "KeySnapshot", "create_signing_key", "ensure_active_key"]
 
 log = logging.getLogger(__name__)
 
@@ -46,39 +47,9 @@ class KeySnapshot:
     loaded_at: datetime
 
 
-def create_signing_key(
-    session: Session, keystore: KeyStore, alg: str, state: str, now: datetime
-) -> str:
-    """Generate a key, put its private half in the keystore and its metadata in the DB."""
-    private_key = generate_private_key(alg)
-    kid = thumbprint(private_key)
-    blob = keystore.store(kid, private_key)
-    queries.add_signing_key(
-        session,
-        kid=kid,
-        alg=alg,
-        state=state,
-        public_jwk=public_jwk(private_key, alg),
-        encrypted_private_key=blob,
-        now=now,
-    )
-    return kid
-
-
-def ensure_active_key(
-    session_factory: sessionmaker[Session], keystore: KeyStore, alg: str, clock: Clock
-) -> None:
-    """On first start (no active key), generate one. Safe when several processes start at
-    once: the check and the insert run under one exclusive lock."""
-    with session_factory() as session:
-        if queries.active_signing_key(session) is not None:
-            return
-    with session_factory() as session:
-        begin_exclusive(session, "signing-keys")
-        if queries.active_signing_key(session) is None:
-            kid = create_signing_key(session, keystore, alg, "active", clock())
-            log.info("generated the first signing key kid=%s alg=%s", kid, alg)
-        session.commit()
+def rotation_due(rows: Sequence[SigningKey], schedule: Schedule, now: datetime) -> bool:
+    """The cheap check: plan on the rows just read; the lock is taken only when due."""
+    return bool(plan_rotation(key_views(rows), schedule, now))
 
 
 class KeyRing:
@@ -88,28 +59,44 @@ class KeyRing:
         keystore: KeyStore,
         clock: Clock,
         refresh_interval: float = 5.0,
+        schedule: Schedule | None = None,
     ) -> None:
         self._session_factory = session_factory
         self._keystore = keystore
         self._clock = clock
         self._refresh_interval = refresh_interval
+        self._schedule = schedule  # None: this process never rotates by itself
         self._lock = threading.Lock()
         self._private_keys: dict[str, JoseKey] = {}
         self._snapshot: KeySnapshot | None = None
 
     def load(self) -> KeySnapshot:
-        """Read key state from the database; load the active private key (once per kid)."""
-        with self._session_factory() as session:
-            rows = queries.published_signing_keys(session)
+        """Read key state from the database (running a due rotation step first); load the
+        active private key (once per kid)."""
+        rows = self._read_keys()
+        schedule = self._schedule
+        if schedule is not None and rotation_due(rows, schedule, self._clock()):
+            rotate(self._session_factory, self._keystore, schedule, self._clock)
+            rows = self._read_keys()
         active: ActiveKey | None = None
         keys = []
         for row in rows:
             keys.append(dict(row.public_jwk))
             if row.state == "active":
                 active = ActiveKey(row.kid, row.alg, self._private_key(row.kid, row.alg, row))
+        self._forget_unpublished({row.kid for row in rows})
         snapshot = KeySnapshot(active=active, jwks={"keys": keys}, loaded_at=self._clock())
         self._snapshot = snapshot
         return snapshot
+
+    def _read_keys(self) -> Sequence[SigningKey]:
+        with self._session_factory() as session:
+            return queries.published_signing_keys(session)
+
+    def _forget_unpublished(self, published: set[str]) -> None:
+        # A removed or compromised key's private half should not linger in memory.
+        for kid in set(self._private_keys) - published:
+            del self._private_keys[kid]
 
     def _private_key(self, kid: str, alg: str, row: Any) -> JoseKey:
         cached = self._private_keys.get(kid)

@@ -62,7 +62,7 @@ def register_web(app: Flask, services: Services) -> None:
 
     @app.get(metadata.JWKS_PATH)
     def jwks_document() -> Response:
-        return to_flask(jwks.render_jwks(services.keyring, settings.jwks_max_age))
+        return to_flask(jwks.render_jwks(services.keyring, settings.jwks_cache_max_age))
 
     @app.get("/healthz")
     def healthz() -> Response:

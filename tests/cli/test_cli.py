@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
+from cryptography.hazmat.primitives import serialization
 
 from sts.cli import cli
 from tests.conftest import TEST_PASSPHRASE
@@ -99,3 +100,84 @@ def test_serve_with_wrong_passphrase_exits_once_with_a_clear_message(env: dict[s
     assert "Error: STS_KEY_PASSPHRASE does not decrypt" in result.stderr
     assert "Traceback" not in result.stderr
     assert "Booting worker" not in result.stderr + result.stdout  # no crash loop
+
+
+def kid_in(output: str, prefix: str) -> str:
+    (line,) = [line for line in output.splitlines() if line.startswith(prefix)]
+    return line.removeprefix(prefix).split()[0]
+
+
+def test_keys_rotate_is_idempotent_and_listed(env: dict[str, str]) -> None:
+    run(env, "db", "upgrade")
+    first = run(env, "keys", "rotate")
+    assert first.exit_code == 0, first.output
+    kid = kid_in(first.output, "published ")
+    assert first.output.strip() == f"published {kid} (ES256) as pending"
+    second = run(env, "keys", "rotate")
+    assert second.exit_code == 0
+    assert second.output.startswith("nothing due; next check due at ")
+    listing = run(env, "keys", "list").output.splitlines()
+    assert listing[0].split() == [
+        "kid",
+        "alg",
+        "state",
+        "created",
+        "activated",
+        "retired",
+        "tokens",
+    ]
+    assert listing[1].split()[:3] == [kid, "ES256", "pending"]
+    assert listing[1].split()[-3:] == ["-", "-", "0"]
+
+
+def test_keys_compromised_and_retire(env: dict[str, str]) -> None:
+    run(env, "db", "upgrade")
+    leaked = kid_in(run(env, "keys", "rotate").output, "published ")
+    result = run(env, "keys", "compromised", leaked)
+    assert result.exit_code == 0, result.output
+    assert f"{leaked} marked compromised and removed from the JWKS" in result.output
+    fresh = kid_in(result.output, "new signing key ")
+    assert "0 issued tokens revoked; revocation of kind 'key' recorded" in result.output
+    again = run(env, "keys", "compromised", leaked)
+    assert again.exit_code == 1
+    assert f"Error: signing key {leaked} is already marked compromised" in again.output
+
+    refused = run(env, "keys", "retire", fresh)
+    assert refused.exit_code == 1
+    assert f"Error: cannot retire the active key {fresh} yet: its successor" in refused.output
+    states = {
+        line.split()[0]: line.split()[2]
+        for line in run(env, "keys", "list").output.splitlines()[1:]
+    }
+    assert states[leaked] == "compromised"
+    assert states[fresh] == "active"
+    assert sorted(states.values()) == ["active", "compromised", "pending"]
+    unknown = run(env, "keys", "retire", "-no-such-kid")  # kids may begin with "-"
+    assert (unknown.exit_code, unknown.output.strip()) == (1, "Error: no signing key -no-such-kid")
+
+
+def test_keys_rewrap_reads_the_new_secret_from_env_or_stdin(env: dict[str, str]) -> None:
+    run(env, "db", "upgrade")
+    kid = kid_in(run(env, "keys", "rotate").output, "published ")
+    first_new = "first new passphrase, long enough"
+    result = run({**env, "STS_NEW_KEY_PASSPHRASE": first_new}, "keys", "rewrap")
+    assert result.exit_code == 0, result.output
+    assert result.output.startswith("re-encrypted 1 keys into the file keystore (0 already done)")
+    assert first_new not in result.output
+
+    second_new = "second new passphrase, from stdin"
+    result = CliRunner().invoke(
+        cli,
+        ["keys", "rewrap"],
+        env={**env, "STS_KEY_PASSPHRASE": first_new},
+        input=second_new + "\n",
+    )
+    assert result.exit_code == 0, result.output
+    assert "re-encrypted 1 keys" in result.output
+    assert second_new not in result.output
+    path = Path(env["STS_KEYS_DIR"]) / f"{kid}.pem"
+    serialization.load_pem_private_key(path.read_bytes(), second_new.encode())
+
+    wrong = run({**env, "STS_NEW_KEY_PASSPHRASE": "yet another passphrase"}, "keys", "rewrap")
+    assert wrong.exit_code == 1
+    assert wrong.output.startswith("Error: STS_KEY_PASSPHRASE does not decrypt")

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import time
+
 import pytest
 from click.testing import CliRunner
 from flask import Flask
 
 from sts.cli import cli
 from tests.conftest import TEST_ISSUER, TEST_PASSPHRASE
-from tests.integration.world import DEPLOY, VAULT, World
+from tests.integration.world import CI_CLAIMS, DEPLOY, VAULT, World
 
 
 @pytest.fixture
@@ -20,8 +22,13 @@ def env(world: World, app: Flask) -> dict[str, str]:
         "STS_KEYS_DIR": str(settings.keys_dir),
         "STS_INSTANCE_DIR": str(settings.instance_dir),
         "STS_KEY_PASSPHRASE": TEST_PASSPHRASE,
-        "STS_CLOCK_LEEWAY": str(10**9),  # the world's tokens are minted on a fixed past clock
     }
+
+
+def real_time_token(world: World, **overrides: object) -> str:
+    """The CLI runs on the system clock; the world's own clock is fixed in the past."""
+    claims = {**CI_CLAIMS, **overrides}
+    return world.ci.mint(now=int(time.time()), **claims)
 
 
 def explain(env: dict[str, str], token: str, *args: str):  # type: ignore[no-untyped-def]
@@ -29,7 +36,7 @@ def explain(env: dict[str, str], token: str, *args: str):  # type: ignore[no-unt
 
 
 def test_explain_allow_names_the_rule(world: World, env: dict[str, str]) -> None:
-    result = explain(env, world.ci_token(), "--client", "ci-runner", "--audience", DEPLOY)
+    result = explain(env, real_time_token(world), "--client", "ci-runner", "--audience", DEPLOY)
     assert result.exit_code == 0, result.output
     assert "decision: allow by rule payments-prod-deploy" in result.output
     assert "  scopes: deploy:write" in result.output
@@ -43,7 +50,12 @@ def test_explain_allow_names_the_rule(world: World, env: dict[str, str]) -> None
 
 def test_explain_deny_lists_each_failed_condition(world: World, env: dict[str, str]) -> None:
     result = explain(
-        env, world.ci_token(ref="refs/heads/dev"), "--client", "ci-runner", "--audience", DEPLOY
+        env,
+        real_time_token(world, ref="refs/heads/dev"),
+        "--client",
+        "ci-runner",
+        "--audience",
+        DEPLOY,
     )
     assert result.exit_code == 1
     assert "decision: deny (invalid_request): no_matching_rule" in result.output
@@ -55,7 +67,7 @@ def test_explain_deny_lists_each_failed_condition(world: World, env: dict[str, s
 
 
 def test_explain_target_refusal(world: World, env: dict[str, str]) -> None:
-    result = explain(env, world.ci_token(), "--client", "ci-runner", "--audience", VAULT)
+    result = explain(env, real_time_token(world), "--client", "ci-runner", "--audience", VAULT)
     assert result.exit_code == 1
     assert "decision: deny (invalid_target)" in result.output
 

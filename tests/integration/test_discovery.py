@@ -35,7 +35,7 @@ def test_metadata_describes_the_server(client) -> None:  # type: ignore[no-untyp
 def test_jwks_has_cache_lifetime_and_public_keys_only(client, app) -> None:  # type: ignore[no-untyped-def]
     response = client.get("/jwks.json")
     assert response.status_code == 200
-    max_age = app.extensions["sts"].settings.jwks_max_age
+    max_age = app.extensions["sts"].settings.jwks_cache_max_age  # derived: lead time / 2
     assert response.headers["Cache-Control"] == f"public, max-age={max_age}"
     for key in response.json["keys"]:
         assert {"kid", "alg", "use", "kty"} <= set(key)

@@ -30,6 +30,50 @@ REFUSALS = [
         {"STS_ENV": "production", "STS_ISSUER": "https://sts.example.com"},
         "STS_KEY_PASSPHRASE is required in production",
     ),
+    # Unsafe rotation schedules.
+    (
+        "lead-shorter-than-max-age",
+        {"STS_JWKS_MAX_AGE": "600", "STS_KEY_PUBLISH_LEAD_TIME": "300"},
+        "STS_KEY_PUBLISH_LEAD_TIME (300s) must be at least the JWKS Cache-Control max-age "
+        "(600s, STS_JWKS_MAX_AGE)",
+    ),
+    (
+        "retention-shorter-than-token-lifetime",
+        {"STS_KEY_RETENTION": "600"},
+        "STS_KEY_RETENTION (600s) must be at least STS_MAX_TOKEN_TTL + STS_CLOCK_LEEWAY "
+        "(930s): tokens would outlive their key in the JWKS",
+    ),
+    (
+        "retention-counts-the-leeway",
+        {"STS_KEY_RETENTION": "1000", "STS_MAX_TOKEN_TTL": "900", "STS_CLOCK_LEEWAY": "120"},
+        "STS_KEY_RETENTION (1000s) must be at least STS_MAX_TOKEN_TTL + STS_CLOCK_LEEWAY (1020s)",
+    ),
+    (
+        "period-not-longer-than-lead",
+        {"STS_KEY_ACTIVE_PERIOD": "3600", "STS_KEY_PUBLISH_LEAD_TIME": "3600"},
+        "STS_KEY_ACTIVE_PERIOD (3600s) must be longer than STS_KEY_PUBLISH_LEAD_TIME (3600s)",
+    ),
+    (
+        "refresh-too-slow-for-lead",
+        {"STS_KEY_PUBLISH_LEAD_TIME": "600", "STS_KEY_REFRESH_INTERVAL": "400"},
+        "STS_KEY_REFRESH_INTERVAL (400s) must be at most half of STS_KEY_PUBLISH_LEAD_TIME",
+    ),
+    ("bad-keystore", {"STS_KEYSTORE": "vault"}, "STS_KEYSTORE must be one of file, database"),
+    (
+        "database-keystore-needs-kek",
+        {"STS_KEYSTORE": "database"},
+        "STS_KEY_ENCRYPTION_KEY is required with STS_KEYSTORE=database",
+    ),
+    (
+        "kek-not-base64",
+        {"STS_KEY_ENCRYPTION_KEY": "not base64 at all!"},
+        "STS_KEY_ENCRYPTION_KEY must be base64",
+    ),
+    (
+        "kek-wrong-length",
+        {"STS_KEY_ENCRYPTION_KEY": "c2l4dGVlbiBieXRlcyBsb25n"},
+        "STS_KEY_ENCRYPTION_KEY must decode to exactly 32 bytes, got 18",
+    ),
 ]
 
 
@@ -87,3 +131,23 @@ def test_describe_never_shows_secrets() -> None:
     assert "super-secret-passphrase" not in shown
     assert "dbpassword" not in shown
     assert settings.describe()["STS_KEY_PASSPHRASE"] == "<set>"
+
+
+def test_jwks_max_age_is_derived_from_the_lead_time() -> None:
+    assert Settings.from_env({}).jwks_cache_max_age == 3600  # lead 1 day: capped at an hour
+    short = Settings.from_env({"STS_KEY_PUBLISH_LEAD_TIME": "600"})
+    assert short.jwks_cache_max_age == 300  # half the lead time
+    explicit = Settings.from_env({"STS_JWKS_MAX_AGE": "120", "STS_KEY_PUBLISH_LEAD_TIME": "600"})
+    assert explicit.jwks_cache_max_age == 120
+    assert explicit.describe()["STS_JWKS_MAX_AGE"] == "120"
+
+
+def test_key_encryption_key_is_never_shown() -> None:
+    kek = "QUJDREVGR0hJSktMTU5PUFFSU1RVVldYWVphYmNkZWY="
+    settings = Settings.from_env({"STS_KEYSTORE": "database", "STS_KEY_ENCRYPTION_KEY": kek})
+    assert settings.key_encryption_key_bytes == b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdef"
+    assert kek not in repr(settings) + repr(settings.describe())
+    assert settings.describe()["STS_KEY_ENCRYPTION_KEY"] == "<set>"
+    with pytest.raises(ConfigurationError) as caught:
+        Settings.from_env({"STS_KEY_ENCRYPTION_KEY": kek[:-8] + "!!!!!!!="})
+    assert kek[:20] not in str(caught.value)
