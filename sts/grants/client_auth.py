@@ -22,6 +22,7 @@ from joserfc.util import to_bytes
 from sts.credentials import secret_matches
 from sts.errors import InvalidClient, InvalidRequest
 from sts.protocol.exchange import ClientCredentials
+from sts.tokens.jose import accepting_eddsa
 from sts.tokens.verify import ASYMMETRIC_ALGORITHMS
 from sts.trust import ClientConfig
 
@@ -148,8 +149,10 @@ def _check_assertion(
     client = _known_client(registry, client_id, "private_key_jwt")
     if client.jwks is None:
         raise InvalidClient(scheme="Bearer", reason="client.no_keys")
+    algorithms = sorted(ASYMMETRIC_ALGORITHMS)
     try:
-        token = jwt.decode(assertion, client.jwks, algorithms=sorted(ASYMMETRIC_ALGORITHMS))
+        with accepting_eddsa(algorithms):
+            token = jwt.decode(assertion, client.jwks, algorithms=algorithms)
     except JoseError:
         raise InvalidClient(
             "The client assertion signature is invalid.", scheme="Bearer", reason="client.assertion"

@@ -7,8 +7,10 @@ from typing import Any
 from joserfc import jwt
 
 from sts.keys.keyring import ActiveKey
+from sts.tokens.jose import accepting_eddsa
 
 
 def mint_access_token(claims: dict[str, Any], key: ActiveKey) -> str:
     header = {"alg": key.alg, "kid": key.kid, "typ": "at+jwt"}
-    return jwt.encode(header, claims, key.key, algorithms=[key.alg])
+    with accepting_eddsa(key.alg):
+        return jwt.encode(header, claims, key.key, algorithms=[key.alg])

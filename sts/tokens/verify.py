@@ -21,6 +21,7 @@ from joserfc.util import to_bytes
 
 from sts.errors import InvalidRequest
 from sts.tokens.issuer_keys import IssuerKeyCache
+from sts.tokens.jose import accepting_eddsa
 from sts.trust import IssuerConfig, TrustConfig
 
 # Asymmetric algorithms only: "none" and HMAC (where a public key could be abused as the
@@ -123,7 +124,8 @@ def verify_jwt(
     if key is None:
         raise refuse(role, "is signed with an unknown key", "unknown_kid")
     try:
-        decoded = jwt.decode(token, key, algorithms=[alg])
+        with accepting_eddsa(alg):
+            decoded = jwt.decode(token, key, algorithms=[alg])
     except JoseError:
         raise refuse(role, "signature is invalid", "signature") from None
 

@@ -222,3 +222,33 @@ def test_own_token_declared_as_access_token(world: World) -> None:
         parent, audience=DEPLOY, requested_token_type=TOKEN_TYPE_ACCESS_TOKEN
     )
     assert response.status_code == 200
+
+
+@pytest.mark.parametrize("alg", ["EdDSA", "RS256", "PS256"])
+def test_exchange_and_re_exchange_with_each_signing_algorithm(
+    empty_database_url: str,
+    make_settings,
+    clock,
+    alg: str,  # type: ignore[no-untyped-def]
+) -> None:
+    import jwt as pyjwt
+
+    from sts.app import create_app
+    from tests.integration.world import seed_world
+    from tests.issuer import TestIssuer
+
+    app = create_app(make_settings(empty_database_url, signing_alg=alg), clock=clock)
+    ci, agents = TestIssuer("https://ci.issuer.test"), TestIssuer("https://agents.issuer.test")
+    try:
+        with ci.serve():
+            world = seed_world(app, clock, ci, agents)
+            parent = world.exchange(world.ci_token(), audience=DEPLOY).json["access_token"]
+            header = pyjwt.get_unverified_header(parent)
+            assert header["alg"] == alg
+            jwks = pyjwt.PyJWKSet.from_dict(world.client.get("/jwks.json").json)
+            key = next(k for k in jwks.keys if k.key_id == header["kid"])
+            pyjwt.decode(parent, key=key, algorithms=[alg], audience=DEPLOY, leeway=10**9)
+            child = world.workload_exchange(parent, audience=DEPLOY, scope="deploy:write")
+            assert child.status_code == 200, child.json
+    finally:
+        app.extensions["sts"].engine.dispose()
