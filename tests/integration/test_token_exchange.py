@@ -9,7 +9,7 @@ from typing import Any
 
 import jwt as pyjwt
 import pytest
-from sqlalchemy import create_engine, event, select, text
+from sqlalchemy import create_engine, event, select, text, update
 from sqlalchemy.engine import make_url
 
 from sts.db.models import AuditRecord, IssuedToken
@@ -304,3 +304,22 @@ def test_database_down_refuses_then_recovers(world: World, empty_database_url: s
 def test_id_token_type_is_accepted_for_external_issuers(world: World) -> None:
     response = world.exchange(world.ci_token(), TOKEN_TYPE_ID_TOKEN, audience=DEPLOY)
     assert response.status_code == 200
+
+
+def test_unavailable_signing_key_refuses_with_503_and_no_token(world: World) -> None:
+    from sts.db.models import SigningKey
+
+    services = world.app.extensions["sts"]
+    assert world.exchange(world.ci_token(), audience=DEPLOY).status_code == 200
+    # The key file disappears (a broken volume, say) while the process runs: the loaded
+    # copy was dropped on refresh because the key is no longer published.
+    with services.session_factory() as session:
+        session.execute(update(SigningKey).values(state="removed"))
+        session.commit()
+    world.clock.advance(services.settings.key_refresh_interval + 1)
+    for path in services.settings.keys_dir.glob("*.pem"):
+        path.unlink()
+    response = world.exchange(world.ci_token(), audience=DEPLOY)
+    assert_error(response, 503, "temporarily_unavailable")
+    assert world.audit_rows()[-1]["reason"] == "keys.no_active_key"
+    assert world.client.get("/readyz").status_code == 503
