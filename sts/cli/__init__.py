@@ -1,10 +1,10 @@
-"""The ``sts`` command: db, keys, check, serve (and more as capabilities land)."""
+"""The ``sts`` command: db, keys, check, serve, rules, clients, credentials."""
 
 from __future__ import annotations
 
 import click
 
-from sts.cli import check, db, keys, serve
+from sts.cli import check, clients, credentials, db, keys, rules, serve
 
 
 @click.group()
@@ -13,7 +13,7 @@ def cli() -> None:
     """sts: a security token service (RFC 8693 token exchange)."""
 
 
-for _module in (db, keys, check, serve):
+for _module in (db, keys, check, serve, rules, clients, credentials):
     _module.register(cli)
 
 
