@@ -450,6 +450,7 @@ def _validate_credential(
 
 
 _RULE_ERROR_PATH = re.compile(r"^([A-Za-z_][\w.]*)")
+_UNKNOWN_KEYS = re.compile(r"unknown key\(s\) ([^,\s]+)")
 
 
 def _validate_rule(result: RulesFile, entry: LineMapping, where: str) -> dict[str, Any] | None:
@@ -459,7 +460,11 @@ def _validate_rule(result: RulesFile, entry: LineMapping, where: str) -> dict[st
     except RuleError as exc:
         message = str(exc)
         match = _RULE_ERROR_PATH.match(message)
-        result.add(line_of_path(entry, match.group(1) if match else ""), where, message)
+        path = match.group(1) if match else ""
+        unknown = _UNKNOWN_KEYS.search(message)
+        if unknown:  # point at the first unknown key itself, not at its section
+            path = f"{path}.{unknown.group(1)}" if path != "rule" else unknown.group(1)
+        result.add(line_of_path(entry, path), where, message)
         return None
     return definition
 
