@@ -64,6 +64,10 @@ def rules_head(script: ScriptDirectory) -> str | None:
     return heads[0] if heads else None
 
 
+def _rules_revision_count(script: ScriptDirectory) -> int:
+    return sum(RULES_BRANCH in r.branch_labels for r in script.walk_revisions())
+
+
 def upgrade_calls(changes: list[Change]) -> list[str]:
     ordered = _ordered(changes, puts_first=True)
     return [_call(c.kind, c.name, c.after) for c in ordered]
@@ -174,7 +178,7 @@ def write_revision(
     )
     slug = re.sub(r"[^a-z0-9]+", "_", message.lower()).strip("_")[:40] or "rules"
     directory.mkdir(parents=True, exist_ok=True)
-    # A timestamp first: a directory listing is the order the revisions were written in.
-    path = directory / f"{created.strftime('%Y%m%d_%H%M%S')}_{revision}_{slug}.py"
+    # A sequence number first: a directory listing shows the revisions in order.
+    path = directory / f"{_rules_revision_count(script) + 1:04d}_{revision}_{slug}.py"
     path.write_text(text, encoding="utf-8")
     return NewRevision(revision, down_revision, depends_on, path, text)
