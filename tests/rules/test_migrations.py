@@ -14,9 +14,10 @@ import yaml
 from click.testing import CliRunner, Result
 
 from sts.cli import cli
+from sts.credentials import generate_api_key, hash_secret
 from sts.db import admin
 from tests.conftest import TEST_PASSPHRASE
-from tests.integration.world import DEPLOY, World
+from tests.integration.world import CI_SECRET, DEPLOY, World
 
 RULE = "payments-prod-deploy"
 
@@ -199,3 +200,46 @@ def test_invalid_file_lists_every_problem(
     assert f"Error: {path}: 2 problems\n" in result.output
     assert "allow.max_ttl 7200 is above the global cap STS_MAX_TOKEN_TTL=900" in result.output
     assert "clients: no client 'nobody' in this file" in result.output
+
+
+def test_every_kind_is_restored_exactly_by_a_downgrade(
+    world: World, env: dict[str, str], tmp_path: Path
+) -> None:
+    before = yaml.safe_load(sts(env, "rules", "export").output)
+    before_path = write(tmp_path, "before.yaml", before)
+    after = copy.deepcopy(before)
+    issuer = next(i for i in after["issuers"] if i["name"] == "agents")
+    issuer["audiences"] = ["https://sts.test", "https://sts.other.test"]
+    runner = next(c for c in after["clients"] if c["client_id"] == "ci-runner")
+    runner["secret_hash"] = hash_secret("a-rotated-ci-runner-secret-0123456789")
+    after["clients"] = [c for c in after["clients"] if c["client_id"] != "workload"]
+    after["rules"] = [r for r in after["rules"] if r["name"] != "workload-narrowing"]
+    new_key = generate_api_key()
+    after["credentials"].append(
+        {
+            "name": "second-key",
+            "key_id": new_key.key_id,
+            "secret_hash": new_key.secret_hash,
+            "owner_subject": "team-beta",
+            "disabled": True,
+        }
+    )
+    after_path = write(tmp_path, "after.yaml", after)
+    plan = sts(env, "rules", "plan", after_path).output
+    assert plan.splitlines()[:4] == [
+        "~ issuer agents",
+        '    audiences: ["https://sts.test"] -> ["https://sts.test", "https://sts.other.test"]',
+        "~ client ci-runner",
+        f'    secret_hash: "{hash_secret(CI_SECRET)}" -> "{runner["secret_hash"]}"',
+    ]
+    assert "- client workload\n" in plan
+    assert "+ credential second-key\n" in plan
+    assert "- rule workload-narrowing\n" in plan
+    assert plan.endswith("Plan: 1 to add, 2 to change, 2 to remove.\n")
+
+    assert sts(env, "rules", "migration", after_path, "-m", "Every kind").exit_code == 0
+    assert sts(env, "db", "upgrade").exit_code == 0
+    assert sts(env, "rules", "check", after_path).exit_code == 0
+    assert sts(env, "db", "downgrade", "rules@-1").exit_code == 0
+    check = sts(env, "rules", "check", before_path)
+    assert check.exit_code == 0, check.output

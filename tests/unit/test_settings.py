@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from sts.errors import ConfigurationError
@@ -87,3 +89,10 @@ def test_describe_never_shows_secrets() -> None:
     assert "super-secret-passphrase" not in shown
     assert "dbpassword" not in shown
     assert settings.describe()["STS_KEY_PASSPHRASE"] == "<set>"
+
+
+def test_rules_migrations_dir_is_configurable() -> None:
+    assert Settings().rules_migrations_dir == Path("migrations/versions/rules")
+    settings = Settings.from_env({"STS_RULES_MIGRATIONS_DIR": "/srv/acme-sts/rules"})
+    assert settings.rules_migrations_dir == Path("/srv/acme-sts/rules")
+    assert settings.describe()["STS_RULES_MIGRATIONS_DIR"] == "/srv/acme-sts/rules"
