@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from alembic.script import ScriptDirectory
+from alembic.script.revision import RevisionError
 
 from sts.db.migrate import RULES_BRANCH
 from sts.rules.plan import Change, render_plan
@@ -51,8 +52,12 @@ class NewRevision:
 
 def rules_head(script: ScriptDirectory) -> str | None:
     """The head of the rules branch, None before its first revision."""
+    try:
+        all_heads = script.get_heads()
+    except RevisionError as exc:  # e.g. two first revisions, both labelled "rules"
+        raise RulesMigrationError(f"the rules revisions do not form one branch: {exc}") from None
     heads = []
-    for head in script.get_heads():
+    for head in all_heads:
         revision = script.get_revision(head)
         if revision is not None and RULES_BRANCH in revision.branch_labels:
             heads.append(head)
