@@ -34,7 +34,7 @@ _PUT = {
     "rule": "put_rule",
 }
 _DELETE = {kind: f"delete_{kind}" for kind in _PUT}
-_REFERENCED = ("issuer", "client", "credential")  # what rules name: written first, removed last
+_REFERENCED = ("issuer", "client", "credential")  # what rules name
 
 
 class RulesMigrationError(Exception):
@@ -85,8 +85,9 @@ def downgrade_calls(changes: list[Change]) -> list[str]:
 
 
 def _ordered(changes: list[Change], *, puts_first: bool) -> list[Change]:
-    """Puts of referenced entries, then rule puts, then rule deletes, then other deletes:
-    a rule never names an issuer, client or credential that is not there yet."""
+    """Deletes before puts, so a rename that keeps a unique value (an issuer URL, a key id)
+    never collides with itself; rules last among puts and first among deletes. The whole
+    revision runs in one transaction, so no reader ever sees the steps in between."""
 
     def is_put(change: Change) -> bool:
         return (change.after if puts_first else change.before) is not None
@@ -94,10 +95,10 @@ def _ordered(changes: list[Change], *, puts_first: bool) -> list[Change]:
     puts = [c for c in changes if is_put(c)]
     deletes = [c for c in changes if not is_put(c)]
     return (
-        [c for c in puts if c.kind in _REFERENCED]
-        + [c for c in puts if c.kind == "rule"]
-        + [c for c in deletes if c.kind == "rule"]
+        [c for c in deletes if c.kind == "rule"]
         + [c for c in deletes if c.kind in _REFERENCED]
+        + [c for c in puts if c.kind in _REFERENCED]
+        + [c for c in puts if c.kind == "rule"]
     )
 
 

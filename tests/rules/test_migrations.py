@@ -243,3 +243,19 @@ def test_every_kind_is_restored_exactly_by_a_downgrade(
     assert sts(env, "db", "downgrade", "rules@-1").exit_code == 0
     check = sts(env, "rules", "check", before_path)
     assert check.exit_code == 0, check.output
+
+
+def test_renaming_an_issuer_keeps_its_url_and_rolls_back(
+    world: World, env: dict[str, str], tmp_path: Path
+) -> None:
+    before = yaml.safe_load(sts(env, "rules", "export").output)
+    after = copy.deepcopy(before)
+    next(i for i in after["issuers"] if i["name"] == "agents")["name"] = "agent-runtime"
+    rule_entry(after, "agent-one-project")["actor"]["issuer"] = "agent-runtime"
+    path = write(tmp_path, "renamed.yaml", after)
+    assert sts(env, "rules", "migration", path, "-m", "Rename the agents issuer").exit_code == 0
+    upgraded = sts(env, "db", "upgrade")  # the issuer URL is unique: delete before put
+    assert upgraded.exit_code == 0, upgraded.output
+    assert sts(env, "rules", "check", path).exit_code == 0
+    assert sts(env, "db", "downgrade", "rules@-1").exit_code == 0
+    assert sts(env, "rules", "check", write(tmp_path, "before.yaml", before)).exit_code == 0

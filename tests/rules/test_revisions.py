@@ -26,28 +26,26 @@ RULE = {"subject_token": {"issuer": "ci", "subject": "x"},
         "allow": {"audiences": ["https://a"], "max_ttl": 60}}  # fmt: skip
 
 
-def test_referenced_entries_are_written_first_and_removed_last() -> None:
+def test_deletes_come_first_then_referenced_entries_then_rules() -> None:
     before = empty_state()
     before["issuer"]["old"] = ISSUER
     before["rule"]["old-rule"] = {**RULE, "subject_token": {"issuer": "old", "subject": "x"}}
     after = empty_state()
-    after["issuer"]["ci"] = {**ISSUER, "issuer": "https://ci2.example.com"}
+    after["issuer"]["ci"] = ISSUER  # a rename: the same issuer URL under a new name
     after["rule"]["new-rule"] = RULE
     changes = diff_states(before, after)
     up = upgrade_calls(changes)
-    assert [c.split("\n")[:2] for c in up[:2]] == [
+    assert up[:2] == ["ops.delete_rule('old-rule')", "ops.delete_issuer('old')"]
+    assert [c.split("\n")[:2] for c in up[2:]] == [
         ["ops.put_issuer(", "        'ci',"],
         ["ops.put_rule(", "        'new-rule',"],
     ]
-    assert up[2:] == ["ops.delete_rule('old-rule')", "ops.delete_issuer('old')"]
     down = downgrade_calls(changes)
-    assert [c.split("\n")[0] for c in down] == [
-        "ops.put_issuer(",
-        "ops.put_rule(",
-        "ops.delete_rule('new-rule')",
-        "ops.delete_issuer('ci')",
+    assert down[:2] == ["ops.delete_rule('new-rule')", "ops.delete_issuer('ci')"]
+    assert [c.split("\n")[:2] for c in down[2:]] == [
+        ["ops.put_issuer(", "        'old',"],
+        ["ops.put_rule(", "        'old-rule',"],
     ]
-    assert "'old'" in down[0] and "'old-rule'" in down[1]
 
 
 def test_two_revisions_from_one_state_are_refused(tmp_path: Path) -> None:
