@@ -21,7 +21,7 @@ from urllib.parse import urlsplit
 import yaml
 
 from sts.credentials import API_KEY_PREFIX, is_secret_hash
-from sts.policy.rules import RuleError, compile_rule
+from sts.policy.rules import rule_errors
 from sts.tokens.verify import ASYMMETRIC_ALGORITHMS
 
 # kind -> name -> fields (issuer/client/credential fields, or a rule's definition)
@@ -455,18 +455,16 @@ _UNKNOWN_KEYS = re.compile(r"unknown key\(s\) ([^,\s]+)")
 
 def _validate_rule(result: RulesFile, entry: LineMapping, where: str) -> dict[str, Any] | None:
     definition: dict[str, Any] = plain({k: v for k, v in entry.items() if k != "name"})
-    try:
-        compile_rule(0, entry["name"], 0, definition)
-    except RuleError as exc:
-        message = str(exc)
+    errors = rule_errors(entry["name"], definition)
+    for error in errors:
+        message = str(error)
         match = _RULE_ERROR_PATH.match(message)
         path = match.group(1) if match else ""
         unknown = _UNKNOWN_KEYS.search(message)
         if unknown:  # point at the first unknown key itself, not at its section
             path = f"{path}.{unknown.group(1)}" if path != "rule" else unknown.group(1)
         result.add(line_of_path(entry, path), where, message)
-        return None
-    return definition
+    return None if errors else definition
 
 
 _VALIDATORS: dict[str, Callable[[RulesFile, LineMapping, str], dict[str, Any] | None]] = {

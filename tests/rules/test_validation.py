@@ -206,3 +206,20 @@ def test_every_problem_is_reported_not_just_the_first() -> None:
 def test_a_plaintext_secret_is_never_echoed() -> None:
     problems = parse(edited({10: f'    secret_hash: "{PLAINTEXT}"'})).problems
     assert problems and all(PLAINTEXT not in str(p) for p in problems)
+
+
+def test_every_problem_of_one_rule_is_reported() -> None:
+    text = edited(
+        {
+            20: '      subject: {regex: "repo:.*"}',
+            22: "    clients: []",
+            26: "      max_ttl: -5\n    colour: blue",
+        }
+    )
+    assert [str(p) for p in parse(text).problems] == [
+        "rules.yaml:27: rule 'deploy': rule: unknown key(s) colour",
+        "rules.yaml:20: rule 'deploy': subject_token.subject must be a string (equals), "
+        "a list (one of), or {glob: PATTERN}",
+        "rules.yaml:22: rule 'deploy': clients must not be empty",
+        "rules.yaml:26: rule 'deploy': allow.max_ttl must be a positive number of seconds",
+    ]
