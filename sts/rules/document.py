@@ -390,24 +390,8 @@ def _validate_client(result: RulesFile, entry: LineMapping, where: str) -> dict[
             f"auth_method must be one of {', '.join(AUTH_METHODS)}",
         )
         checks.append(False)
-    if method in SECRET_METHODS:
-        if "secret_hash" not in entry:
-            result.add(entry.line, where, f"missing required field 'secret_hash' for {method}")
-            checks.append(False)
-        else:
-            checks.append(_secret_hash(result, entry, where, "client"))
-    elif "secret_hash" in entry:
-        result.add(entry.line_of("secret_hash"), where, f"secret_hash is not used by {method}")
-        checks.append(False)
-    if method == "private_key_jwt":
-        if "jwks" not in entry:
-            result.add(entry.line, where, "missing required field 'jwks' for private_key_jwt")
-            checks.append(False)
-        else:
-            checks.append(_public_jwks(result, entry, where))
-    elif "jwks" in entry:
-        result.add(entry.line_of("jwks"), where, f"jwks is not used by {method}")
-        checks.append(False)
+    if method in AUTH_METHODS:
+        checks.append(_client_keys_fit_method(result, entry, where, str(method)))
     if not all(checks):
         return None
     fields: dict[str, Any] = {"auth_method": method}
@@ -418,6 +402,30 @@ def _validate_client(result: RulesFile, entry: LineMapping, where: str) -> dict[
     fields["resource_server"] = entry.get("resource_server", False)
     fields["disabled"] = entry.get("disabled", False)
     return fields
+
+
+def _client_keys_fit_method(result: RulesFile, entry: LineMapping, where: str, method: str) -> bool:
+    """A secret method needs a secret_hash; private_key_jwt needs public keys; nothing else."""
+    ok = True
+    if method in SECRET_METHODS:
+        if "secret_hash" not in entry:
+            result.add(entry.line, where, f"missing required field 'secret_hash' for {method}")
+            ok = False
+        else:
+            ok = _secret_hash(result, entry, where, "client") and ok
+    elif "secret_hash" in entry:
+        result.add(entry.line_of("secret_hash"), where, f"secret_hash is not used by {method}")
+        ok = False
+    if method == "private_key_jwt":
+        if "jwks" not in entry:
+            result.add(entry.line, where, "missing required field 'jwks' for private_key_jwt")
+            ok = False
+        else:
+            ok = _public_jwks(result, entry, where) and ok
+    elif "jwks" in entry:
+        result.add(entry.line_of("jwks"), where, f"jwks is not used by {method}")
+        ok = False
+    return ok
 
 
 def _validate_credential(

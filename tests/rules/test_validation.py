@@ -223,3 +223,31 @@ def test_every_problem_of_one_rule_is_reported() -> None:
         "rules.yaml:22: rule 'deploy': clients must not be empty",
         "rules.yaml:26: rule 'deploy': allow.max_ttl must be a positive number of seconds",
     ]
+
+
+@pytest.mark.parametrize(
+    ("edits", "expected"),
+    [
+        (
+            {9: None},
+            ["rules.yaml:8: client 'runner': missing required field 'auth_method'"],
+        ),
+        (
+            {9: "    auth_method: private_key_jwt"},
+            [
+                "rules.yaml:10: client 'runner': secret_hash is not used by private_key_jwt",
+                "rules.yaml:8: client 'runner': missing required field 'jwks' for private_key_jwt",
+            ],
+        ),
+        (
+            {9: "    auth_method: client_secret_jwt"},
+            [
+                "rules.yaml:9: client 'runner': auth_method must be one of client_secret_basic, "
+                "client_secret_post, private_key_jwt, none"
+            ],
+        ),
+    ],
+    ids=["missing", "private-key-jwt-with-secret", "unsupported"],
+)
+def test_client_auth_method(edits: dict[int, str | None], expected: list[str]) -> None:
+    assert [str(p) for p in parse(edited(edits)).problems] == expected
