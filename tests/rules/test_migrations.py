@@ -69,6 +69,9 @@ def test_export_round_trip(world: World, env: dict[str, str], tmp_path: Path) ->
     assert plan.exit_code == 0, plan.output
     assert plan.output == "No changes: the database matches the rules file.\n"
     assert sts(env, "rules", "check", str(path)).exit_code == 0
+    written = tmp_path / "written.yaml"
+    assert sts(env, "rules", "export", "-o", str(written)).output == f"wrote {written}\n"
+    assert written.read_text() == exported.output
     document = yaml.safe_load(exported.output)
     assert {i["name"] for i in document["issuers"]} == {"ci", "agents"}
     assert all(c.get("secret_hash", "sha256:").startswith("sha256:") for c in document["clients"])
