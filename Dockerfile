@@ -14,6 +14,8 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
 COPY --from=build /install /usr/local
 WORKDIR /app
 # Alembic migrations are read from ./migrations at run time (sts db upgrade, start-up check).
+# A deployment's rules revisions: mount them at /app/migrations/versions/rules, or set
+# STS_RULES_MIGRATIONS_DIR to where they are mounted.
 COPY migrations ./migrations
 RUN useradd --system --uid 10001 --home-dir /var/lib/sts --create-home sts \
     && chmod 0700 /var/lib/sts

@@ -8,7 +8,7 @@ from flask import Flask
 
 from sts.clock import Clock, system_clock
 from sts.db.engine import make_engine, make_session_factory
-from sts.db.migrate import alembic_config, ensure_schema_at_head
+from sts.db.migrate import alembic_config_for, ensure_schema_at_head
 from sts.keys.keyring import KeyRing, ensure_active_key
 from sts.keys.keystore import make_keystore
 from sts.keys.rotation import Schedule
@@ -32,7 +32,7 @@ def build_services(settings: Settings, clock: Clock = system_clock) -> Services:
     engine = make_engine(settings.effective_database_url)
     try:
         ensure_schema_at_head(
-            engine, alembic_config(engine), auto_migrate=settings.should_auto_migrate
+            engine, alembic_config_for(settings, engine), auto_migrate=settings.should_auto_migrate
         )
         session_factory = make_session_factory(engine)
         keystore = make_keystore(settings)

@@ -59,6 +59,9 @@ class Settings:
     # How often a process checks the rules generation counter (the bound on how long a
     # rules change takes to reach a running service).
     rules_refresh_interval: float = 1.0
+    # Where `sts rules migration` writes rules revisions and `sts db upgrade` finds them
+    # (relative to the working directory): a deployment keeps them in its own repository.
+    rules_migrations_dir: Path = Path("migrations/versions/rules")
     log_level: str = "INFO"
     # Where private signing keys rest: "file" (keys_dir, PKCS#8 + passphrase) or
     # "database" (signing_keys.encrypted_private_key, AES-256-GCM under this KEK).
@@ -129,6 +132,7 @@ class Settings:
             "STS_ISSUER_JWKS_CACHE_TTL": str(self.issuer_jwks_cache_ttl),
             "STS_ISSUER_JWKS_MIN_REFRESH": str(self.issuer_jwks_min_refresh),
             "STS_RULES_REFRESH_INTERVAL": str(self.rules_refresh_interval),
+            "STS_RULES_MIGRATIONS_DIR": str(self.rules_migrations_dir),
             "STS_LOG_LEVEL": self.log_level,
             "STS_KEYSTORE": self.keystore,
             "STS_KEY_ENCRYPTION_KEY": _redacted(self.key_encryption_key),
@@ -163,6 +167,7 @@ class Settings:
             "STS_ISSUER_JWKS_CACHE_TTL": ("issuer_jwks_cache_ttl", _parse_positive_int),
             "STS_ISSUER_JWKS_MIN_REFRESH": ("issuer_jwks_min_refresh", _parse_non_negative_int),
             "STS_RULES_REFRESH_INTERVAL": ("rules_refresh_interval", _parse_seconds),
+            "STS_RULES_MIGRATIONS_DIR": ("rules_migrations_dir", Path),
             "STS_LOG_LEVEL": ("log_level", _parse_log_level),
             "STS_KEYSTORE": ("keystore", str),
             "STS_KEY_ENCRYPTION_KEY": ("key_encryption_key", str),

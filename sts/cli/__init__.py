@@ -1,10 +1,10 @@
-"""The ``sts`` command: db, keys, check, serve (and more as capabilities land)."""
+"""The ``sts`` command: db, keys, check, serve, rules, clients, credentials."""
 
 from __future__ import annotations
 
 import click
 
-from sts.cli import check, db, keys, rules, serve
+from sts.cli import check, clients, credentials, db, explain, keys, rules, serve
 
 
 @click.group()
@@ -13,7 +13,7 @@ def cli() -> None:
     """sts: a security token service (RFC 8693 token exchange)."""
 
 
-for _module in (db, keys, rules, check, serve):
+for _module in (db, keys, rules, explain, check, serve, clients, credentials):
     _module.register(cli)
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import click
 
 from sts.cli.common import load_settings, open_engine
-from sts.db.migrate import alembic_config, schema_is_at_head
+from sts.db.migrate import alembic_config_for, schema_is_at_head
 
 
 @click.command("check")
@@ -16,7 +16,7 @@ def check() -> None:
         click.echo(f"{name:<22} {value}")
     try:
         with open_engine(settings) as engine:
-            at_head, head, current = schema_is_at_head(engine, alembic_config(engine))
+            at_head, head, current = schema_is_at_head(engine, alembic_config_for(settings, engine))
     except Exception as exc:
         raise click.ClickException(f"database unreachable: {type(exc).__name__}") from None
     if at_head:

@@ -1,7 +1,8 @@
 """Alembic, driven from sts (``sts db upgrade|downgrade|current``) and at start-up.
 
 The schema lives on the ``schema`` branch (``migrations/versions/schema``). Rules revisions
-live on their own branch in their own version location (see the rules issue), so the
+live on the ``rules`` branch in their own version location (``STS_RULES_MIGRATIONS_DIR``,
+written by ``sts rules migration``); its first revision depends on the schema head. The
 service's "is the schema at head?" question looks only at the ``schema`` branch.
 """
 
@@ -16,8 +17,10 @@ from alembic.script import ScriptDirectory
 from sqlalchemy import Engine
 
 from sts.errors import StartupError
+from sts.settings import Settings
 
 SCHEMA_BRANCH = "schema"
+RULES_BRANCH = "rules"
 
 
 def migrations_dir() -> Path:
@@ -40,6 +43,11 @@ def alembic_config(engine: Engine, extra_version_locations: list[Path] | None = 
     config.set_main_option("path_separator", "space")
     config.attributes["engine"] = engine
     return config
+
+
+def alembic_config_for(settings: Settings, engine: Engine) -> Config:
+    """The configuration every entry point uses: the schema plus this deployment's rules."""
+    return alembic_config(engine, [settings.rules_migrations_dir.resolve()])
 
 
 def schema_head(config: Config) -> str:

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import fnmatch
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -274,3 +274,33 @@ def _string_list(value: object, where: str, *, allow_empty: bool) -> list[str]:
     if not value and not allow_empty:
         raise RuleError(f"{where} must not be empty")
     return value
+
+
+def rule_errors(name: str, definition: Mapping[str, Any]) -> list[RuleError]:
+    """Every independent problem of a definition, section by section.
+
+    :func:`compile_rule` stops at the first problem, which is right when a rule enters the
+    system; a reviewer of a rules file wants all of them at once. Empty means it compiles.
+    """
+    messages: list[str] = []
+
+    def attempt(check: Callable[[], object]) -> None:
+        try:
+            check()
+        except RuleError as exc:
+            if str(exc) not in messages:
+                messages.append(str(exc))
+
+    attempt(lambda: compile_rule(0, name, 0, definition))  # the first problem (or none)
+    if not messages:
+        return []
+    effect = definition.get("effect", "allow")
+    if "subject_token" in definition:
+        attempt(lambda: compile_token_condition(definition["subject_token"], "subject_token"))
+    if "clients" in definition:
+        attempt(lambda: _string_list(definition["clients"], "clients", allow_empty=False))
+    if "actor" in definition:
+        attempt(lambda: _compile_actor(definition["actor"]))
+    if effect == "allow" and "allow" in definition:
+        attempt(lambda: _compile_grant(definition["allow"]))
+    return [RuleError(message) for message in messages]

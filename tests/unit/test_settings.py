@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from sts.errors import ConfigurationError
@@ -151,3 +153,10 @@ def test_key_encryption_key_is_never_shown() -> None:
     with pytest.raises(ConfigurationError) as caught:
         Settings.from_env({"STS_KEY_ENCRYPTION_KEY": kek[:-8] + "!!!!!!!="})
     assert kek[:20] not in str(caught.value)
+
+
+def test_rules_migrations_dir_is_configurable() -> None:
+    assert Settings().rules_migrations_dir == Path("migrations/versions/rules")
+    settings = Settings.from_env({"STS_RULES_MIGRATIONS_DIR": "/srv/acme-sts/rules"})
+    assert settings.rules_migrations_dir == Path("/srv/acme-sts/rules")
+    assert settings.describe()["STS_RULES_MIGRATIONS_DIR"] == "/srv/acme-sts/rules"

@@ -1,0 +1,218 @@
+"""Lint a rules file for over-broad rules: valid, but granting more than anyone meant.
+
+Each check names a classic misconfiguration; ``sts rules lint`` exits non-zero on any
+finding, so CI can gate a rules change on it. Deny rules only narrow, so they are exempt.
+Lint reads the raw entries, so it also works on a file that does not validate.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import urlsplit
+
+from sts.rules.document import RulesFile
+
+ONE_HOUR = 3600
+# A scope whose last segment is a write-like action (deploy:write, repo.admin, delete, *).
+WRITE_SCOPE = re.compile(
+    r"(^|[:./_-])(write|admin|delete|manage|push|create|update|owner|root|all|\*)$",
+    re.IGNORECASE,
+)
+# Issuers whose tokens any repository or project on the platform can obtain.
+CI_ISSUER_HOSTS = ("token.actions.githubusercontent.com", "gitlab")
+# Claims (or subject prefixes) that pin a token to one repository or project.
+REPOSITORY_CLAIMS = ("repository", "repository_id", "project_path", "project_id")
+REPOSITORY_SUBJECT_PREFIXES = ("repo:", "project_path:")
+GLOB_CHARS = re.compile(r"[*?\[]")
+
+
+@dataclass(frozen=True)
+class Finding:
+    code: str
+    file: str
+    line: int
+    where: str
+    message: str
+
+    def __str__(self) -> str:
+        return f"{self.file}:{self.line}: {self.where}: [{self.code}] {self.message}"
+
+
+def lint_rules(rules_file: RulesFile) -> list[Finding]:
+    findings = list(_lint_issuers(rules_file)) + list(_lint_rules(rules_file))
+    return sorted(findings, key=lambda f: (f.line, f.code))
+
+
+def _lint_issuers(rules_file: RulesFile) -> Iterator[Finding]:
+    for (kind, name), entry in rules_file.entries.items():
+        if kind != "issuer":
+            continue
+        for key in ("issuer", "jwks_uri"):
+            value = entry.get(key)
+            if isinstance(value, str) and urlsplit(value).scheme == "http":
+                yield Finding(
+                    "plain-http-issuer",
+                    rules_file.path,
+                    entry.line_of(key),
+                    f"issuer {name!r}",
+                    f"{key} uses plain http: tokens or keys can be forged in transit; use https",
+                )
+
+
+def _lint_rules(rules_file: RulesFile) -> Iterator[Finding]:
+    issuer_urls = {
+        name: str(entry.get("issuer", ""))
+        for (kind, name), entry in rules_file.entries.items()
+        if kind == "issuer"
+    }
+    for (kind, name), entry in rules_file.entries.items():
+        if kind != "rule" or entry.get("effect", "allow") != "allow":
+            continue
+        where = f"rule {name!r}"
+
+        def finding(
+            code: str, path: str, message: str, where: str = where, name: str = name
+        ) -> Finding:
+            return Finding(
+                code, rules_file.path, rules_file.line_of("rule", name, path), where, message
+            )
+
+        subject_spec = entry.get("subject_token")
+        subject = subject_spec if isinstance(subject_spec, Mapping) else {}
+        grant_spec = entry.get("allow")
+        grant = grant_spec if isinstance(grant_spec, Mapping) else {}
+
+        audiences = grant.get("audiences")
+        if not isinstance(audiences, list) or not audiences:
+            yield finding(
+                "missing-audience", "allow", "no audience: the token would be accepted anywhere"
+            )
+        else:
+            for audience in audiences:
+                if isinstance(audience, str) and GLOB_CHARS.search(audience):
+                    yield finding(
+                        "wildcard-audience",
+                        "allow.audiences",
+                        f"audience {audience!r} is a wildcard: name each service the token is for",
+                    )
+
+        scopes = [s for s in grant.get("scopes", []) or [] if isinstance(s, str)]
+        write_scopes = [s for s in scopes if s in ("*", "write") or WRITE_SCOPE.search(s)]
+        if write_scopes and _subject_is_open(subject):
+            yield finding(
+                "write-scope-open-subject",
+                "subject_token",
+                f"write-like scope(s) {', '.join(write_scopes)} granted to "
+                f"{_describe_subject(subject)}: pin the subject exactly",
+            )
+
+        issuer_name = subject.get("issuer")
+        if isinstance(issuer_name, str):
+            url = issuer_urls.get(issuer_name, "")
+            if _is_ci_issuer(url) and not _pins_repository(subject):
+                yield finding(
+                    "ci-without-repository",
+                    "subject_token",
+                    f"issuer {issuer_name!r} is a CI platform ({urlsplit(url).hostname}) and the "
+                    "rule has no repository/project condition: any repository on the platform "
+                    "could use it",
+                )
+            elif not _has_condition(subject):
+                yield finding(
+                    "issuer-without-subject",
+                    "subject_token",
+                    f"no subject or claim condition: any token issuer {issuer_name!r} issues "
+                    "would match",
+                )
+
+        ttl = grant.get("max_ttl")
+        if isinstance(ttl, int) and ttl > ONE_HOUR:
+            yield finding(
+                "long-ttl",
+                "allow.max_ttl",
+                f"max_ttl {ttl} s is over an hour: short-lived tokens limit a leak",
+            )
+
+        copy_claims = grant.get("copy_claims")
+        if isinstance(copy_claims, list) and any(
+            isinstance(c, str) and GLOB_CHARS.search(c) for c in copy_claims
+        ):
+            yield finding(
+                "copy-all-claims",
+                "allow.copy_claims",
+                "copies every claim: name the claims the audience needs",
+            )
+
+
+def _matcher_is_glob(spec: Any) -> bool:
+    if isinstance(spec, Mapping):
+        return "glob" in spec
+    return isinstance(spec, str) and spec in ("*", "")
+
+
+def _subject_is_open(subject: Mapping[str, Any]) -> bool:
+    """True when any subject of the source matches: no subject condition, or a glob.
+
+    A service credential has exactly one owner, so naming the credential pins the subject.
+    """
+    if "credential" in subject:
+        return False
+    return "subject" not in subject or _matcher_is_glob(subject["subject"])
+
+
+def _describe_subject(subject: Mapping[str, Any]) -> str:
+    if "subject" not in subject:
+        return "any subject (no subject condition)"
+    return f"a wildcard subject {subject['subject']!r}"
+
+
+def _has_condition(subject: Mapping[str, Any]) -> bool:
+    claims = subject.get("claims")
+    return "subject" in subject or (isinstance(claims, Mapping) and bool(claims))
+
+
+def _is_ci_issuer(url: str) -> bool:
+    host = urlsplit(url).hostname or ""
+    return any(marker in host for marker in CI_ISSUER_HOSTS)
+
+
+def _pins_repository(subject: Mapping[str, Any]) -> bool:
+    claims = subject.get("claims")
+    if isinstance(claims, Mapping):
+        for claim in REPOSITORY_CLAIMS:
+            if claim in claims and not _pattern_is_open(claims[claim]):
+                return True
+    pattern = subject.get("subject")
+    values = _matcher_values(pattern)
+    return bool(values) and all(
+        v.startswith(REPOSITORY_SUBJECT_PREFIXES) and not _repository_part_is_open(v)
+        for v in values
+    )
+
+
+def _matcher_values(spec: Any) -> list[str]:
+    if isinstance(spec, str):
+        return [spec]
+    if isinstance(spec, list):
+        return [v for v in spec if isinstance(v, str)]
+    if isinstance(spec, Mapping) and len(spec) == 1:
+        (value,) = spec.values()
+        return _matcher_values(value)
+    return []
+
+
+def _pattern_is_open(spec: Any) -> bool:
+    """A repository condition like {glob: "*"} or {glob: "acme/*"} still admits many repos;
+    only a glob whose repository part is literal (acme/payments-*) is tolerated as pinned."""
+    return any(
+        GLOB_CHARS.search(v.split("/")[0]) or v.endswith("/*") for v in _matcher_values(spec)
+    )
+
+
+def _repository_part_is_open(subject: str) -> bool:
+    # repo:OWNER/NAME:...  -> the OWNER/NAME part must be literal
+    parts = subject.split(":")
+    return len(parts) < 2 or bool(GLOB_CHARS.search(parts[1]))

@@ -1,0 +1,3 @@
+from tests.integration.world import world
+
+__all__ = ["world"]

@@ -1,0 +1,120 @@
+"""Lint flags over-broad rules, each finding with its code, line and message."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from sts.cli import cli
+from sts.rules.lint import lint_rules
+from tests.rules.base import edited, parse
+
+EXAMPLES = sorted((Path(__file__).parents[2] / "examples").glob("*.yaml"))
+GITHUB = "    issuer: https://token.actions.githubusercontent.com"
+
+CASES: list[tuple[str, dict[int, str | None], str]] = [
+    (
+        "wildcard-audience",
+        {24: '      audiences: ["https://*.acme.internal"]'},
+        "rules.yaml:24: rule 'deploy': [wildcard-audience] audience 'https://*.acme.internal' "
+        "is a wildcard: name each service the token is for",
+    ),
+    (
+        "missing-audience",
+        {24: "      audiences: []"},
+        "rules.yaml:23: rule 'deploy': [missing-audience] no audience: the token would be "
+        "accepted anywhere",
+    ),
+    (
+        "write-scope-glob-subject",
+        {20: '      subject: {glob: "repo:acme/payments:*"}'},
+        "rules.yaml:18: rule 'deploy': [write-scope-open-subject] write-like scope(s) "
+        "deploy:write granted to a wildcard subject {'glob': 'repo:acme/payments:*'}: "
+        "pin the subject exactly",
+    ),
+    (
+        "admin-scope-no-subject",
+        {20: None, 25: '      scopes: ["admin"]'},
+        "rules.yaml:18: rule 'deploy': [write-scope-open-subject] write-like scope(s) admin "
+        "granted to any subject (no subject condition): pin the subject exactly",
+    ),
+    (
+        "ci-issuer-without-repository",
+        {3: GITHUB, 20: '      subject: "repo:*:ref:refs/heads/main"', 21: None},
+        "rules.yaml:18: rule 'deploy': [ci-without-repository] issuer 'ci' is a CI platform "
+        "(token.actions.githubusercontent.com) and the rule has no repository/project "
+        "condition: any repository on the platform could use it",
+    ),
+    (
+        "ci-issuer-with-wildcard-repository",
+        {3: GITHUB, 20: None, 21: "      claims: {repository: {glob: '*'}, ref: refs/heads/main}"},
+        "rules.yaml:18: rule 'deploy': [ci-without-repository] issuer 'ci' is a CI platform",
+    ),
+    (
+        "issuer-without-subject",
+        {20: None, 21: None, 25: '      scopes: ["deploy:read"]'},
+        "rules.yaml:18: rule 'deploy': [issuer-without-subject] no subject or claim condition: "
+        "any token issuer 'ci' issues would match",
+    ),
+    (
+        "long-ttl",
+        {26: "      max_ttl: 7200"},
+        "rules.yaml:26: rule 'deploy': [long-ttl] max_ttl 7200 s is over an hour: "
+        "short-lived tokens limit a leak",
+    ),
+    (
+        "copy-all-claims",
+        {26: '      max_ttl: 300\n      copy_claims: ["*"]'},
+        "rules.yaml:27: rule 'deploy': [copy-all-claims] copies every claim: "
+        "name the claims the audience needs",
+    ),
+    (
+        "plain-http-issuer",
+        {4: "    jwks_uri: http://ci.example.com/jwks"},
+        "rules.yaml:4: issuer 'ci': [plain-http-issuer] jwks_uri uses plain http: tokens or "
+        "keys can be forged in transit; use https",
+    ),
+]
+
+
+@pytest.mark.parametrize(("edits", "expected"), [c[1:] for c in CASES], ids=[c[0] for c in CASES])
+def test_each_finding(edits: dict[int, str | None], expected: str) -> None:
+    findings = [str(f) for f in lint_rules(parse(edited(edits), max_ttl=86400))]
+    assert any(f.startswith(expected) for f in findings), findings
+
+
+def test_the_base_file_has_no_findings() -> None:
+    assert lint_rules(parse(edited({}))) == []
+
+
+def test_deny_rules_are_not_linted() -> None:
+    text = edited({}, "  - name: no-prs\n    effect: deny\n    subject_token: {issuer: ci}\n")
+    assert lint_rules(parse(text)) == []
+
+
+@pytest.mark.parametrize("example", EXAMPLES, ids=[p.name for p in EXAMPLES])
+def test_examples_pass_lint(example: Path) -> None:
+    result = CliRunner().invoke(cli, ["rules", "lint", str(example)], env={})
+    assert result.exit_code == 0, result.output
+    assert result.output == f"{example}: no findings\n"
+
+
+def test_lint_exits_non_zero_on_findings(tmp_path: Path) -> None:
+    path = tmp_path / "rules.yaml"
+    path.write_text(edited({26: "      max_ttl: 7200"}))
+    result = CliRunner().invoke(cli, ["rules", "lint", str(path)], env={})
+    assert result.exit_code == 1
+    lines = result.output.splitlines()
+    assert lines == [
+        f"{path}:26: rule 'deploy': allow.max_ttl 7200 is above the global cap "
+        "STS_MAX_TOKEN_TTL=900 [invalid]",
+        f"{path}:26: rule 'deploy': [long-ttl] max_ttl 7200 s is over an hour: "
+        "short-lived tokens limit a leak",
+        "2 findings",
+    ]
+
+
+def test_examples_exist() -> None:
+    assert {p.name for p in EXAMPLES} >= {"ci-deploy.yaml", "ai-agent.yaml", "vault-workload.yaml"}

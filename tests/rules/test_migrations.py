@@ -1,0 +1,264 @@
+"""Rules administered as migrations, end to end on both backends: plan → migration →
+``sts db upgrade`` → exchange; a narrowing revision refuses it; a downgrade allows it again
+with a higher rule version; export round trip; drift; two revisions in sequence."""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+from typing import Any
+
+import jwt
+import pytest
+import yaml
+from click.testing import CliRunner, Result
+
+from sts.cli import cli
+from sts.credentials import generate_api_key, hash_secret
+from sts.db import admin
+from tests.conftest import TEST_PASSPHRASE
+from tests.integration.world import CI_SECRET, DEPLOY, World
+
+RULE = "payments-prod-deploy"
+
+
+@pytest.fixture
+def env(world: World, tmp_path: Path) -> dict[str, str]:
+    settings = world.app.extensions["sts"].settings
+    return {
+        "STS_ISSUER": settings.issuer,
+        "STS_DATABASE_URL": settings.effective_database_url,
+        "STS_KEYS_DIR": str(tmp_path / "keys"),
+        "STS_KEY_PASSPHRASE": TEST_PASSPHRASE,
+        # Generated revisions go to a throw-away directory, never into the repository.
+        "STS_RULES_MIGRATIONS_DIR": str(tmp_path / "rules-revisions"),
+    }
+
+
+def sts(env: dict[str, str], *args: str) -> Result:
+    return CliRunner().invoke(cli, list(args), env=env, catch_exceptions=False)
+
+
+def write(tmp_path: Path, name: str, document: dict[str, Any]) -> str:
+    path = tmp_path / name
+    path.write_text(yaml.safe_dump(document, sort_keys=False))
+    return str(path)
+
+
+def rule_entry(document: dict[str, Any], name: str) -> dict[str, Any]:
+    return next(r for r in document["rules"] if r["name"] == name)
+
+
+def exchange_version(world: World) -> int | None:
+    """The rule version in the issued token, or None when the exchange is refused."""
+    world.app.extensions["sts"].trust.invalidate()  # the CLI changed the database
+    response = world.exchange(world.ci_token(), audience=DEPLOY)
+    if response.status_code != 200:
+        return None
+    claims = jwt.decode(response.json["access_token"], options={"verify_signature": False})
+    assert claims["sts_rule_id"] and claims["sts_rule_version"]
+    return int(claims["sts_rule_version"])
+
+
+def test_export_round_trip(world: World, env: dict[str, str], tmp_path: Path) -> None:
+    exported = sts(env, "rules", "export")
+    assert exported.exit_code == 0, exported.output
+    path = tmp_path / "exported.yaml"
+    path.write_text(exported.output)
+    plan = sts(env, "rules", "plan", str(path))
+    assert plan.exit_code == 0, plan.output
+    assert plan.output == "No changes: the database matches the rules file.\n"
+    assert sts(env, "rules", "check", str(path)).exit_code == 0
+    written = tmp_path / "written.yaml"
+    assert sts(env, "rules", "export", "-o", str(written)).output == f"wrote {written}\n"
+    assert written.read_text() == exported.output
+    document = yaml.safe_load(exported.output)
+    assert {i["name"] for i in document["issuers"]} == {"ci", "agents"}
+    assert all(c.get("secret_hash", "sha256:").startswith("sha256:") for c in document["clients"])
+
+
+def test_plan_migrate_upgrade_narrow_and_roll_back(
+    world: World, env: dict[str, str], tmp_path: Path
+) -> None:
+    document = yaml.safe_load(sts(env, "rules", "export").output)
+    # Start from a database without the rule: the first revision adds it.
+    with world.app.extensions["sts"].session_factory() as session:
+        admin.delete_rule(session, RULE)
+        session.commit()
+    assert exchange_version(world) is None
+
+    wide = write(tmp_path, "wide.yaml", document)
+    plan = sts(env, "rules", "plan", wide)
+    assert plan.output.startswith(f"+ rule {RULE}\n")
+    assert '    subject_token.claims.ref: "refs/heads/main"\n' in plan.output
+    assert plan.output.endswith("Plan: 1 to add, 0 to change, 0 to remove.\n")
+
+    first = sts(env, "rules", "migration", wide, "-m", "Allow payments production deploys")
+    assert first.exit_code == 0, first.output
+    revisions = sorted((tmp_path / "rules-revisions").glob("*.py"))
+    assert len(revisions) == 1
+    first_text = revisions[0].read_text()
+    assert "branch_labels: str | Sequence[str] | None = ('rules',)" in first_text
+    assert "depends_on: str | Sequence[str] | None = '0001_baseline'" in first_text
+    assert "from sts.rules import ops" in first_text
+    assert "sts.db.models" not in first_text
+    assert sts(env, "rules", "check", wide).exit_code == 1  # written, not applied yet
+
+    upgraded = sts(env, "db", "upgrade")
+    assert upgraded.exit_code == 0, upgraded.output
+    # The schema check (start-up, `sts check`) still sees the schema at head beside the rules.
+    assert "schema head: 0001_baseline (up to date)" in sts(env, "db", "current").output
+    assert sts(env, "check").exit_code == 0
+    added_version = exchange_version(world)
+    assert added_version is not None
+    assert sts(env, "rules", "check", wide).exit_code == 0
+
+    # A second revision in sequence narrows the rule: only the release branch may deploy.
+    narrow_document = copy.deepcopy(document)
+    rule_entry(narrow_document, RULE)["subject_token"]["claims"]["ref"] = "refs/heads/release"
+    narrow = write(tmp_path, "narrow.yaml", narrow_document)
+    plan = sts(env, "rules", "plan", narrow)
+    assert plan.output == (
+        f"~ rule {RULE}\n"
+        '    subject_token.claims.ref: "refs/heads/main" -> "refs/heads/release"\n'
+        "\n"
+        "Plan: 0 to add, 1 to change, 0 to remove.\n"
+    )
+    second = sts(env, "rules", "migration", narrow, "-m", "Deploy from release only")
+    assert second.exit_code == 0, second.output
+    revisions = sorted((tmp_path / "rules-revisions").glob("*.py"))
+    assert len(revisions) == 2
+    assert [p.name[:5] for p in revisions] == ["0001_", "0002_"]
+    first_id = revisions[0].name.split("_")[1]
+    assert f"down_revision: str | Sequence[str] | None = {first_id!r}" in revisions[1].read_text()
+    assert sts(env, "db", "upgrade").exit_code == 0
+    assert exchange_version(world) is None  # narrowed: refused
+
+    # Roll back the narrowing: allowed again, under a NEW, higher version.
+    rolled_back = sts(env, "db", "downgrade", "rules@-1")
+    assert rolled_back.exit_code == 0, rolled_back.output
+    restored_version = exchange_version(world)
+    assert restored_version is not None
+    assert restored_version > added_version + 1  # the narrowing took added_version + 1
+    assert sts(env, "rules", "check", wide).exit_code == 0  # the previous state, exactly
+
+    # Upgrading again re-applies the narrowing with yet another version.
+    assert sts(env, "db", "upgrade").exit_code == 0
+    assert exchange_version(world) is None
+    assert sts(env, "rules", "check", narrow).exit_code == 0
+
+
+def test_migration_needs_the_database_at_the_rules_head(
+    world: World, env: dict[str, str], tmp_path: Path
+) -> None:
+    document = yaml.safe_load(sts(env, "rules", "export").output)
+    rule_entry(document, RULE)["allow"]["max_ttl"] = 120
+    path = write(tmp_path, "rules.yaml", document)
+    assert sts(env, "rules", "migration", path, "-m", "shorter").exit_code == 0
+    rule_entry(document, RULE)["allow"]["max_ttl"] = 60
+    path = write(tmp_path, "rules.yaml", document)
+    result = sts(env, "rules", "migration", path, "-m", "shorter still")
+    assert result.exit_code == 1
+    assert "is not at the rules head" in result.output
+    assert "run `sts db upgrade` first" in result.output
+
+
+def test_migration_refuses_when_nothing_changes(
+    world: World, env: dict[str, str], tmp_path: Path
+) -> None:
+    path = tmp_path / "same.yaml"
+    path.write_text(sts(env, "rules", "export").output)
+    result = sts(env, "rules", "migration", str(path), "-m", "nothing")
+    assert result.exit_code == 1
+    assert "no changes: the database already matches the rules file" in result.output
+    assert not (tmp_path / "rules-revisions").exists()
+
+
+def test_drift_is_detected(world: World, env: dict[str, str], tmp_path: Path) -> None:
+    path = tmp_path / "rules.yaml"
+    path.write_text(sts(env, "rules", "export").output)
+    assert sts(env, "rules", "check", str(path)).output == f"in sync: the database matches {path}\n"
+    # Someone changes a rule by hand, outside any reviewed migration.
+    world.put_rule("no-pull-request-deploys", {"effect": "deny", "subject_token": {"issuer": "ci"}})
+    result = CliRunner().invoke(cli, ["rules", "check", str(path)], env=env)
+    assert result.exit_code == 1
+    assert result.stderr == f"drift: the database differs from {path}\n"
+    assert result.stdout == (
+        "~ rule no-pull-request-deploys\n"
+        '    subject_token.claims.event_name: (absent) -> "pull_request"\n'
+        "\n"
+        "Plan: 0 to add, 1 to change, 0 to remove.\n"
+    )
+
+
+def test_invalid_file_lists_every_problem(
+    world: World, env: dict[str, str], tmp_path: Path
+) -> None:
+    document = yaml.safe_load(sts(env, "rules", "export").output)
+    rule_entry(document, RULE)["allow"]["max_ttl"] = 7200
+    rule_entry(document, RULE)["clients"] = ["nobody"]
+    path = write(tmp_path, "bad.yaml", document)
+    result = sts(env, "rules", "plan", path)
+    assert result.exit_code == 1
+    assert f"Error: {path}: 2 problems\n" in result.output
+    assert "allow.max_ttl 7200 is above the global cap STS_MAX_TOKEN_TTL=900" in result.output
+    assert "clients: no client 'nobody' in this file" in result.output
+
+
+def test_every_kind_is_restored_exactly_by_a_downgrade(
+    world: World, env: dict[str, str], tmp_path: Path
+) -> None:
+    before = yaml.safe_load(sts(env, "rules", "export").output)
+    before_path = write(tmp_path, "before.yaml", before)
+    after = copy.deepcopy(before)
+    issuer = next(i for i in after["issuers"] if i["name"] == "agents")
+    issuer["audiences"] = ["https://sts.test", "https://sts.other.test"]
+    runner = next(c for c in after["clients"] if c["client_id"] == "ci-runner")
+    runner["secret_hash"] = hash_secret("a-rotated-ci-runner-secret-0123456789")
+    after["clients"] = [c for c in after["clients"] if c["client_id"] != "workload"]
+    after["rules"] = [r for r in after["rules"] if r["name"] != "workload-narrowing"]
+    new_key = generate_api_key()
+    after["credentials"].append(
+        {
+            "name": "second-key",
+            "key_id": new_key.key_id,
+            "secret_hash": new_key.secret_hash,
+            "owner_subject": "team-beta",
+            "disabled": True,
+        }
+    )
+    after_path = write(tmp_path, "after.yaml", after)
+    plan = sts(env, "rules", "plan", after_path).output
+    assert plan.splitlines()[:4] == [
+        "~ issuer agents",
+        '    audiences: ["https://sts.test"] -> ["https://sts.test", "https://sts.other.test"]',
+        "~ client ci-runner",
+        f'    secret_hash: "{hash_secret(CI_SECRET)}" -> "{runner["secret_hash"]}"',
+    ]
+    assert "- client workload\n" in plan
+    assert "+ credential second-key\n" in plan
+    assert "- rule workload-narrowing\n" in plan
+    assert plan.endswith("Plan: 1 to add, 2 to change, 2 to remove.\n")
+
+    assert sts(env, "rules", "migration", after_path, "-m", "Every kind").exit_code == 0
+    assert sts(env, "db", "upgrade").exit_code == 0
+    assert sts(env, "rules", "check", after_path).exit_code == 0
+    assert sts(env, "db", "downgrade", "rules@-1").exit_code == 0
+    check = sts(env, "rules", "check", before_path)
+    assert check.exit_code == 0, check.output
+
+
+def test_renaming_an_issuer_keeps_its_url_and_rolls_back(
+    world: World, env: dict[str, str], tmp_path: Path
+) -> None:
+    before = yaml.safe_load(sts(env, "rules", "export").output)
+    after = copy.deepcopy(before)
+    next(i for i in after["issuers"] if i["name"] == "agents")["name"] = "agent-runtime"
+    rule_entry(after, "agent-one-project")["actor"]["issuer"] = "agent-runtime"
+    path = write(tmp_path, "renamed.yaml", after)
+    assert sts(env, "rules", "migration", path, "-m", "Rename the agents issuer").exit_code == 0
+    upgraded = sts(env, "db", "upgrade")  # the issuer URL is unique: delete before put
+    assert upgraded.exit_code == 0, upgraded.output
+    assert sts(env, "rules", "check", path).exit_code == 0
+    assert sts(env, "db", "downgrade", "rules@-1").exit_code == 0
+    assert sts(env, "rules", "check", write(tmp_path, "before.yaml", before)).exit_code == 0

@@ -1,0 +1,253 @@
+"""Loading a rules file reports every problem, each with file, line and entry name."""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.rules.base import CLIENT_HASH, edited, parse
+
+PLAINTEXT = "hunter2-hunter2-hunter2-hunter2"
+API_KEY = "stsk_" + "A" * 50
+
+CASES: list[tuple[str, dict[int, str | None], str, str]] = [
+    (
+        "unknown-key",
+        {6: "    algorithms: [ES256]\n    colour: blue"},
+        "",
+        "rules.yaml:7: issuer 'ci': unknown key 'colour' "
+        "(allowed: algorithms, audiences, issuer, jwks, jwks_uri, name)",
+    ),
+    (
+        "unknown-key-in-rule",
+        {26: "      max_ttl: 300\n      max_tll: 60"},
+        "",
+        "rules.yaml:27: rule 'deploy': allow: unknown key(s) max_tll",
+    ),
+    (
+        "unknown-top-level-key",
+        {},
+        "policies: []\n",
+        "rules.yaml:27: rules file: unknown key 'policies' "
+        "(expected: issuers, clients, credentials, rules)",
+    ),
+    (
+        "missing-required-field",
+        {5: None},
+        "",
+        "rules.yaml:2: issuer 'ci': missing required field 'audiences'",
+    ),
+    (
+        "missing-name",
+        {17: "  - description: no name"},
+        "",
+        "rules.yaml:17: rules[0]: missing required field 'name'",
+    ),
+    (
+        "missing-allow",
+        {23: None, 24: None, 25: None, 26: None},
+        "",
+        "rules.yaml:17: rule 'deploy': allow is required for an allow rule",
+    ),
+    (
+        "bad-pattern",
+        {20: '      subject: {regex: "repo:.*"}'},
+        "",
+        "rules.yaml:20: rule 'deploy': subject_token.subject must be a string (equals), "
+        "a list (one of), or {glob: PATTERN}",
+    ),
+    (
+        "bad-claim-pattern",
+        {21: "      claims: {repository: {glob: ''}}"},
+        "",
+        "rules.yaml:21: rule 'deploy': subject_token.claims.repository must be a string",
+    ),
+    (
+        "bad-scope",
+        {25: '      scopes: ["deploy write"]'},
+        "",
+        "rules.yaml:25: rule 'deploy': allow.scopes: 'deploy write' is not a valid scope token",
+    ),
+    (
+        "ttl-above-cap",
+        {26: "      max_ttl: 7200"},
+        "",
+        "rules.yaml:26: rule 'deploy': allow.max_ttl 7200 is above the global cap "
+        "STS_MAX_TOKEN_TTL=900",
+    ),
+    (
+        "plaintext-client-secret",
+        {10: f'    secret_hash: "{PLAINTEXT}"'},
+        "",
+        "rules.yaml:10: client 'runner': secret_hash must be a sha256:<64 hex digits> hash, "
+        "not a plaintext secret: store the output of `sts clients hash-secret`",
+    ),
+    (
+        "plaintext-secret-key",
+        {10: f'    client_secret: "{PLAINTEXT}"'},
+        "",
+        "rules.yaml:10: client 'runner': unknown key 'client_secret': plaintext secrets never "
+        "go in the rules file, only secret_hash",
+    ),
+    (
+        "api-key-as-credential-hash",
+        {14: f'    secret_hash: "{API_KEY}"'},
+        "",
+        "rules.yaml:14: credential 'agent-key': secret_hash must be a sha256:<64 hex digits> "
+        "hash, not an API key: store the secret_hash printed by `sts credentials new`",
+    ),
+    (
+        "unknown-issuer",
+        {19: "      issuer: gitlab"},
+        "",
+        "rules.yaml:19: rule 'deploy': subject_token.issuer: no issuer named 'gitlab' in this file",
+    ),
+    (
+        "unknown-credential",
+        {19: "      credential: ghost"},
+        "",
+        "rules.yaml:19: rule 'deploy': subject_token.credential: no credential named 'ghost' "
+        "in this file",
+    ),
+    (
+        "unknown-client",
+        {22: "    clients: [runner, nobody]"},
+        "",
+        "rules.yaml:22: rule 'deploy': clients: no client 'nobody' in this file",
+    ),
+    (
+        "duplicate-rule",
+        {},
+        "  - name: deploy\n    effect: deny\n    subject_token: {issuer: ci}\n",
+        "rules.yaml:27: rule 'deploy': duplicate rule name 'deploy' (first defined on line 17)",
+    ),
+    (
+        "duplicate-client",
+        {10: f'    secret_hash: "{CLIENT_HASH}"\n  - client_id: runner'},
+        "",
+        "rules.yaml:11: client 'runner': duplicate client client_id 'runner' "
+        "(first defined on line 8)",
+    ),
+    (
+        "duplicate-issuer",
+        {7: "  - name: ci\n    issuer: https://other.example.com\nclients:"},
+        "",
+        "rules.yaml:7: issuer 'ci': duplicate issuer name 'ci' (first defined on line 2)",
+    ),
+    (
+        "duplicate-yaml-key",
+        {26: "      max_ttl: 300\n      max_ttl: 600"},
+        "",
+        "rules.yaml:27: rules file: duplicate key 'max_ttl' (YAML keeps only the last one)",
+    ),
+    (
+        "symmetric-algorithm",
+        {6: "    algorithms: [HS256]"},
+        "",
+        "rules.yaml:6: issuer 'ci': algorithms: HS256 not allowed (asymmetric only:",
+    ),
+    (
+        "both-jwks-and-uri",
+        {4: "    jwks_uri: https://ci.example.com/jwks\n    jwks: {keys: []}"},
+        "",
+        "rules.yaml:2: issuer 'ci': needs exactly one of jwks_uri or jwks",
+    ),
+    (
+        "private-key-in-jwks",
+        {4: "    jwks: {keys: [{kty: EC, crv: P-256, x: a, y: b, d: secret}]}"},
+        "",
+        "rules.yaml:4: issuer 'ci': jwks holds private key material (d): publish public keys only",
+    ),
+    (
+        "not-yaml",
+        {20: '      subject: "unterminated'},
+        "",
+        "rules.yaml:24: rules file: not valid YAML:",
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    ("edits", "append", "expected"), [c[1:] for c in CASES], ids=[c[0] for c in CASES]
+)
+def test_each_problem_is_reported_with_its_line(
+    edits: dict[int, str | None], append: str, expected: str
+) -> None:
+    result = parse(edited(edits, append))
+    messages = [str(problem) for problem in result.problems]
+    assert any(message.startswith(expected) for message in messages), messages
+
+
+def test_the_base_file_is_valid() -> None:
+    result = parse(edited({}))
+    assert result.problems == []
+    assert set(result.state["rule"]) == {"deploy"}
+
+
+def test_every_problem_is_reported_not_just_the_first() -> None:
+    text = edited(
+        {
+            5: None,
+            10: f'    secret_hash: "{PLAINTEXT}"',
+            19: "      issuer: gitlab",
+            26: "      max_ttl: 7200",
+        }
+    )
+    messages = [str(p) for p in parse(text).problems]
+    assert messages == [
+        "rules.yaml:2: issuer 'ci': missing required field 'audiences'",
+        "rules.yaml:9: client 'runner': secret_hash must be a sha256:<64 hex digits> hash, "
+        "not a plaintext secret: store the output of `sts clients hash-secret`",
+        "rules.yaml:18: rule 'deploy': subject_token.issuer: no issuer named 'gitlab' in this file",
+        "rules.yaml:25: rule 'deploy': allow.max_ttl 7200 is above the global cap "
+        "STS_MAX_TOKEN_TTL=900",
+    ]
+
+
+def test_a_plaintext_secret_is_never_echoed() -> None:
+    problems = parse(edited({10: f'    secret_hash: "{PLAINTEXT}"'})).problems
+    assert problems and all(PLAINTEXT not in str(p) for p in problems)
+
+
+def test_every_problem_of_one_rule_is_reported() -> None:
+    text = edited(
+        {
+            20: '      subject: {regex: "repo:.*"}',
+            22: "    clients: []",
+            26: "      max_ttl: -5\n    colour: blue",
+        }
+    )
+    assert [str(p) for p in parse(text).problems] == [
+        "rules.yaml:27: rule 'deploy': rule: unknown key(s) colour",
+        "rules.yaml:20: rule 'deploy': subject_token.subject must be a string (equals), "
+        "a list (one of), or {glob: PATTERN}",
+        "rules.yaml:22: rule 'deploy': clients must not be empty",
+        "rules.yaml:26: rule 'deploy': allow.max_ttl must be a positive number of seconds",
+    ]
+
+
+@pytest.mark.parametrize(
+    ("edits", "expected"),
+    [
+        (
+            {9: None},
+            ["rules.yaml:8: client 'runner': missing required field 'auth_method'"],
+        ),
+        (
+            {9: "    auth_method: private_key_jwt"},
+            [
+                "rules.yaml:10: client 'runner': secret_hash is not used by private_key_jwt",
+                "rules.yaml:8: client 'runner': missing required field 'jwks' for private_key_jwt",
+            ],
+        ),
+        (
+            {9: "    auth_method: client_secret_jwt"},
+            [
+                "rules.yaml:9: client 'runner': auth_method must be one of client_secret_basic, "
+                "client_secret_post, private_key_jwt, none"
+            ],
+        ),
+    ],
+    ids=["missing", "private-key-jwt-with-secret", "unsupported"],
+)
+def test_client_auth_method(edits: dict[int, str | None], expected: list[str]) -> None:
+    assert [str(p) for p in parse(edited(edits)).problems] == expected
