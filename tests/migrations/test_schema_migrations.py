@@ -24,6 +24,7 @@ EXPECTED_TABLES = {
     "revocations",
     "client_assertions",
     "audit_log",
+    "status_lists",
 }
 
 
@@ -62,7 +63,7 @@ def test_service_refuses_after_a_downgrade(empty_database_url: str, make_setting
     upgrade(config)
     downgrade(config, "base")
     settings = make_settings(empty_database_url, auto_migrate=False)
-    with pytest.raises(StartupError, match=r"empty \(no revision\) but sts needs 0001_baseline"):
+    with pytest.raises(StartupError, match=r"empty \(no revision\) but sts needs 0002_revocation"):
         create_app(settings)
     engine.dispose()
 
