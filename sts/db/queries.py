@@ -157,9 +157,11 @@ def revoke_lineage(session: Session, roots: ColumnElement[bool], now: datetime) 
             IssuedToken.expires_at > now,
         )
         .values(revoked_at=now)
+        .returning(IssuedToken.jti)
         .execution_options(synchronize_session=False)
     )
-    return int(result.rowcount)  # type: ignore[attr-defined]
+    # Counted from RETURNING: a statement led by WITH reports no rowcount on SQLite.
+    return len(result.all())
 
 
 def revoked_in_ancestry(session: Session, jti: str) -> bool:
