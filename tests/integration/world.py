@@ -211,6 +211,10 @@ class World:
         """RFC 7662 introspection (by default as the registered resource server)."""
         return self.token_request("/introspect", token, auth=auth, **params)
 
+    def introspect_authorization(self) -> str:
+        raw = f"resource-server:{RS_SECRET}".encode()
+        return "Basic " + base64.b64encode(raw).decode()
+
     def is_active(self, token: str) -> bool:
         response = self.introspect(token)
         assert response.status_code == 200, response.json
@@ -222,7 +226,7 @@ class World:
         assert first.status_code == 200, first.json
         tokens = [first.json["access_token"]]  # type: ignore[index]
         for _ in range(2):
-            again = self.workload_exchange(tokens[-1], audience=DEPLOY)
+            again = self.workload_exchange(tokens[-1], audience=DEPLOY, scope="deploy:write")
             assert again.status_code == 200, again.json
             tokens.append(again.json["access_token"])  # type: ignore[index]
         return tokens
