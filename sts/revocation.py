@@ -9,6 +9,7 @@ that identity until it is lifted.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import datetime
 
 from sqlalchemy.orm import Session
@@ -95,3 +96,87 @@ def block_identity(session: Session, kind: str, value: str, reason: str, now: da
 
 def describe(selectors: Sequence[tuple[str, str]]) -> str:
     return ", ".join(f"{kind}={value!r}" for kind, value in selectors)
+
+
+@dataclass(frozen=True)
+class OperatorOutcome:
+    revoked: int  # tokens newly revoked (the named ones and their descendants)
+    blocked: bool  # a block on the identity is now in place
+    lifted: int = 0  # blocks lifted (--lift)
+
+
+class UnknownTarget(LookupError):
+    """The operator named a credential, issuer or rule that does not exist."""
+
+
+def revoke_by_operator(
+    session: Session,
+    kind: str,
+    value: str,
+    *,
+    versions: Sequence[int] = (),
+    reason: str,
+    now: datetime,
+) -> OperatorOutcome:
+    """``sts revoke``: revoke every live token the selector names and their descendants;
+    where it names an identity, block new exchanges for it. One audit record."""
+    if kind == "rule":
+        rule = queries.rule_by_name(session, value)
+        if rule is None:
+            raise UnknownTarget(f"no rule named {value!r}")
+        roots = queries.tokens_of_rule(rule.id, versions)
+    elif kind == "credential":
+        credential = queries.credential_by_name(session, value)
+        if credential is None:
+            raise UnknownTarget(f"no service credential named {value!r}")
+        queries.set_credential_disabled(session, credential.id, True, now)
+        roots = queries.tokens_named("credential", credential.id)
+    else:
+        value = _issuer_url(session, value) if kind == "issuer" else value
+        roots = queries.tokens_named(kind, value)
+    count = queries.revoke_lineage(session, roots, now)
+    blocked = kind in IDENTITY_KINDS
+    if blocked:
+        block_identity(session, kind, value, reason, now)
+    shown = f"{kind}={value!r}" + (f" versions={list(versions)}" if versions else "")
+    record_revocation(
+        session,
+        now=now,
+        reason=f"operator.revoke.{kind}",
+        detail=f"{shown}: revoked {count} token(s){'; blocked' if blocked else ''}: {reason}",
+        decision="info",
+    )
+    return OperatorOutcome(revoked=count, blocked=blocked)
+
+
+def lift_by_operator(
+    session: Session, kind: str, value: str, *, reason: str, now: datetime
+) -> OperatorOutcome:
+    """``sts revoke --lift``: allow new exchanges for the identity again (revoked tokens
+    stay revoked). A credential is re-enabled."""
+    if kind not in IDENTITY_KINDS:
+        raise UnknownTarget(f"--lift applies to {', '.join(IDENTITY_KINDS)}, not {kind}")
+    if kind == "credential":
+        credential = queries.credential_by_name(session, value)
+        if credential is None:
+            raise UnknownTarget(f"no service credential named {value!r}")
+        queries.set_credential_disabled(session, credential.id, False, now)
+    value = _issuer_url(session, value) if kind == "issuer" else value
+    lifted = lift_identity_blocks(session, kind, value, now)
+    record_revocation(
+        session,
+        now=now,
+        reason=f"operator.lift.{kind}",
+        detail=f"{kind}={value!r}: lifted {lifted} block(s): {reason}",
+        decision="info",
+    )
+    return OperatorOutcome(revoked=0, blocked=False, lifted=lifted)
+
+
+def _issuer_url(session: Session, name_or_url: str) -> str:
+    issuer = queries.trusted_issuer_by_name(session, name_or_url)
+    if issuer is not None:
+        return issuer.issuer
+    if "://" in name_or_url:
+        return name_or_url
+    raise UnknownTarget(f"no trusted issuer named {name_or_url!r}")
