@@ -3,6 +3,7 @@
 1. parse the request once; 2. authenticate the client (required);
 3. find the token: an access token of this STS (verified) or a service credential, in
    the order ``token_type_hint`` suggests (§2.1: the search extends to every type);
+   (verification and any issuer key fetch happen before the transaction);
 4. in ONE transaction: check it was issued to this client, revoke it and its lineage
    (a credential is disabled too), and audit; 5. answer 200.
 """
@@ -11,6 +12,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from datetime import datetime
 
 from sqlalchemy.orm import Session
@@ -33,8 +35,17 @@ from sts.tokens.verify import verify_jwt
 
 log = logging.getLogger(__name__)
 
-# Revokes the token if it is of this finder's type; None when it is not (or not known).
-Revoker = Callable[[Services, Session, str, AuthenticatedClient, datetime], int | None]
+
+@dataclass(frozen=True)
+class Found:
+    """What the presented token turned out to be (verified, before any transaction)."""
+
+    kind: str  # access_token | service_credential
+    identifier: str  # the access token's jti, or the credential's key id
+
+
+# Each finder recognises one type of token, or answers None.
+Finder = Callable[[Services, str, datetime], Found | None]
 
 
 def handle_revocation(
@@ -49,27 +60,32 @@ def handle_revocation(
     client = authenticate_required_client(
         services, request.client, authorization, REVOCATION_PATH, now
     )
+    found = find_token(services, request.token, request.token_type_hint, now)
     with services.session_factory() as session:
         begin_write(session)
         record_assertion_once(session, client)
-        for hint in search_order(request.token_type_hint):
-            revoked = REVOKERS[hint](services, session, request.token, client, now)
-            if revoked is not None:
-                break
+        if found is not None and found.kind == "access_token":
+            revoke_access_token(session, found.identifier, client, now)
+        elif found is not None:
+            revoke_presented_credential(session, found.identifier, request.token, client, now)
         session.commit()
     # RFC 7009 §2.2: 200 whether or not the token was valid, known or already revoked
     # ("invalid tokens do not cause an error response").
     return Response(200, {}, dict(NO_STORE))
 
 
-def search_order(hint: str | None) -> list[str]:
-    """RFC 7009 §2.1: the hint is looked at first; an unknown hint is ignored."""
-    return sorted(REVOKERS, key=lambda kind: kind != hint)
+def find_token(services: Services, token: str, hint: str | None, now: datetime) -> Found | None:
+    """RFC 7009 §2.1: look first where the hint points; if the token is not found there,
+    "extend its search across all of its supported token types". Unknown hints are
+    ignored."""
+    for kind in sorted(FINDERS, key=lambda kind: kind != hint):
+        found = FINDERS[kind](services, token, now)
+        if found is not None:
+            return found
+    return None
 
 
-def revoke_access_token(
-    services: Services, session: Session, token: str, client: AuthenticatedClient, now: datetime
-) -> int | None:
+def find_access_token(services: Services, token: str, now: datetime) -> Found | None:
     if looks_like_api_key(token):
         return None
     settings = services.settings
@@ -89,9 +105,26 @@ def revoke_access_token(
         return None
     if verified.kind != "sts":
         return None  # another issuer's token: nothing of ours to revoke
-    row = queries.issued_token(session, verified.token_id)
+    return Found("access_token", verified.token_id)
+
+
+def find_service_credential(services: Services, token: str, now: datetime) -> Found | None:
+    key_id = parse_api_key(token)
+    return Found("service_credential", key_id) if key_id is not None else None
+
+
+FINDERS: dict[str, Finder] = {
+    "access_token": find_access_token,
+    "service_credential": find_service_credential,
+}
+
+
+def revoke_access_token(
+    session: Session, jti: str, client: AuthenticatedClient, now: datetime
+) -> None:
+    row = queries.issued_token(session, jti)
     if row is None:
-        return None
+        return
     # RFC 7009 §2.1: the server "verifies whether the token was issued to the client
     # making the revocation request. If this validation fails, the request is refused".
     if row.client_id != client.client_id:
@@ -110,18 +143,14 @@ def revoke_access_token(
         token_id=row.jti,
     )
     log.info("revoked jti=%s and its lineage (%d) for client=%s", row.jti, count, client.client_id)
-    return count
 
 
 def revoke_presented_credential(
-    services: Services, session: Session, token: str, client: AuthenticatedClient, now: datetime
-) -> int | None:
-    key_id = parse_api_key(token)
-    if key_id is None:
-        return None
+    session: Session, key_id: str, token: str, client: AuthenticatedClient, now: datetime
+) -> None:
     credential = queries.credential_by_key_id(session, key_id)
     if credential is None or not secret_matches(token, credential.secret_hash):
-        return None
+        return
     # Whoever presents a service credential holds it: revoking a leaked key must be
     # possible for any authenticated client (the key is disabled, never re-enabled here).
     count = revoke_credential(session, credential, now)
@@ -134,10 +163,3 @@ def revoke_presented_credential(
         token_id="credential:" + credential.name,
     )
     log.info("disabled credential %s, revoked %d token(s)", credential.name, count)
-    return count
-
-
-REVOKERS: dict[str, Revoker] = {
-    "access_token": revoke_access_token,
-    "service_credential": revoke_presented_credential,
-}
