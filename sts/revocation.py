@@ -133,6 +133,8 @@ def revoke_by_operator(
         roots = queries.tokens_named("credential", credential.id)
     else:
         value = _issuer_url(session, value) if kind == "issuer" else value
+        if kind == "client" and queries.client_by_id(session, value) is None:
+            raise UnknownTarget(f"no client {value!r}")
         roots = queries.tokens_named(kind, value)
     count = queries.revoke_lineage(session, roots, now)
     blocked = kind in IDENTITY_KINDS

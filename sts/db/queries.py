@@ -227,6 +227,10 @@ def credential_by_name(session: Session, name: str) -> ServiceCredential | None:
     return session.scalars(select(ServiceCredential).where(ServiceCredential.name == name)).first()
 
 
+def client_by_id(session: Session, client_id: str) -> Client | None:
+    return session.get(Client, client_id)
+
+
 def rule_by_name(session: Session, name: str) -> Rule | None:
     return session.scalars(select(Rule).where(Rule.name == name)).first()
 

@@ -15,6 +15,7 @@ from sqlalchemy import update
 from sts.app import create_app
 from sts.db import admin
 from sts.db.models import IssuedToken, Revocation
+from sts.grants.client_auth import JWT_BEARER_ASSERTION
 from tests.conftest import TEST_ISSUER
 from tests.integration.world import CI_SECRET, DEPLOY, PROJECT, RULES, VAULT, World
 
@@ -64,10 +65,46 @@ def test_only_registered_resource_servers_may_introspect(world: World) -> None:
         assert response.headers["Cache-Control"] == "no-store"
 
 
-def test_missing_token_is_invalid_request(world: World) -> None:
-    response = world.introspect("")
-    assert response.status_code == 400
-    assert response.json["error"] == "invalid_request"
+def test_malformed_requests_are_invalid_request(world: World) -> None:
+    missing = world.introspect("")
+    repeated = world.introspect("a", form=[("token", "b")])
+    wrong_type = world.client.post(
+        "/introspect",
+        data="token=a",
+        content_type="text/plain",
+        headers={"Authorization": world.introspect_authorization()},
+    )
+    for response in (missing, repeated, wrong_type):
+        assert response.status_code == 400
+        assert response.json["error"] == "invalid_request"
+        assert "active" not in response.json
+
+
+def test_a_replayed_client_assertion_is_refused(world: World) -> None:
+    services = world.app.extensions["sts"]
+    jwk = world.workload_key.as_dict(private=False)
+    jwk.update({"kid": world.workload_key.thumbprint(), "alg": "ES256", "use": "sig"})
+    with services.session_factory() as session:
+        admin.put_client(
+            session,
+            client_id="workload",
+            auth_method="private_key_jwt",
+            jwks={"keys": [jwk]},
+            is_resource_server=True,
+            now=world.clock(),
+        )
+        session.commit()
+    services.trust.invalidate()
+    token = world.chain()[0]
+    assertion = world.workload_assertion(aud=TEST_ISSUER + "/introspect")
+    form = [("client_assertion_type", JWT_BEARER_ASSERTION), ("client_assertion", assertion)]
+
+    first = world.introspect(token, auth=None, form=form)
+    replayed = world.introspect(token, auth=None, form=form)
+
+    assert first.json["active"] is True
+    assert replayed.status_code == 401
+    assert set(replayed.json) == {"error", "error_description"}
 
 
 def test_inactive_for_tokens_that_are_not_ours_or_not_tokens(world: World) -> None:

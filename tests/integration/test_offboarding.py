@@ -138,6 +138,7 @@ BAD_SELECTORS = [
     (("--rule", "no-such-rule"), "no rule named 'no-such-rule'"),
     (("--credential", "no-such-key"), "no service credential named"),
     (("--issuer", "nobody"), "no trusted issuer named 'nobody'"),
+    (("--client", "nobody"), "no client 'nobody'"),
     (("--lift", "--rule", "payments-prod-deploy"), "--lift applies to"),
 ]
 

@@ -197,19 +197,24 @@ class World:
         )
 
     def revoke(
-        self, token: str, auth: tuple[str, str] | None = ("ci-runner", CI_SECRET), **params: str
+        self,
+        token: str,
+        auth: tuple[str, str] | None = ("ci-runner", CI_SECRET),
+        form: list[tuple[str, str]] | None = None,
+        **params: str,
     ) -> TestResponse:
         """RFC 7009 revocation (by default as ci-runner)."""
-        return self.token_request("/revoke", token, auth=auth, **params)
+        return self.token_request("/revoke", token, auth=auth, form=form, **params)
 
     def introspect(
         self,
         token: str,
         auth: tuple[str, str] | None = ("resource-server", RS_SECRET),
+        form: list[tuple[str, str]] | None = None,
         **params: str,
     ) -> TestResponse:
         """RFC 7662 introspection (by default as the registered resource server)."""
-        return self.token_request("/introspect", token, auth=auth, **params)
+        return self.token_request("/introspect", token, auth=auth, form=form, **params)
 
     def introspect_authorization(self) -> str:
         raw = f"resource-server:{RS_SECRET}".encode()
