@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from sts.cli import check, db, gc, keys, revoke, serve
+from sts.cli import check, db, exposure, gc, keys, revoke, serve
 
 
 @click.group()
@@ -13,7 +13,7 @@ def cli() -> None:
     """sts: a security token service (RFC 8693 token exchange)."""
 
 
-for _module in (db, keys, check, serve, revoke, gc):
+for _module in (db, keys, check, serve, revoke, gc, exposure):
     _module.register(cli)
 
 

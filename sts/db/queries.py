@@ -8,6 +8,7 @@ from typing import Any
 
 from sqlalchemy import ColumnElement, and_, delete, func, insert, or_, select, text, update
 from sqlalchemy.orm import Session, aliased
+from sqlalchemy.sql.selectable import CTE
 
 from sts.db.models import (
     AuditRecord,
@@ -129,6 +130,8 @@ TOKEN_SELECTORS = {
     "credential": IssuedToken.credential_id,
     "issuer": IssuedToken.subject_issuer,
     "actor": IssuedToken.actor,
+    # The upstream token a first exchange consumed: its jti, or sha256:<hash> of it.
+    "subject_token": IssuedToken.subject_token_id,
 }
 
 
@@ -142,13 +145,28 @@ def tokens_of_rule(rule_id: int, versions: Sequence[int] = ()) -> ColumnElement[
     return and_(condition, IssuedToken.rule_version.in_(versions)) if versions else condition
 
 
-def revoke_lineage(session: Session, roots: ColumnElement[bool], now: datetime) -> int:
-    """Revoke the live tokens matching ``roots`` and every token exchanged from them,
-    transitively (a recursive CTE over ``parent_jti``; SQLite and PostgreSQL alike).
-    Returns how many tokens were newly revoked."""
+def _lineage(roots: ColumnElement[bool]) -> CTE:
+    """The jtis of the tokens matching ``roots`` and of every token exchanged from them,
+    transitively: a recursive CTE over ``parent_jti`` (SQLite and PostgreSQL alike)."""
     lineage = select(IssuedToken.jti).where(roots).cte("lineage", recursive=True)
     child = aliased(IssuedToken)
-    lineage = lineage.union(select(child.jti).join(lineage, child.parent_jti == lineage.c.jti))
+    return lineage.union(select(child.jti).join(lineage, child.parent_jti == lineage.c.jti))
+
+
+def lineage_tokens(session: Session, roots: ColumnElement[bool]) -> Sequence[IssuedToken]:
+    """The tokens matching ``roots`` and their descendants, in issuance order."""
+    lineage = _lineage(roots)
+    return session.scalars(
+        select(IssuedToken)
+        .where(IssuedToken.jti.in_(select(lineage.c.jti)))
+        .order_by(IssuedToken.issued_at, IssuedToken.jti)
+    ).all()
+
+
+def revoke_lineage(session: Session, roots: ColumnElement[bool], now: datetime) -> int:
+    """Revoke the live tokens matching ``roots`` and every token exchanged from them.
+    Returns how many tokens were newly revoked."""
+    lineage = _lineage(roots)
     result = session.execute(
         update(IssuedToken)
         .where(
