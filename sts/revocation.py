@@ -83,19 +83,11 @@ def record_revocation(
     record(session, entry)
 
 
-def lift_identity_blocks(session: Session, kind: str, value: str, now: datetime) -> int:
-    return queries.lift_blocks(session, kind, value, now)
-
-
 def block_identity(session: Session, kind: str, value: str, reason: str, now: datetime) -> None:
     if kind not in IDENTITY_KINDS:
         raise ValueError(f"not an identity kind: {kind}")
     if not queries.active_blocks(session, [(kind, value)]):
         queries.add_block(session, kind, value, reason, now)
-
-
-def describe(selectors: Sequence[tuple[str, str]]) -> str:
-    return ", ".join(f"{kind}={value!r}" for kind, value in selectors)
 
 
 @dataclass(frozen=True)
@@ -164,7 +156,7 @@ def lift_by_operator(
             raise UnknownTarget(f"no service credential named {value!r}")
         queries.set_credential_disabled(session, credential.id, False, now)
     value = _issuer_url(session, value) if kind == "issuer" else value
-    lifted = lift_identity_blocks(session, kind, value, now)
+    lifted = queries.lift_blocks(session, kind, value, now)
     record_revocation(
         session,
         now=now,
