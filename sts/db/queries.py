@@ -292,10 +292,14 @@ def served_status_list_ids(session: Session) -> Sequence[int]:
 
 
 def revoked_status_indexes(session: Session, list_id: int) -> Sequence[int]:
+    """Indexes in this list of tokens that are revoked or descend from a revoked token
+    (as introspection judges them: a child minted while its parent was being revoked
+    is caught here too)."""
+    revoked = _lineage(IssuedToken.revoked_at.is_not(None))
     return session.scalars(
         select(IssuedToken.status_idx).where(
             IssuedToken.status_list_id == list_id,
-            IssuedToken.revoked_at.is_not(None),
+            IssuedToken.jti.in_(select(revoked.c.jti)),
             IssuedToken.status_idx.is_not(None),
         )
     ).all()  # type: ignore[return-value]

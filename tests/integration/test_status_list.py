@@ -14,7 +14,7 @@ import zlib
 from typing import Any
 
 import jwt as pyjwt
-from sqlalchemy import select
+from sqlalchemy import select, update
 
 from sts.db.models import IssuedToken
 from sts.grants.token_exchange import begin_write
@@ -101,6 +101,20 @@ def test_status_list_reaches_another_instance_within_its_cache_lifetime(world: W
         world.clock.advance(ttl - ttl // 2)
         after = fetch_status_list(replica, world, uri)
         assert bit(after["status_list"], idx) == 1
+
+
+def test_a_child_of_a_revoked_token_is_marked_even_if_its_own_row_is_not(world: World) -> None:
+    # As if the child were minted while its parent was being revoked (the lineage walk
+    # could not see it): the published list agrees with introspection.
+    tokens = world.chain()
+    root = pyjwt.decode(tokens[0], options={"verify_signature": False})["jti"]
+    with world.app.extensions["sts"].session_factory() as session:
+        session.execute(
+            update(IssuedToken).where(IssuedToken.jti == root).values(revoked_at=world.clock())
+        )
+        session.commit()
+    claims = fetch_status_list(world.client, world, status_of(tokens[0])[0])
+    assert [bit(claims["status_list"], status_of(t)[1]) for t in tokens] == [1, 1, 1]
 
 
 def test_unknown_status_list_is_404(world: World) -> None:
