@@ -62,6 +62,15 @@ class Settings:
     # Where `sts rules migration` writes rules revisions and `sts db upgrade` finds them
     # (relative to the working directory): a deployment keeps them in its own repository.
     rules_migrations_dir: Path = Path("migrations/versions/rules")
+    # Token Status List: seconds a served status list token may be cached (its ``ttl``
+    # claim and Cache-Control max-age, and how long a process reuses the one it signed),
+    # and how many one-bit entries a list holds before a new list is started.
+    status_list_ttl: int = 60
+    status_list_size: int = 131072
+    # ``sts gc``: keep lineage (issued_tokens) this long after a token expired, and audit
+    # records this long after they were written.
+    lineage_retention: int = 7 * 86400
+    audit_retention: int = 90 * 86400
     log_level: str = "INFO"
     # Where private signing keys rest: "file" (keys_dir, PKCS#8 + passphrase) or
     # "database" (signing_keys.encrypted_private_key, AES-256-GCM under this KEK).
@@ -133,6 +142,10 @@ class Settings:
             "STS_ISSUER_JWKS_MIN_REFRESH": str(self.issuer_jwks_min_refresh),
             "STS_RULES_REFRESH_INTERVAL": str(self.rules_refresh_interval),
             "STS_RULES_MIGRATIONS_DIR": str(self.rules_migrations_dir),
+            "STS_STATUS_LIST_TTL": str(self.status_list_ttl),
+            "STS_STATUS_LIST_SIZE": str(self.status_list_size),
+            "STS_LINEAGE_RETENTION": str(self.lineage_retention),
+            "STS_AUDIT_RETENTION": str(self.audit_retention),
             "STS_LOG_LEVEL": self.log_level,
             "STS_KEYSTORE": self.keystore,
             "STS_KEY_ENCRYPTION_KEY": _redacted(self.key_encryption_key),
@@ -168,6 +181,10 @@ class Settings:
             "STS_ISSUER_JWKS_MIN_REFRESH": ("issuer_jwks_min_refresh", _parse_non_negative_int),
             "STS_RULES_REFRESH_INTERVAL": ("rules_refresh_interval", _parse_seconds),
             "STS_RULES_MIGRATIONS_DIR": ("rules_migrations_dir", Path),
+            "STS_STATUS_LIST_TTL": ("status_list_ttl", _parse_positive_int),
+            "STS_STATUS_LIST_SIZE": ("status_list_size", _parse_positive_int),
+            "STS_LINEAGE_RETENTION": ("lineage_retention", _parse_non_negative_int),
+            "STS_AUDIT_RETENTION": ("audit_retention", _parse_non_negative_int),
             "STS_LOG_LEVEL": ("log_level", _parse_log_level),
             "STS_KEYSTORE": ("keystore", str),
             "STS_KEY_ENCRYPTION_KEY": ("key_encryption_key", str),
@@ -205,6 +222,10 @@ def validate(settings: Settings) -> Settings:
         raise ConfigurationError(
             "STS_KEY_PASSPHRASE",
             "is required in production: private signing keys are encrypted at rest with it",
+        )
+    if settings.status_list_size % 8 or not 8 <= settings.status_list_size <= 1 << 24:
+        raise ConfigurationError(
+            "STS_STATUS_LIST_SIZE", "must be a multiple of 8 between 8 and 16777216"
         )
     if settings.key_passphrase is not None and len(settings.key_passphrase) < 12:
         raise ConfigurationError("STS_KEY_PASSPHRASE", "must be at least 12 characters long")

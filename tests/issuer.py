@@ -97,6 +97,7 @@ class TestIssuer:
                 pass
 
         server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        # A short poll interval: shutdown() waits for the loop to notice (default 0.5 s).
         thread = threading.Thread(target=server.serve_forever, args=(0.02,), daemon=True)
         thread.start()
         self.jwks_url = f"http://127.0.0.1:{server.server_address[1]}/jwks"

@@ -4,7 +4,19 @@ from __future__ import annotations
 
 import click
 
-from sts.cli import check, clients, credentials, db, explain, keys, rules, serve
+from sts.cli import (
+    check,
+    clients,
+    credentials,
+    db,
+    explain,
+    exposure,
+    gc,
+    keys,
+    revoke,
+    rules,
+    serve,
+)
 
 
 @click.group()
@@ -13,7 +25,7 @@ def cli() -> None:
     """sts: a security token service (RFC 8693 token exchange)."""
 
 
-for _module in (db, keys, rules, explain, check, serve, clients, credentials):
+for _module in (db, keys, rules, explain, check, serve, clients, credentials, revoke, gc, exposure):
     _module.register(cli)
 
 

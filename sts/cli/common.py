@@ -8,6 +8,7 @@ from contextlib import contextmanager
 import click
 from sqlalchemy import Engine
 
+from sts.clock import Clock, system_clock
 from sts.db.engine import make_engine
 from sts.errors import StartupError
 from sts.settings import Settings
@@ -29,3 +30,11 @@ def open_engine(settings: Settings | None = None) -> Iterator[Engine]:
         yield engine
     finally:
         engine.dispose()
+
+
+def current_clock() -> Clock:
+    """The system clock, unless the invoker passed one in (``obj={"clock": ...}``):
+    time is injected, so tests drive commands with the same fixed clock as the app."""
+    obj = click.get_current_context().obj
+    clock = obj.get("clock") if isinstance(obj, dict) else None
+    return clock if clock is not None else system_clock

@@ -159,10 +159,33 @@ class IssuedToken(Base):
     kid: Mapped[str] = mapped_column(String(64), index=True)
     issued_at: Mapped[datetime]
     expires_at: Mapped[datetime] = mapped_column(index=True)
+    # draft-ietf-oauth-status-list: where this token's bit lives (list, index).
+    status_list_id: Mapped[int | None] = mapped_column(ForeignKey("status_lists.id"))
     status_idx: Mapped[int | None] = mapped_column(Integer)
     revoked_at: Mapped[datetime | None]
 
-    __table_args__ = (Index("ix_issued_tokens_rule", "rule_id", "rule_version"),)
+    __table_args__ = (
+        Index("ix_issued_tokens_rule", "rule_id", "rule_version"),
+        # An index is never given to two tokens of the same list (the allocator's safety net).
+        Index("ix_issued_tokens_status", "status_list_id", "status_idx", unique=True),
+    )
+
+
+class StatusList(Base):
+    """A Token Status List (draft-ietf-oauth-status-list): ``size`` one-bit entries.
+
+    ``next_idx`` is the allocation counter, advanced inside each exchange's transaction
+    (row-locked), so replicas never hand out the same index. A full list is never written
+    to again; a retired one is no longer served. Ids are never reused.
+    """
+
+    __tablename__ = "status_lists"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    size: Mapped[int] = mapped_column(Integer)
+    next_idx: Mapped[int] = mapped_column(Integer, default=0)
+    created_at: Mapped[datetime]
+    retired_at: Mapped[datetime | None]
 
 
 class Revocation(Base):

@@ -6,8 +6,9 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import func, insert, select, text, update
-from sqlalchemy.orm import Session
+from sqlalchemy import ColumnElement, and_, delete, func, insert, or_, select, text, update
+from sqlalchemy.orm import Session, aliased
+from sqlalchemy.sql.selectable import CTE
 
 from sts.db.models import (
     AuditRecord,
@@ -19,6 +20,7 @@ from sts.db.models import (
     RulesState,
     ServiceCredential,
     SigningKey,
+    StatusList,
     TrustedIssuer,
 )
 
@@ -155,3 +157,248 @@ def add_audit_record(
     session: Session, *, event: str, decision: str, reason: str, detail: str, now: datetime
 ) -> None:
     session.add(AuditRecord(at=now, event=event, decision=decision, reason=reason, detail=detail))
+
+
+# ---- revocation: lineage walks and identity blocks -------------------------------------
+
+# What an operator can name to revoke tokens: the issued_tokens column each one matches.
+TOKEN_SELECTORS = {
+    "jti": IssuedToken.jti,
+    "subject": IssuedToken.subject,
+    "client": IssuedToken.client_id,
+    "credential": IssuedToken.credential_id,
+    "issuer": IssuedToken.subject_issuer,
+    "actor": IssuedToken.actor,
+    # The upstream token a first exchange consumed: its jti, or sha256:<hash> of it.
+    "subject_token": IssuedToken.subject_token_id,
+}
+
+
+def tokens_named(kind: str, value: str | int) -> ColumnElement[bool]:
+    """The tokens a selector names (``kind`` is a key of :data:`TOKEN_SELECTORS`)."""
+    return TOKEN_SELECTORS[kind] == value
+
+
+def tokens_of_rule(rule_id: int, versions: Sequence[int] = ()) -> ColumnElement[bool]:
+    condition = IssuedToken.rule_id == rule_id
+    return and_(condition, IssuedToken.rule_version.in_(versions)) if versions else condition
+
+
+def _lineage(roots: ColumnElement[bool]) -> CTE:
+    """The jtis of the tokens matching ``roots`` and of every token exchanged from them,
+    transitively: a recursive CTE over ``parent_jti`` (SQLite and PostgreSQL alike)."""
+    lineage = select(IssuedToken.jti).where(roots).cte("lineage", recursive=True)
+    child = aliased(IssuedToken)
+    return lineage.union(select(child.jti).join(lineage, child.parent_jti == lineage.c.jti))
+
+
+def lineage_tokens(session: Session, roots: ColumnElement[bool]) -> Sequence[IssuedToken]:
+    """The tokens matching ``roots`` and their descendants, in issuance order."""
+    lineage = _lineage(roots)
+    return session.scalars(
+        select(IssuedToken)
+        .where(IssuedToken.jti.in_(select(lineage.c.jti)))
+        .order_by(IssuedToken.issued_at, IssuedToken.jti)
+    ).all()
+
+
+def revoke_lineage(session: Session, roots: ColumnElement[bool], now: datetime) -> int:
+    """Revoke the live tokens matching ``roots`` and every token exchanged from them.
+    Returns how many tokens were newly revoked."""
+    lineage = _lineage(roots)
+    result = session.execute(
+        update(IssuedToken)
+        .where(
+            IssuedToken.jti.in_(select(lineage.c.jti)),
+            IssuedToken.revoked_at.is_(None),
+            IssuedToken.expires_at > now,
+        )
+        .values(revoked_at=now)
+        .returning(IssuedToken.jti)
+        .execution_options(synchronize_session=False)
+    )
+    # Counted from RETURNING: a statement led by WITH reports no rowcount on SQLite.
+    return len(result.all())
+
+
+def revoked_in_ancestry(session: Session, jti: str) -> bool:
+    """Is this token, or any token it was exchanged from, revoked? (Walks up.)"""
+    ancestry = (
+        select(IssuedToken.parent_jti, IssuedToken.revoked_at)
+        .where(IssuedToken.jti == jti)
+        .cte("ancestry", recursive=True)
+    )
+    parent = aliased(IssuedToken)
+    ancestry = ancestry.union_all(
+        select(parent.parent_jti, parent.revoked_at).join(
+            ancestry, parent.jti == ancestry.c.parent_jti
+        )
+    )
+    found = session.scalar(
+        select(func.count()).select_from(ancestry).where(ancestry.c.revoked_at.is_not(None))
+    )
+    return bool(found)
+
+
+def active_blocks(session: Session, identities: Sequence[tuple[str, str]]) -> Sequence[str]:
+    """Kinds of the un-lifted blocks on any of these (kind, value) identities: one query,
+    on the (kind, value) index."""
+    if not identities:
+        return []
+    wanted = or_(*(and_(Revocation.kind == k, Revocation.value == v) for k, v in identities))
+    return session.scalars(
+        select(Revocation.kind).where(wanted, Revocation.lifted_at.is_(None)).limit(1)
+    ).all()
+
+
+def add_block(session: Session, kind: str, value: str, reason: str, now: datetime) -> None:
+    session.execute(
+        insert(Revocation).values(kind=kind, value=value, reason=reason, created_at=now)
+    )
+
+
+def lift_blocks(session: Session, kind: str, value: str, now: datetime) -> int:
+    result = session.execute(
+        update(Revocation)
+        .where(Revocation.kind == kind, Revocation.value == value, Revocation.lifted_at.is_(None))
+        .values(lifted_at=now)
+    )
+    return int(result.rowcount)  # type: ignore[attr-defined]
+
+
+def key_is_revoked(session: Session, kid: str) -> bool:
+    return bool(active_blocks(session, [("key", kid)]))
+
+
+def set_credential_disabled(
+    session: Session, credential_id: int, disabled: bool, now: datetime
+) -> None:
+    session.execute(
+        update(ServiceCredential)
+        .where(ServiceCredential.id == credential_id)
+        .values(disabled=disabled, disabled_at=now if disabled else None)
+    )
+
+
+def credential_by_name(session: Session, name: str) -> ServiceCredential | None:
+    return session.scalars(select(ServiceCredential).where(ServiceCredential.name == name)).first()
+
+
+def client_by_id(session: Session, client_id: str) -> Client | None:
+    return session.get(Client, client_id)
+
+
+def rule_by_name(session: Session, name: str) -> Rule | None:
+    return session.scalars(select(Rule).where(Rule.name == name)).first()
+
+
+def trusted_issuer_by_name(session: Session, name: str) -> TrustedIssuer | None:
+    return session.scalars(select(TrustedIssuer).where(TrustedIssuer.name == name)).first()
+
+
+# ---- token status lists (draft-ietf-oauth-status-list) --------------------------------
+
+
+def claim_status_index(session: Session) -> tuple[int, int] | None:
+    """(list id, index) taken from the open list in ONE statement (UPDATE ... RETURNING),
+    or None when no list is open. Concurrent exchanges on PostgreSQL queue on the row
+    lock and re-check ``next_idx < size`` after it, so no index is handed out twice."""
+    open_list = (
+        select(StatusList.id)
+        .where(StatusList.retired_at.is_(None), StatusList.next_idx < StatusList.size)
+        .order_by(StatusList.id)
+        .limit(1)
+        .scalar_subquery()
+    )
+    row = session.execute(
+        update(StatusList)
+        .where(StatusList.id == open_list, StatusList.next_idx < StatusList.size)
+        .values(next_idx=StatusList.next_idx + 1)
+        .returning(StatusList.id, StatusList.next_idx)
+        .execution_options(synchronize_session=False)
+    ).first()
+    return None if row is None else (int(row[0]), int(row[1]) - 1)
+
+
+def add_status_list(session: Session, size: int, now: datetime) -> StatusList:
+    row = StatusList(size=size, next_idx=0, created_at=now)
+    session.add(row)
+    session.flush()
+    return row
+
+
+def served_status_list(session: Session, list_id: int) -> StatusList | None:
+    row = session.get(StatusList, list_id)
+    return row if row is not None and row.retired_at is None else None
+
+
+def served_status_list_ids(session: Session) -> Sequence[int]:
+    return session.scalars(
+        select(StatusList.id).where(StatusList.retired_at.is_(None)).order_by(StatusList.id)
+    ).all()
+
+
+def revoked_status_indexes(session: Session, list_id: int) -> Sequence[int]:
+    """Indexes in this list of tokens that are revoked or descend from a revoked token
+    (as introspection judges them: a child minted while its parent was being revoked
+    is caught here too)."""
+    revoked = _lineage(IssuedToken.revoked_at.is_not(None))
+    return session.scalars(
+        select(IssuedToken.status_idx).where(
+            IssuedToken.status_list_id == list_id,
+            IssuedToken.jti.in_(select(revoked.c.jti)),
+            IssuedToken.status_idx.is_not(None),
+        )
+    ).all()  # type: ignore[return-value]
+
+
+# ---- housekeeping (sts gc) ---------------------------------------------------------------
+
+
+def delete_expired_lineage(session: Session, cutoff: datetime) -> int:
+    """Delete issued_tokens rows that expired before ``cutoff``. A child never outlives
+    its parent, but any child left is first detached so the foreign key holds."""
+    expired = select(IssuedToken.jti).where(IssuedToken.expires_at < cutoff)
+    session.execute(
+        update(IssuedToken)
+        .where(IssuedToken.parent_jti.in_(expired), IssuedToken.expires_at >= cutoff)
+        .values(parent_jti=None)
+        .execution_options(synchronize_session=False)
+    )
+    result = session.execute(
+        delete(IssuedToken)
+        .where(IssuedToken.expires_at < cutoff)
+        .execution_options(synchronize_session=False)
+    )
+    return int(result.rowcount)  # type: ignore[attr-defined]
+
+
+def delete_lifted_blocks(session: Session, cutoff: datetime) -> int:
+    result = session.execute(
+        delete(Revocation).where(Revocation.lifted_at.is_not(None), Revocation.lifted_at < cutoff)
+    )
+    return int(result.rowcount)  # type: ignore[attr-defined]
+
+
+def delete_old_audit(session: Session, cutoff: datetime) -> int:
+    result = session.execute(delete(AuditRecord).where(AuditRecord.at < cutoff))
+    return int(result.rowcount)  # type: ignore[attr-defined]
+
+
+def retire_spent_status_lists(session: Session, now: datetime) -> int:
+    """Retire full lists (no index will ever be allocated from them again) none of whose
+    tokens is still unexpired."""
+    live = select(IssuedToken.jti).where(
+        IssuedToken.status_list_id == StatusList.id, IssuedToken.expires_at >= now
+    )
+    result = session.execute(
+        update(StatusList)
+        .where(
+            StatusList.retired_at.is_(None),
+            StatusList.next_idx >= StatusList.size,
+            ~live.exists(),
+        )
+        .values(retired_at=now)
+        .execution_options(synchronize_session=False)
+    )
+    return int(result.rowcount)  # type: ignore[attr-defined]

@@ -14,3 +14,4 @@ class Response:
     status: int
     body: dict[str, Any]
     headers: dict[str, str] = field(default_factory=dict)
+    raw: str | None = None  # a body that is not JSON (e.g. a signed JWT); sent as is

@@ -9,10 +9,14 @@ from sts.protocol import GRANT_TOKEN_EXCHANGE, SUPPORTED_SUBJECT_TOKEN_TYPES
 from sts.settings import SIGNING_ALGORITHMS, Settings
 
 TOKEN_PATH = "/token"
+REVOCATION_PATH = "/revoke"
+INTROSPECTION_PATH = "/introspect"
+STATUS_LIST_PATH = "/statuslists"
 JWKS_PATH = "/jwks.json"
 METADATA_PATH = "/.well-known/oauth-authorization-server"
 CLIENT_AUTH_METHODS = ["client_secret_basic", "client_secret_post", "private_key_jwt", "none"]
 CLIENT_ASSERTION_ALGS = ["ES256", "RS256", "PS256", "EdDSA"]
+AUTHENTICATED_METHODS = [m for m in CLIENT_AUTH_METHODS if m != "none"]
 
 
 def build_metadata(settings: Settings) -> dict[str, Any]:
@@ -32,6 +36,15 @@ def build_metadata(settings: Settings) -> dict[str, Any]:
         # Not registered by RFC 8414; names the token types the exchange accepts.
         "token_exchange_subject_token_types_supported": list(SUPPORTED_SUBJECT_TOKEN_TYPES),
         "access_token_signing_alg_values_supported": list(SIGNING_ALGORITHMS),
+        # RFC 8414 §2 (RFC 7009, RFC 7662): both require client authentication.
+        "revocation_endpoint": issuer + REVOCATION_PATH,
+        "revocation_endpoint_auth_methods_supported": AUTHENTICATED_METHODS,
+        "revocation_endpoint_auth_signing_alg_values_supported": CLIENT_ASSERTION_ALGS,
+        "introspection_endpoint": issuer + INTROSPECTION_PATH,
+        "introspection_endpoint_auth_methods_supported": AUTHENTICATED_METHODS,
+        "introspection_endpoint_auth_signing_alg_values_supported": CLIENT_ASSERTION_ALGS,
+        # draft-ietf-oauth-status-list: where every status list this issuer serves is named.
+        "status_list_aggregation_endpoint": issuer + STATUS_LIST_PATH,
     }
 
 

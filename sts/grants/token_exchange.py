@@ -39,7 +39,9 @@ from sts.protocol import (
     TOKEN_TYPE_JWT,
 )
 from sts.protocol.exchange import TokenExchangeRequest, parse_token_exchange_request
+from sts.revocation import refuse_blocked_identities
 from sts.services import Services
+from sts.status_list import TokenStatus, allocate_token_status
 from sts.tokens.claims import act_depth, actor_claim, build_claims, compute_lifetime
 from sts.tokens.mint import mint_access_token
 from sts.tokens.verify import VerifiedJwt, refuse, verify_jwt
@@ -173,6 +175,12 @@ def issue(
             resolved_actor = resolve(session, actor, "actor", settings.issuer) if actor else None
             if resolved_actor is not None:
                 entry.actor = resolved_actor.facts.subject
+            refuse_blocked_identities(
+                session,
+                client.client_id,
+                resolved_subject.facts,
+                resolved_actor.facts if resolved_actor else None,
+            )
             facts = ExchangeFacts(
                 subject=resolved_subject.facts,
                 actor=resolved_actor.facts if resolved_actor else None,
@@ -205,6 +213,7 @@ def issue(
                 if resolved_actor
                 else resolved_subject.act
             )
+            status = allocate_token_status(session, settings.issuer, settings.status_list_size, now)
             claims = build_claims(
                 issuer=settings.issuer,
                 subject=resolved_subject.facts.subject,
@@ -215,9 +224,10 @@ def issue(
                 client_id=client.client_id,
                 act=act,
                 subject_claims=resolved_subject.facts.claims,
+                status=status.claim,
             )
             access_token = mint_access_token(claims, key)
-            _record_issued(session, decision, resolved_subject, claims, key.kid, entry, now)
+            _record_issued(session, decision, resolved_subject, claims, key.kid, entry, now, status)
             session.commit()
         except errors.OAuthError:
             session.rollback()
@@ -327,6 +337,7 @@ def _record_issued(
     kid: str,
     entry: AuditEntry,
     now: datetime,
+    status: TokenStatus,
 ) -> None:
     """Lineage and audit, in the exchange's transaction: no token without both."""
     act = claims.get("act")
@@ -348,6 +359,8 @@ def _record_issued(
             "kid": kid,
             "issued_at": now,
             "expires_at": datetime.fromtimestamp(claims["exp"], now.tzinfo),
+            "status_list_id": status.list_id,
+            "status_idx": status.idx,
         },
     )
     entry.decision = "allow"

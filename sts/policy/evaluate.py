@@ -199,3 +199,20 @@ def _grant_scopes(grant_: Grant, facts: ExchangeFacts) -> tuple[str, ...] | Deny
         if parent is not None and scope not in parent:
             return Deny("invalid_scope", f"scope: {scope!r} not in the subject token's scope")
     return tuple(dict.fromkeys(facts.scopes))
+
+
+def regrant(rule: CompiledRule, audiences: Sequence[str], scopes: Sequence[str]) -> Allow | Deny:
+    """Post-issuance check (RFC 7662 introspection): would ``rule``, as it stands now,
+    still grant an issued token's audiences and scopes? Only the grant step is re-run;
+    the facts the rule matched at issuance (the subject token) are not kept."""
+    if rule.effect != "allow" or rule.grant is None:
+        return Deny("invalid_request", "rule: no longer an allow rule", rule)
+    issued = TokenFacts(source="sts", source_name="sts", issuer="", subject="")
+    facts = ExchangeFacts(
+        subject=issued,
+        actor=None,
+        client_id=None,
+        targets=tuple(audiences),
+        scopes=tuple(scopes),
+    )
+    return grant(rule, facts)

@@ -18,6 +18,10 @@ log = logging.getLogger("sts.web")
 
 
 def to_flask(result: EndpointResponse) -> Response:
+    if result.raw is not None:
+        raw = Response(result.raw, status=result.status)
+        raw.headers.update(result.headers)
+        return raw
     response = Response(
         json.dumps(result.body, separators=(",", ":")),
         status=result.status,
@@ -75,6 +79,9 @@ def register_web(app: Flask, services: Services) -> None:
     from sts.web.token import register_token_routes
 
     register_token_routes(app, services)
+    from sts.web.revocation import register_revocation_routes
+
+    register_revocation_routes(app, services)
     app.register_error_handler(Exception, handle_exception)
 
 

@@ -37,7 +37,7 @@ def test_db_upgrade_current_downgrade(env: dict[str, str]) -> None:
     assert "run `sts db upgrade`" in result.output
     result = run(env, "db", "upgrade")
     assert result.exit_code == 0, result.output
-    assert "0001_baseline" in result.output
+    assert result.output.startswith("database at 0")  # the schema head, whichever it is
     assert "up to date" in run(env, "db", "current").output
     result = run(env, "db", "downgrade", "base")
     assert result.exit_code == 0

@@ -4,6 +4,7 @@ through sts's own admin functions into the real database."""
 from __future__ import annotations
 
 import base64
+import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -24,6 +25,7 @@ from tests.issuer import TestIssuer
 
 CI_SECRET = "ci-runner-secret-0123456789abcdef"
 AGENT_SECRET = "agent-runtime-secret-0123456789abcdef"
+RS_SECRET = "resource-server-secret-0123456789abcdef"
 DEPLOY = "https://deploy.acme.internal"
 VAULT = "https://vault.acme.internal"
 PROJECT = "https://api.acme.internal/projects/alpha"
@@ -152,7 +154,7 @@ class World:
             "aud": TEST_ISSUER + "/token",
             "iat": now,
             "exp": now + 60,
-            "jti": overrides.pop("jti", None) or f"a-{now}-{id(overrides)}",
+            "jti": overrides.pop("jti", None) or uuid.uuid4().hex,
             **overrides,
         }
         header = {"alg": "ES256", "kid": self.workload_key.thumbprint()}
@@ -172,6 +174,67 @@ class World:
             ],
             **params,
         )
+
+    def token_request(
+        self,
+        path: str,
+        token: str,
+        *,
+        auth: tuple[str, str] | None,
+        form: list[tuple[str, str]] | None = None,
+        **params: str,
+    ) -> TestResponse:
+        body: list[tuple[str, str]] = [("token", token), *params.items(), *(form or [])]
+        headers = {}
+        if auth is not None:
+            raw = f"{auth[0]}:{auth[1]}".encode()
+            headers["Authorization"] = "Basic " + base64.b64encode(raw).decode()
+        return self.client.post(
+            path,
+            data=urlencode(body),
+            content_type="application/x-www-form-urlencoded",
+            headers=headers,
+        )
+
+    def revoke(
+        self,
+        token: str,
+        auth: tuple[str, str] | None = ("ci-runner", CI_SECRET),
+        form: list[tuple[str, str]] | None = None,
+        **params: str,
+    ) -> TestResponse:
+        """RFC 7009 revocation (by default as ci-runner)."""
+        return self.token_request("/revoke", token, auth=auth, form=form, **params)
+
+    def introspect(
+        self,
+        token: str,
+        auth: tuple[str, str] | None = ("resource-server", RS_SECRET),
+        form: list[tuple[str, str]] | None = None,
+        **params: str,
+    ) -> TestResponse:
+        """RFC 7662 introspection (by default as the registered resource server)."""
+        return self.token_request("/introspect", token, auth=auth, form=form, **params)
+
+    def introspect_authorization(self) -> str:
+        raw = f"resource-server:{RS_SECRET}".encode()
+        return "Basic " + base64.b64encode(raw).decode()
+
+    def is_active(self, token: str) -> bool:
+        response = self.introspect(token)
+        assert response.status_code == 200, response.json
+        return bool(response.json["active"])  # type: ignore[index]
+
+    def chain(self) -> list[str]:
+        """external CI JWT -> sts token -> re-exchange -> re-exchange: the three sts tokens."""
+        first = self.exchange(self.ci_token(), audience=DEPLOY)
+        assert first.status_code == 200, first.json
+        tokens = [first.json["access_token"]]  # type: ignore[index]
+        for _ in range(2):
+            again = self.workload_exchange(tokens[-1], audience=DEPLOY, scope="deploy:write")
+            assert again.status_code == 200, again.json
+            tokens.append(again.json["access_token"])  # type: ignore[index]
+        return tokens
 
     def put_rule(self, name: str, definition: dict[str, Any]) -> None:
         services = self.app.extensions["sts"]
@@ -240,6 +303,14 @@ def seed_world(app: Flask, clock: FixedClock, ci: TestIssuer, agents: TestIssuer
             client_id="workload",
             auth_method="private_key_jwt",
             jwks={"keys": [workload_jwk]},
+            now=now,
+        )
+        admin.put_client(
+            session,
+            client_id="resource-server",
+            auth_method="client_secret_basic",
+            secret_hash=hash_secret(RS_SECRET),
+            is_resource_server=True,
             now=now,
         )
         admin.put_credential(

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
-from sqlalchemy import inspect
+from sqlalchemy import inspect, text
 
 from sts.app import create_app
 from sts.db.engine import make_engine
@@ -24,6 +24,7 @@ EXPECTED_TABLES = {
     "revocations",
     "client_assertions",
     "audit_log",
+    "status_lists",
 }
 
 
@@ -62,7 +63,7 @@ def test_service_refuses_after_a_downgrade(empty_database_url: str, make_setting
     upgrade(config)
     downgrade(config, "base")
     settings = make_settings(empty_database_url, auto_migrate=False)
-    with pytest.raises(StartupError, match=r"empty \(no revision\) but sts needs 0001_baseline"):
+    with pytest.raises(StartupError, match=r"empty \(no revision\) but sts needs 0002_revocation"):
         create_app(settings)
     engine.dispose()
 
@@ -71,4 +72,35 @@ def test_embedded_default_upgrades_itself(empty_database_url: str, make_settings
     app = create_app(make_settings(empty_database_url, auto_migrate=True))
     engine = app.extensions["sts"].engine
     assert schema_is_at_head(engine, alembic_config(engine))[0]
+    engine.dispose()
+
+
+def test_revocation_revision_downgrades_keeping_lineage(empty_database_url: str) -> None:
+    engine = make_engine(empty_database_url)
+    config = alembic_config(engine)
+    upgrade(config, "0002_revocation")
+    now = "2026-11-28 12:00:00"
+    with engine.begin() as connection:
+        connection.execute(
+            text("INSERT INTO status_lists (id, size, next_idx, created_at) VALUES (1, 8, 1, :n)"),
+            {"n": now},
+        )
+        connection.execute(
+            text(
+                "INSERT INTO issued_tokens (jti, subject, subject_issuer, rule_id, rule_version,"
+                " audience, scope, kid, issued_at, expires_at, status_list_id, status_idx)"
+                " VALUES ('j1', 's', 'i', 1, 1, '[]', '', 'k', :n, :n, 1, 0)"
+            ),
+            {"n": now},
+        )
+    downgrade(config, "0001_baseline")
+    inspector = inspect(engine)
+    assert "status_lists" not in inspector.get_table_names()
+    assert "status_list_id" not in {c["name"] for c in inspector.get_columns("issued_tokens")}
+    with engine.connect() as connection:
+        assert connection.execute(text("SELECT jti, status_idx FROM issued_tokens")).all() == [
+            ("j1", 0)
+        ]
+    upgrade(config)
+    assert schema_is_at_head(engine, config)[0]
     engine.dispose()

@@ -11,15 +11,22 @@ from typing import Any
 import jwt
 import pytest
 import yaml
+from alembic.script import ScriptDirectory
 from click.testing import CliRunner, Result
 
 from sts.cli import cli
 from sts.credentials import generate_api_key, hash_secret
 from sts.db import admin
+from sts.db.migrate import migrations_dir
 from tests.conftest import TEST_PASSPHRASE
 from tests.integration.world import CI_SECRET, DEPLOY, World
 
 RULE = "payments-prod-deploy"
+
+# The schema branch's head, read from the migrations folder (it moves as the schema grows).
+SCHEMA_HEAD = ScriptDirectory(
+    str(migrations_dir()), version_locations=[str(migrations_dir() / "versions" / "schema")]
+).get_current_head()
 
 
 @pytest.fixture
@@ -99,7 +106,7 @@ def test_plan_migrate_upgrade_narrow_and_roll_back(
     assert len(revisions) == 1
     first_text = revisions[0].read_text()
     assert "branch_labels: str | Sequence[str] | None = ('rules',)" in first_text
-    assert "depends_on: str | Sequence[str] | None = '0001_baseline'" in first_text
+    assert f"depends_on: str | Sequence[str] | None = '{SCHEMA_HEAD}'" in first_text
     assert "from sts.rules import ops" in first_text
     assert "sts.db.models" not in first_text
     assert sts(env, "rules", "check", wide).exit_code == 1  # written, not applied yet
@@ -107,7 +114,7 @@ def test_plan_migrate_upgrade_narrow_and_roll_back(
     upgraded = sts(env, "db", "upgrade")
     assert upgraded.exit_code == 0, upgraded.output
     # The schema check (start-up, `sts check`) still sees the schema at head beside the rules.
-    assert "schema head: 0001_baseline (up to date)" in sts(env, "db", "current").output
+    assert f"schema head: {SCHEMA_HEAD} (up to date)" in sts(env, "db", "current").output
     assert sts(env, "check").exit_code == 0
     added_version = exchange_version(world)
     assert added_version is not None

@@ -22,6 +22,10 @@ REFUSALS = [
     ("bad-alg", {"STS_SIGNING_ALG": "HS256"}, "STS_SIGNING_ALG must be one of"),
     ("bad-db", {"STS_DATABASE_URL": "mysql://x/y"}, "STS_DATABASE_URL must be a sqlite"),
     ("short-pass", {"STS_KEY_PASSPHRASE": "short"}, "STS_KEY_PASSPHRASE must be at least 12"),
+    ("status-ttl-zero", {"STS_STATUS_LIST_TTL": "0"}, "STS_STATUS_LIST_TTL must be a positive"),
+    ("status-size-odd", {"STS_STATUS_LIST_SIZE": "12"}, "STS_STATUS_LIST_SIZE must be a multiple"),
+    ("status-size-huge", {"STS_STATUS_LIST_SIZE": "33554432"}, "STS_STATUS_LIST_SIZE must be"),
+    ("retention", {"STS_AUDIT_RETENTION": "-1"}, "STS_AUDIT_RETENTION must not be negative"),
     (
         "prod-http-issuer",
         {"STS_ENV": "production", "STS_ISSUER": "http://sts.example.com", **VALID},
@@ -120,6 +124,20 @@ def test_external_database_is_not_auto_migrated_unless_asked() -> None:
         {"STS_DATABASE_URL": "postgresql+psycopg://u@h/db", "STS_AUTO_MIGRATE": "true"}
     )
     assert settings.should_auto_migrate
+
+
+def test_revocation_settings_are_read() -> None:
+    settings = Settings.from_env(
+        {
+            "STS_STATUS_LIST_TTL": "30",
+            "STS_STATUS_LIST_SIZE": "1024",
+            "STS_LINEAGE_RETENTION": "3600",
+            "STS_AUDIT_RETENTION": "86400",
+        }
+    )
+    assert (settings.status_list_ttl, settings.status_list_size) == (30, 1024)
+    assert (settings.lineage_retention, settings.audit_retention) == (3600, 86400)
+    assert settings.describe()["STS_STATUS_LIST_TTL"] == "30"
 
 
 def test_describe_never_shows_secrets() -> None:

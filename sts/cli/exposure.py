@@ -1,0 +1,65 @@
+"""``sts exposure``: what was minted from a leaked upstream token, and revoke it all."""
+
+from __future__ import annotations
+
+import sys
+
+import click
+
+from sts.cli.common import current_clock, open_engine
+from sts.db import queries
+from sts.db.engine import make_session_factory
+from sts.grants.token_exchange import begin_write
+from sts.revocation import record_revocation
+from sts.tokens.exposure import upstream_token_id
+
+
+@click.command("exposure")
+@click.option("--token-id", help="The upstream token's jti (or sha256:<hex> fingerprint).")
+@click.option(
+    "--token-stdin",
+    is_flag=True,
+    help="Read the leaked token itself from stdin (kept out of shell history and logs).",
+)
+@click.option("--revoke", is_flag=True, help="Also revoke every live token listed.")
+def exposure_command(token_id: str | None, token_stdin: bool, revoke: bool) -> None:
+    """List every sts token exchanged from an upstream token (and their descendants):
+    jti, parent, client, audience, scope, expiry and state."""
+    if (token_id is None) == (not token_stdin):
+        raise click.UsageError("give exactly one of --token-id or --token-stdin")
+    if token_id is None:
+        token_id = upstream_token_id(sys.stdin.read().strip())
+    now = current_clock()()
+    roots = queries.tokens_named("subject_token", token_id)
+    with open_engine() as engine, make_session_factory(engine)() as session:
+        begin_write(session)
+        rows = queries.lineage_tokens(session, roots)
+        revoked = queries.revoke_lineage(session, roots, now) if revoke else 0
+        if revoke:
+            record_revocation(
+                session,
+                now=now,
+                reason="operator.revoke.exposure",
+                detail=f"upstream token {token_id}: revoked {revoked} token(s)",
+                token_id=token_id,
+                decision="info",
+            )
+        session.commit()
+    click.echo(f"{len(rows)} token(s) derived from {token_id}")
+    for row in rows:
+        state = (
+            "revoked"
+            if row.revoked_at is not None
+            else ("expired" if row.expires_at <= now else "live")
+        )
+        expires = row.expires_at.strftime("%Y-%m-%dT%H:%M:%SZ")
+        click.echo(
+            f"{row.jti} parent={row.parent_jti or '-'} client={row.client_id or '-'} "
+            f"aud={','.join(row.audience)} scope={row.scope or '-'} exp={expires} {state}"
+        )
+    if revoke:
+        click.echo(f"revoked {revoked} token(s)")
+
+
+def register(cli: click.Group) -> None:
+    cli.add_command(exposure_command)

@@ -1,0 +1,30 @@
+"""``sts gc``: delete expired lineage, old lifted blocks and audit; retire spent lists."""
+
+from __future__ import annotations
+
+import click
+
+from sts.cli.common import current_clock, load_settings, open_engine
+from sts.db.engine import make_session_factory
+from sts.grants.token_exchange import begin_write
+from sts.housekeeping import collect_garbage
+
+
+@click.command("gc")
+def gc_command() -> None:
+    """Housekeeping; safe to run from cron on any one replica at any time."""
+    settings = load_settings()
+    now = current_clock()()
+    with open_engine(settings) as engine, make_session_factory(engine)() as session:
+        begin_write(session)
+        collected = collect_garbage(session, settings, now)
+        session.commit()
+    click.echo(
+        f"deleted {collected.lineage} lineage row(s), {collected.lifted_blocks} lifted "
+        f"block(s), {collected.audit} audit record(s); retired {collected.status_lists} "
+        "status list(s)"
+    )
+
+
+def register(cli: click.Group) -> None:
+    cli.add_command(gc_command)

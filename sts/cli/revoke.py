@@ -1,0 +1,74 @@
+"""``sts revoke``: offboarding and bulk revocation; ``--lift`` re-enables an identity."""
+
+from __future__ import annotations
+
+import click
+
+from sts.cli.common import current_clock, open_engine
+from sts.db.engine import make_session_factory
+from sts.grants.token_exchange import begin_write
+from sts.revocation import UnknownTarget, lift_by_operator, revoke_by_operator
+
+SELECTORS = ("jti", "subject", "client", "credential", "issuer", "rule", "actor")
+
+
+@click.command("revoke")
+@click.option("--jti", help="One token (and every token exchanged from it).")
+@click.option("--subject", help="Every token of this subject; blocks the subject.")
+@click.option("--client", help="Every token issued to this client; blocks the client.")
+@click.option("--credential", help="Service credential NAME: disabled, its tokens revoked.")
+@click.option("--issuer", help="Trusted issuer NAME (or URL): its subjects' tokens; blocked.")
+@click.option("--rule", help="Every live token minted under the rule NAME.")
+@click.option("--version", "versions", type=int, multiple=True, help="With --rule: only these.")
+@click.option("--actor", help="Every token where this actor acted; blocks the actor.")
+@click.option("--reason", default="revoked by an operator", show_default=True)
+@click.option("--lift", is_flag=True, help="Lift the block on the identity instead.")
+def revoke_command(
+    jti: str | None,
+    subject: str | None,
+    client: str | None,
+    credential: str | None,
+    issuer: str | None,
+    rule: str | None,
+    versions: tuple[int, ...],
+    actor: str | None,
+    reason: str,
+    lift: bool,
+) -> None:
+    """Revoke live tokens and everything derived from them (one transaction, one audit
+    record), and block the named identity from new exchanges until lifted."""
+    given = {
+        kind: value
+        for kind, value in zip(
+            SELECTORS, (jti, subject, client, credential, issuer, rule, actor), strict=True
+        )
+        if value is not None
+    }
+    if len(given) != 1:
+        raise click.UsageError(f"name exactly one of --{', --'.join(SELECTORS)}")
+    ((kind, value),) = given.items()
+    if versions and kind != "rule":
+        raise click.UsageError("--version goes with --rule")
+    now = current_clock()()
+    with open_engine() as engine, make_session_factory(engine)() as session:
+        begin_write(session)
+        try:
+            if lift:
+                outcome = lift_by_operator(session, kind, value, reason=reason, now=now)
+            else:
+                outcome = revoke_by_operator(
+                    session, kind, value, versions=versions, reason=reason, now=now
+                )
+        except UnknownTarget as exc:
+            raise click.ClickException(str(exc)) from None
+        session.commit()
+    if lift:
+        click.echo(f"lifted {outcome.lifted} block(s) on {kind} {value!r}")
+        return
+    click.echo(f"revoked {outcome.revoked} token(s)")
+    if outcome.blocked:
+        click.echo(f"{kind} {value!r} is blocked from new exchanges (lift: sts revoke --lift)")
+
+
+def register(cli: click.Group) -> None:
+    cli.add_command(revoke_command)

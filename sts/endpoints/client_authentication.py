@@ -1,0 +1,60 @@
+"""Client authentication for the revocation and introspection endpoints: the token
+endpoint's methods (``grants.client_auth``), but a client is always required."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from sts import errors
+from sts.db import queries
+from sts.grants.client_auth import AuthenticatedClient, authenticate_client
+from sts.protocol.exchange import ClientCredentials
+from sts.services import Services
+
+
+def authenticate_required_client(
+    services: Services,
+    credentials: ClientCredentials,
+    authorization: str | None,
+    endpoint_path: str,
+    now: datetime,
+) -> AuthenticatedClient:
+    settings = services.settings
+    client = authenticate_client(
+        credentials,
+        authorization,
+        services.trust.current().clients,
+        token_endpoint=settings.issuer + endpoint_path,
+        issuer=settings.issuer,
+        leeway=settings.clock_leeway,
+        now=now,
+    )
+    # RFC 7009 §2.1 / RFC 7662 §2.1: the caller authenticates; sts has no public clients
+    # at these endpoints.
+    if client.client_id is None:
+        raise errors.InvalidClient(scheme="Basic", reason="client.anonymous")
+    return client
+
+
+def scheme_of(client: AuthenticatedClient) -> str:
+    return "Basic" if client.method == "client_secret_basic" else "Bearer"
+
+
+def record_assertion_once(session: Session, client: AuthenticatedClient) -> None:
+    """RFC 7523 §3: a client assertion's jti is accepted once (the primary key refuses a
+    replay). A no-op for secret-based methods."""
+    if client.assertion_jti is None or client.assertion_expires_at is None:
+        return
+    assert client.client_id is not None
+    try:
+        with session.begin_nested():
+            queries.record_client_assertion(
+                session, client.client_id, client.assertion_jti, client.assertion_expires_at
+            )
+    except IntegrityError:
+        raise errors.InvalidClient(
+            "The client assertion was already used.", scheme="Bearer", reason="client.replay"
+        ) from None

@@ -1,0 +1,116 @@
+"""RFC 7662 token introspection that re-checks, for registered resource servers.
+
+The answer starts as ``{"active": false}`` and returns early on every failed check, so
+a check that is forgotten or fails unexpectedly leaves the token inactive:
+signature and times, the signing key (published and not revoked), the token's own
+lineage row (known, not revoked, no revoked ancestor), and the policy as it is NOW (the
+rule that allowed it still exists and still grants its audiences and scopes).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any
+
+from sts import errors
+from sts.db import queries
+from sts.endpoints import NO_STORE, Response
+from sts.endpoints.client_authentication import (
+    authenticate_required_client,
+    record_assertion_once,
+    scheme_of,
+)
+from sts.endpoints.metadata import INTROSPECTION_PATH
+from sts.grants.token_exchange import begin_write
+from sts.policy.evaluate import Deny, regrant
+from sts.protocol.token_request import parse_token_request
+from sts.services import Services
+from sts.tokens.verify import verify_jwt
+
+log = logging.getLogger(__name__)
+
+# RFC 7662 §2.2: the members an active answer carries (when the token has them).
+ACTIVE_MEMBERS = ("scope", "client_id", "sub", "aud", "iss", "exp", "iat", "nbf", "jti", "act")
+
+
+def handle_introspection(
+    services: Services,
+    *,
+    content_type: str,
+    form: Sequence[tuple[str, str]],
+    authorization: str | None,
+) -> Response:
+    now = services.clock()
+    request = parse_token_request(content_type, form)
+    client = authenticate_required_client(
+        services, request.client, authorization, INTROSPECTION_PATH, now
+    )
+    # RFC 7662 §2.1: "the endpoint MUST also require some form of authorization to access
+    # this endpoint"; §4: only resource servers may learn about tokens.
+    registered = services.trust.current().clients.get(client.client_id or "")
+    if registered is None or not registered.is_resource_server:
+        raise errors.InvalidClient(
+            scheme=scheme_of(client), reason="introspection.not_resource_server"
+        )
+    if client.assertion_jti is not None:
+        with services.session_factory() as session:
+            begin_write(session)
+            record_assertion_once(session, client)
+            session.commit()
+    return Response(200, inspect_token(services, request.token, now), dict(NO_STORE))
+
+
+def inspect_token(services: Services, token: str, now: datetime) -> dict[str, Any]:
+    inactive: dict[str, Any] = {"active": False}
+    settings = services.settings
+    try:
+        verified = verify_jwt(
+            token,
+            role="introspected",
+            trust=services.trust.current(),
+            own_issuer=settings.issuer,
+            own_keys=services.own_keys.get(services.keyring.jwks()),
+            issuer_keys=services.issuer_keys,
+            leeway=settings.clock_leeway,
+            now=now,
+        )
+    except errors.InvalidRequest as refusal:
+        # Bad signature, expired, unknown or unpublished kid, malformed, ...
+        log.info("introspection: inactive (%s)", refusal.reason)
+        return inactive
+    if verified.kind != "sts":
+        return inactive  # only this STS's own tokens are described
+    jti = verified.token_id
+    with services.session_factory() as session:
+        if queries.key_is_revoked(session, str(verified.header.get("kid"))):
+            log.info("introspection: jti=%s inactive: signing key revoked", jti)
+            return inactive
+        row = queries.issued_token(session, jti)
+        if row is None or row.revoked_at is not None:
+            log.info("introspection: jti=%s inactive: unknown or revoked", jti)
+            return inactive
+        if queries.revoked_in_ancestry(session, jti):
+            log.info("introspection: jti=%s inactive: an ancestor is revoked", jti)
+            return inactive
+        rule_id, audiences, scopes = row.rule_id, tuple(row.audience), tuple(row.scope.split())
+    rule = next((r for r in services.trust.current().rules if r.id == rule_id), None)
+    if rule is None:
+        log.info("introspection: jti=%s inactive: its rule was removed", jti)
+        return inactive
+    decision = regrant(rule, audiences, scopes)
+    if isinstance(decision, Deny):
+        log.info(
+            "introspection: jti=%s inactive: rule %s@%s no longer grants it (%s)",
+            jti,
+            rule.name,
+            rule.version,
+            decision.reason,
+        )
+        return inactive
+    claims = verified.claims
+    active: dict[str, Any] = {"active": True}
+    active.update({name: claims[name] for name in ACTIVE_MEMBERS if name in claims})
+    active["token_type"] = "Bearer"
+    return active

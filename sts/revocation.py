@@ -1,0 +1,176 @@
+"""Revocation that reaches every derived token, and blocks on identities.
+
+Revoking a token revokes every token exchanged from it, transitively (the lineage in
+``issued_tokens.parent_jti``), in the caller's transaction. A block (a ``revocations``
+row naming a subject, client, credential, issuer or actor) refuses new exchanges for
+that identity until it is lifted.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+
+from sqlalchemy.orm import Session
+
+from sts import errors
+from sts.audit import AuditEntry, record
+from sts.db import queries
+from sts.db.models import ServiceCredential
+from sts.policy.evaluate import TokenFacts
+
+EVENT_REVOCATION = "token_revocation"
+IDENTITY_KINDS = ("subject", "client", "credential", "issuer", "actor")
+
+
+def revoke_token(session: Session, jti: str, now: datetime) -> int:
+    """Revoke one token and everything exchanged from it; how many were newly revoked."""
+    return queries.revoke_lineage(session, queries.tokens_named("jti", jti), now)
+
+
+def revoke_credential(session: Session, credential: ServiceCredential, now: datetime) -> int:
+    """Disable a service credential and revoke every token derived from it."""
+    queries.set_credential_disabled(session, credential.id, True, now)
+    return queries.revoke_lineage(session, queries.tokens_named("credential", credential.id), now)
+
+
+def identities_of(
+    client_id: str | None, subject: TokenFacts, actor: TokenFacts | None
+) -> list[tuple[str, str]]:
+    """The (kind, value) identities an exchange involves, as blocks name them."""
+    identities = [("subject", subject.subject), ("issuer", subject.issuer)]
+    if client_id is not None:
+        identities.append(("client", client_id))
+    if subject.source == "credential":
+        identities.append(("credential", subject.source_name))
+    if actor is not None:
+        identities += [("actor", actor.subject), ("issuer", actor.issuer)]
+        if actor.source == "credential":
+            identities.append(("credential", actor.source_name))
+    return identities
+
+
+def refuse_blocked_identities(
+    session: Session, client_id: str | None, subject: TokenFacts, actor: TokenFacts | None
+) -> None:
+    """Inside the exchange's transaction: one indexed query for blocks on any identity
+    the exchange involves. An offboarded identity gets no new token."""
+    blocked = queries.active_blocks(session, identities_of(client_id, subject, actor))
+    if not blocked:
+        return
+    kind = blocked[0]
+    if kind == "client":
+        raise errors.UnauthorizedClient(
+            "This client may not exchange tokens.", reason="blocked.client"
+        )
+    raise errors.InvalidRequest("The subject or actor has been revoked.", reason=f"blocked.{kind}")
+
+
+def record_revocation(
+    session: Session,
+    *,
+    now: datetime,
+    reason: str,
+    detail: str,
+    client_id: str | None = None,
+    token_id: str | None = None,
+    decision: str = "allow",
+) -> None:
+    """One audit record per revocation decision (tokens named by jti, never the token)."""
+    entry = AuditEntry(at=now, event=EVENT_REVOCATION, decision=decision, reason=reason)
+    entry.client_id, entry.subject_token_id, entry.detail = client_id, token_id, detail
+    record(session, entry)
+
+
+def block_identity(session: Session, kind: str, value: str, reason: str, now: datetime) -> None:
+    if kind not in IDENTITY_KINDS:
+        raise ValueError(f"not an identity kind: {kind}")
+    if not queries.active_blocks(session, [(kind, value)]):
+        queries.add_block(session, kind, value, reason, now)
+
+
+@dataclass(frozen=True)
+class OperatorOutcome:
+    revoked: int  # tokens newly revoked (the named ones and their descendants)
+    blocked: bool  # a block on the identity is now in place
+    lifted: int = 0  # blocks lifted (--lift)
+
+
+class UnknownTarget(LookupError):
+    """The operator named a credential, issuer or rule that does not exist."""
+
+
+def revoke_by_operator(
+    session: Session,
+    kind: str,
+    value: str,
+    *,
+    versions: Sequence[int] = (),
+    reason: str,
+    now: datetime,
+) -> OperatorOutcome:
+    """``sts revoke``: revoke every live token the selector names and their descendants;
+    where it names an identity, block new exchanges for it. One audit record."""
+    if kind == "rule":
+        rule = queries.rule_by_name(session, value)
+        if rule is None:
+            raise UnknownTarget(f"no rule named {value!r}")
+        roots = queries.tokens_of_rule(rule.id, versions)
+    elif kind == "credential":
+        credential = queries.credential_by_name(session, value)
+        if credential is None:
+            raise UnknownTarget(f"no service credential named {value!r}")
+        queries.set_credential_disabled(session, credential.id, True, now)
+        roots = queries.tokens_named("credential", credential.id)
+    else:
+        value = _issuer_url(session, value) if kind == "issuer" else value
+        if kind == "client" and queries.client_by_id(session, value) is None:
+            raise UnknownTarget(f"no client {value!r}")
+        roots = queries.tokens_named(kind, value)
+    count = queries.revoke_lineage(session, roots, now)
+    blocked = kind in IDENTITY_KINDS
+    if blocked:
+        block_identity(session, kind, value, reason, now)
+    shown = f"{kind}={value!r}" + (f" versions={list(versions)}" if versions else "")
+    record_revocation(
+        session,
+        now=now,
+        reason=f"operator.revoke.{kind}",
+        detail=f"{shown}: revoked {count} token(s){'; blocked' if blocked else ''}: {reason}",
+        decision="info",
+    )
+    return OperatorOutcome(revoked=count, blocked=blocked)
+
+
+def lift_by_operator(
+    session: Session, kind: str, value: str, *, reason: str, now: datetime
+) -> OperatorOutcome:
+    """``sts revoke --lift``: allow new exchanges for the identity again (revoked tokens
+    stay revoked). A credential is re-enabled."""
+    if kind not in IDENTITY_KINDS:
+        raise UnknownTarget(f"--lift applies to {', '.join(IDENTITY_KINDS)}, not {kind}")
+    if kind == "credential":
+        credential = queries.credential_by_name(session, value)
+        if credential is None:
+            raise UnknownTarget(f"no service credential named {value!r}")
+        queries.set_credential_disabled(session, credential.id, False, now)
+    value = _issuer_url(session, value) if kind == "issuer" else value
+    lifted = queries.lift_blocks(session, kind, value, now)
+    record_revocation(
+        session,
+        now=now,
+        reason=f"operator.lift.{kind}",
+        detail=f"{kind}={value!r}: lifted {lifted} block(s): {reason}",
+        decision="info",
+    )
+    return OperatorOutcome(revoked=0, blocked=False, lifted=lifted)
+
+
+def _issuer_url(session: Session, name_or_url: str) -> str:
+    issuer = queries.trusted_issuer_by_name(session, name_or_url)
+    if issuer is not None:
+        return issuer.issuer
+    if "://" in name_or_url:
+        return name_or_url
+    raise UnknownTarget(f"no trusted issuer named {name_or_url!r}")

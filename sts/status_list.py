@@ -1,0 +1,108 @@
+"""Token status lists: index allocation (in the exchange's transaction) and publication.
+
+Indexes come from ``status_lists.next_idx``, advanced under a row lock inside the
+exchange's transaction: two replicas can never hand out the same index, an index is
+never reused while its list is served, and a full list is never written again (a new
+one is started). The unique (list, index) index on ``issued_tokens`` is the safety net.
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import TYPE_CHECKING, Any
+
+from sqlalchemy.orm import Session
+
+from sts import errors
+from sts.db import queries
+from sts.endpoints import Response
+from sts.tokens.status_list import (
+    STATUS_LIST_MEDIA_TYPE,
+    build_status_list_claims,
+    mint_status_list_token,
+    status_claim,
+    status_list_uri,
+)
+
+if TYPE_CHECKING:
+    from sts.services import Services
+
+
+@dataclass(frozen=True)
+class TokenStatus:
+    list_id: int
+    idx: int
+    claim: dict[str, Any]
+
+
+def allocate_token_status(session: Session, issuer: str, size: int, now: datetime) -> TokenStatus:
+    """The next free entry of the open list (a new list when none is open)."""
+    claimed = queries.claim_status_index(session)
+    if claimed is None:  # none open yet, or the open one just filled up
+        queries.add_status_list(session, size, now)
+        claimed = queries.claim_status_index(session)
+        assert claimed is not None
+    list_id, idx = claimed
+    return TokenStatus(list_id, idx, status_claim(status_list_uri(issuer, list_id), idx))
+
+
+@dataclass(frozen=True)
+class _Signed:
+    token: str
+    signed_at: datetime
+
+
+class StatusListPublisher:
+    """Serves each list's signed token, re-signing at most once per ``ttl`` per process:
+    a revocation reaches every replica's published list within that lifetime."""
+
+    def __init__(self) -> None:
+        self._signed: dict[int, _Signed] = {}
+        self._lock = threading.Lock()
+
+    def render(self, services: Services, list_id: int) -> Response:
+        settings = services.settings
+        now = services.clock()
+        ttl = settings.status_list_ttl
+        with self._lock:
+            cached = self._signed.get(list_id)
+        if cached is None or now - cached.signed_at >= timedelta(seconds=ttl):
+            cached = _Signed(self._sign(services, list_id, now), now)
+            with self._lock:
+                self._signed[list_id] = cached
+        remaining = ttl - int((now - cached.signed_at).total_seconds())
+        headers = {
+            "Content-Type": STATUS_LIST_MEDIA_TYPE,
+            "Cache-Control": f"public, max-age={max(remaining, 0)}",
+        }
+        return Response(200, {}, headers, raw=cached.token)
+
+    def _sign(self, services: Services, list_id: int, now: datetime) -> str:
+        settings = services.settings
+        with services.session_factory() as session:
+            status_list = queries.served_status_list(session, list_id)
+            if status_list is None:
+                raise errors.NotFound(reason="status_list.unknown")
+            invalid = queries.revoked_status_indexes(session, list_id)
+            size = status_list.size
+        claims = build_status_list_claims(
+            uri=status_list_uri(settings.issuer, list_id),
+            size=size,
+            invalid=invalid,
+            now=now,
+            ttl=settings.status_list_ttl,
+            # A snapshot is of no use after the longest-lived token it could describe.
+            lifetime=max(settings.status_list_ttl, settings.max_token_ttl),
+        )
+        return mint_status_list_token(claims, services.keyring.signing_key(), settings.issuer)
+
+
+def render_status_list_index(services: Services) -> Response:
+    """draft-ietf-oauth-status-list "Status List Aggregation": every served list's URI."""
+    with services.session_factory() as session:
+        ids = queries.served_status_list_ids(session)
+    uris = [status_list_uri(services.settings.issuer, list_id) for list_id in ids]
+    ttl = services.settings.status_list_ttl
+    return Response(200, {"status_lists": uris}, {"Cache-Control": f"public, max-age={ttl}"})

@@ -1,0 +1,206 @@
+"""RFC 7662 introspection at POST /introspect: fail closed, re-checks lineage, keys and
+the policy as it stands now; on SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import jwt as pyjwt
+from flask import Flask
+from joserfc import jwt
+from joserfc.jwk import ECKey
+from sqlalchemy import update
+
+from sts.app import create_app
+from sts.db import admin
+from sts.db.models import IssuedToken, Revocation
+from sts.grants.client_auth import JWT_BEARER_ASSERTION
+from tests.conftest import TEST_ISSUER
+from tests.integration.world import CI_SECRET, DEPLOY, PROJECT, RULES, VAULT, World
+
+
+@contextmanager
+def second_instance(world: World) -> Iterator[Flask]:
+    """Another replica: its own app, caches and key ring, the same database."""
+    services = world.app.extensions["sts"]
+    other = create_app(services.settings, clock=world.clock)
+    try:
+        yield other
+    finally:
+        other.extensions["sts"].engine.dispose()
+
+
+def test_active_answer_describes_the_token(world: World) -> None:
+    token = world.chain()[1]
+    response = world.introspect(token)
+
+    assert response.status_code == 200
+    assert response.headers["Cache-Control"] == "no-store"
+    body = response.json
+    claims = pyjwt.decode(token, options={"verify_signature": False})
+    assert body["active"] is True
+    assert body["token_type"] == "Bearer"
+    for name in ("scope", "client_id", "sub", "aud", "iss", "exp", "iat", "jti"):
+        assert body[name] == claims[name], name
+    assert body["client_id"] == "workload"
+    assert body["iss"] == TEST_ISSUER
+
+
+def test_active_answer_carries_the_actor(world: World) -> None:
+    issued = world.agent_exchange(world.agent_token("agent-7"), audience=PROJECT)
+    body = world.introspect(issued.json["access_token"]).json
+    assert body["active"] is True
+    assert body["act"] == {"sub": "agent-7", "iss": world.agents.issuer}
+
+
+def test_only_registered_resource_servers_may_introspect(world: World) -> None:
+    token = world.chain()[0]
+    for auth in [("ci-runner", CI_SECRET), None, ("resource-server", "wrong-secret-012345678")]:
+        response = world.introspect(token, auth=auth)
+        assert response.status_code == 401, auth
+        # Nothing about the token leaks: only the error.
+        assert set(response.json) == {"error", "error_description"}
+        assert response.json["error"] == "invalid_client"
+        assert response.headers["Cache-Control"] == "no-store"
+
+
+def test_malformed_requests_are_invalid_request(world: World) -> None:
+    missing = world.introspect("")
+    repeated = world.introspect("a", form=[("token", "b")])
+    wrong_type = world.client.post(
+        "/introspect",
+        data="token=a",
+        content_type="text/plain",
+        headers={"Authorization": world.introspect_authorization()},
+    )
+    for response in (missing, repeated, wrong_type):
+        assert response.status_code == 400
+        assert response.json["error"] == "invalid_request"
+        assert "active" not in response.json
+
+
+def test_a_replayed_client_assertion_is_refused(world: World) -> None:
+    services = world.app.extensions["sts"]
+    jwk = world.workload_key.as_dict(private=False)
+    jwk.update({"kid": world.workload_key.thumbprint(), "alg": "ES256", "use": "sig"})
+    with services.session_factory() as session:
+        admin.put_client(
+            session,
+            client_id="workload",
+            auth_method="private_key_jwt",
+            jwks={"keys": [jwk]},
+            is_resource_server=True,
+            now=world.clock(),
+        )
+        session.commit()
+    services.trust.invalidate()
+    token = world.chain()[0]
+    assertion = world.workload_assertion(aud=TEST_ISSUER + "/introspect")
+    form = [("client_assertion_type", JWT_BEARER_ASSERTION), ("client_assertion", assertion)]
+
+    first = world.introspect(token, auth=None, form=form)
+    replayed = world.introspect(token, auth=None, form=form)
+
+    assert first.json["active"] is True
+    assert replayed.status_code == 401
+    assert set(replayed.json) == {"error", "error_description"}
+
+
+def test_inactive_for_tokens_that_are_not_ours_or_not_tokens(world: World) -> None:
+    for token in ["garbage", "a.b.c", world.ci_token(), world.api_key]:
+        assert world.introspect(token).json == {"active": False}
+
+
+def test_inactive_when_the_signature_is_bad(world: World) -> None:
+    token = world.chain()[0]
+    header, payload, signature = token.split(".")
+    tampered = f"{header}.{payload}.{signature[:-4]}AAAA"
+    assert world.introspect(tampered).json == {"active": False}
+
+
+def test_inactive_when_signed_by_a_key_not_in_the_jwks(world: World) -> None:
+    claims = pyjwt.decode(world.chain()[0], options={"verify_signature": False})
+    rogue = ECKey.generate_key("P-256")
+    header = {"alg": "ES256", "kid": rogue.thumbprint(), "typ": "at+jwt"}
+    forged = jwt.encode(header, claims, rogue, algorithms=["ES256"])
+    assert world.introspect(forged).json == {"active": False}
+
+
+def test_inactive_when_expired(world: World) -> None:
+    token = world.chain()[0]
+    world.clock.advance(3600)
+    assert world.introspect(token).json == {"active": False}
+
+
+def test_inactive_when_the_signing_key_is_revoked(world: World) -> None:
+    token = world.chain()[0]
+    kid = pyjwt.get_unverified_header(token)["kid"]
+    with world.app.extensions["sts"].session_factory() as session:
+        session.add(
+            Revocation(kind="key", value=kid, reason="compromised", created_at=world.clock())
+        )
+        session.commit()
+    assert world.introspect(token).json == {"active": False}
+
+
+def test_inactive_when_an_ancestor_is_revoked(world: World) -> None:
+    # As if the parent were revoked while this child was being minted (the revocation's
+    # lineage walk could not see the uncommitted child): the ancestor check catches it.
+    tokens = world.chain()
+    root = pyjwt.decode(tokens[0], options={"verify_signature": False})["jti"]
+    with world.app.extensions["sts"].session_factory() as session:
+        session.execute(
+            update(IssuedToken).where(IssuedToken.jti == root).values(revoked_at=world.clock())
+        )
+        session.commit()
+    assert [world.is_active(token) for token in tokens] == [False, False, False]
+
+
+def test_inactive_when_the_rule_was_removed(world: World) -> None:
+    token = world.chain()[0]
+    services = world.app.extensions["sts"]
+    with services.session_factory() as session:
+        admin.delete_rule(session, "payments-prod-deploy")
+        session.commit()
+    services.trust.invalidate()
+    assert world.introspect(token).json == {"active": False}
+
+
+def test_policy_is_re_evaluated_when_the_rule_changes(world: World) -> None:
+    token = world.chain()[0]  # scope deploy:write, audience DEPLOY
+    original = RULES["payments-prod-deploy"]
+    narrowed = {
+        **original,
+        "allow": {**original["allow"], "scopes": ["deploy:read"], "default_scopes": []},
+    }
+    world.put_rule("payments-prod-deploy", narrowed)
+    assert world.introspect(token).json == {"active": False}
+
+    world.put_rule("payments-prod-deploy", original)  # widened back (a new version)
+    assert world.is_active(token)
+
+    moved = {**original, "allow": {**original["allow"], "audiences": [VAULT]}}
+    world.put_rule("payments-prod-deploy", moved)
+    assert not world.is_active(token)
+
+
+def test_revocation_is_visible_to_another_instance_at_once(world: World) -> None:
+    tokens = world.chain()
+    with second_instance(world) as other:
+        replica = other.test_client()
+        assert world.is_active(tokens[2])
+        assert world.revoke(tokens[0]).status_code == 200
+        response = replica.post(
+            "/introspect",
+            data={"token": tokens[2]},
+            headers={"Authorization": world.introspect_authorization()},
+        )
+        assert response.json == {"active": False}
+
+
+def test_deploy_audience_is_still_granted_when_unrelated_rules_change(world: World) -> None:
+    token = world.chain()[0]
+    world.put_rule("workload-narrowing", {**RULES["workload-narrowing"], "clients": ["nobody"]})
+    assert world.is_active(token)
+    assert DEPLOY in world.introspect(token).json["aud"]

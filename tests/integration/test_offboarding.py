@@ -1,0 +1,152 @@
+"""``sts revoke``: bulk revocation and offboarding, driven through the CLI against the
+world's database (same fixed clock), observed over HTTP."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import jwt as pyjwt
+from click.testing import CliRunner, Result
+
+from sts.cli import cli
+from tests.conftest import TEST_PASSPHRASE
+from tests.integration.world import CI_SUBJECT, DEPLOY, PROJECT, RULES, World
+
+
+def sts(world: World, *args: str) -> Result:
+    settings = world.app.extensions["sts"].settings
+    env = {
+        "STS_ISSUER": settings.issuer,
+        "STS_DATABASE_URL": settings.effective_database_url,
+        "STS_KEYS_DIR": str(settings.keys_dir),
+        "STS_INSTANCE_DIR": str(settings.instance_dir),
+        "STS_KEY_PASSPHRASE": TEST_PASSPHRASE,
+    }
+    return CliRunner().invoke(cli, list(args), env=env, obj={"clock": world.clock})
+
+
+def claim(token: str, name: str) -> Any:
+    return pyjwt.decode(token, options={"verify_signature": False})[name]
+
+
+def operator_audit(world: World) -> list[dict[str, Any]]:
+    return [row for row in world.audit_rows() if row["reason"].startswith("operator.")]
+
+
+def test_offboarding_a_subject_revokes_its_chain_and_blocks_it(world: World) -> None:
+    tokens = world.chain()
+
+    result = sts(world, "revoke", "--subject", CI_SUBJECT, "--reason", "left the company")
+
+    assert result.exit_code == 0, result.output
+    assert "revoked 3 token(s)" in result.output
+    assert [world.is_active(token) for token in tokens] == [False, False, False]
+    refused = world.exchange(world.ci_token(), audience=DEPLOY)
+    assert refused.status_code == 400
+    assert world.audit_rows()[-1]["reason"] == "blocked.subject"
+    audit = operator_audit(world)
+    assert len(audit) == 1
+    assert "left the company" in audit[0]["detail"]
+
+    lifted = sts(world, "revoke", "--lift", "--subject", CI_SUBJECT)
+    assert lifted.exit_code == 0, lifted.output
+    assert "lifted 1 block(s)" in lifted.output
+    assert world.exchange(world.ci_token(), audience=DEPLOY).status_code == 200
+    assert not world.is_active(tokens[0])  # revoked stays revoked
+
+
+def test_offboarding_a_client(world: World) -> None:
+    tokens = world.chain()  # root issued to ci-runner, the rest to workload
+    agent = world.agent_exchange(world.agent_token(), audience=PROJECT).json["access_token"]
+
+    result = sts(world, "revoke", "--client", "ci-runner")
+
+    assert "revoked 3 token(s)" in result.output  # the descendants go with the root
+    assert [world.is_active(token) for token in tokens] == [False, False, False]
+    assert world.is_active(agent)
+    refused = world.exchange(world.ci_token(), audience=DEPLOY)
+    assert refused.status_code == 400
+    assert refused.json["error"] == "unauthorized_client"
+
+
+def test_offboarding_a_credential(world: World) -> None:
+    agent = world.agent_exchange(world.agent_token(), audience=PROJECT).json["access_token"]
+
+    result = sts(world, "revoke", "--credential", "agent-key")
+
+    assert "revoked 1 token(s)" in result.output
+    assert not world.is_active(agent)
+    assert world.agent_exchange(world.agent_token(), audience=PROJECT).status_code == 400
+    assert sts(world, "revoke", "--lift", "--credential", "agent-key").exit_code == 0
+    assert world.agent_exchange(world.agent_token(), audience=PROJECT).status_code == 200
+
+
+def test_offboarding_an_actor(world: World) -> None:
+    seven = world.agent_exchange(world.agent_token("agent-7"), audience=PROJECT)
+    eight = world.agent_exchange(world.agent_token("agent-8"), audience=PROJECT)
+
+    result = sts(world, "revoke", "--actor", "agent-7")
+
+    assert "revoked 1 token(s)" in result.output
+    assert not world.is_active(seven.json["access_token"])
+    assert world.is_active(eight.json["access_token"])
+    assert world.agent_exchange(world.agent_token("agent-7"), audience=PROJECT).status_code == 400
+    assert world.agent_exchange(world.agent_token("agent-8"), audience=PROJECT).status_code == 200
+
+
+def test_offboarding_an_issuer(world: World) -> None:
+    tokens = world.chain()
+    agent = world.agent_exchange(world.agent_token(), audience=PROJECT).json["access_token"]
+
+    result = sts(world, "revoke", "--issuer", "ci")
+
+    assert "revoked 3 token(s)" in result.output
+    assert not any(world.is_active(token) for token in tokens)
+    assert world.is_active(agent)
+    assert world.exchange(world.ci_token(), audience=DEPLOY).status_code == 400
+
+
+def test_revoking_by_rule_version(world: World) -> None:
+    old = world.chain()
+    old_version = claim(old[0], "sts_rule_version")
+    world.put_rule("payments-prod-deploy", dict(RULES["payments-prod-deploy"]))  # new version
+    new = world.exchange(world.ci_token(), audience=DEPLOY).json["access_token"]
+    assert claim(new, "sts_rule_version") != old_version
+
+    result = sts(world, "revoke", "--rule", "payments-prod-deploy", "--version", str(old_version))
+
+    assert result.exit_code == 0, result.output
+    assert "revoked 3 token(s)" in result.output
+    assert "blocked" not in result.output  # a rule is not an identity: nothing to block
+    assert not any(world.is_active(token) for token in old)
+    assert world.is_active(new)
+    assert "revoked 1 token(s)" in sts(world, "revoke", "--rule", "payments-prod-deploy").output
+    assert not world.is_active(new)
+
+
+def test_revoking_one_jti(world: World) -> None:
+    tokens = world.chain()
+    result = sts(world, "revoke", "--jti", claim(tokens[1], "jti"))
+    assert "revoked 2 token(s)" in result.output
+    assert [world.is_active(token) for token in tokens] == [True, False, False]
+
+
+BAD_SELECTORS = [
+    ((), "exactly one of"),
+    (("--subject", "a", "--client", "b"), "exactly one of"),
+    (("--subject", "a", "--version", "3"), "--version goes with --rule"),
+    (("--rule", "no-such-rule"), "no rule named 'no-such-rule'"),
+    (("--credential", "no-such-key"), "no service credential named"),
+    (("--issuer", "nobody"), "no trusted issuer named 'nobody'"),
+    (("--client", "nobody"), "no client 'nobody'"),
+    (("--lift", "--rule", "payments-prod-deploy"), "--lift applies to"),
+]
+
+
+def test_revoke_refuses_bad_selectors(world: World) -> None:
+    # One world for every case: each case is a refusal that must change nothing.
+    for args, message in BAD_SELECTORS:
+        result = sts(world, "revoke", *args)
+        assert result.exit_code != 0, args
+        assert message in result.output, (args, result.output)
+    assert operator_audit(world) == []

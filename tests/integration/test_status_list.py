@@ -1,0 +1,182 @@
+"""Token Status List (draft-ietf-oauth-status-list): every issued token carries a status
+entry; sts serves a signed status list token whose bits follow revocation.
+
+The status list is verified here with PyJWT and decoded with this file's own reading of
+the draft (ZLIB-compressed bytes; index 0 is the least significant bit of byte 0), not
+with sts's code."""
+
+from __future__ import annotations
+
+import base64
+import json
+import threading
+import zlib
+from typing import Any
+
+import jwt as pyjwt
+from sqlalchemy import select, update
+
+from sts.db.models import IssuedToken
+from sts.grants.token_exchange import begin_write
+from sts.status_list import allocate_token_status
+from tests.conftest import TEST_ISSUER
+from tests.integration.test_introspection import second_instance
+from tests.integration.world import DEPLOY, World
+
+
+def status_of(token: str) -> tuple[str, int]:
+    claims = pyjwt.decode(token, options={"verify_signature": False})
+    entry = claims["status"]["status_list"]
+    return entry["uri"], entry["idx"]
+
+
+def fetch_status_list(client: Any, world: World, uri: str) -> dict[str, Any]:
+    """GET the status list token and verify it against the published JWKS (PyJWT)."""
+    assert uri.startswith(TEST_ISSUER)
+    response = client.get(uri.removeprefix(TEST_ISSUER))
+    assert response.status_code == 200
+    assert response.mimetype == "application/statuslist+jwt"
+    token = response.get_data(as_text=True)
+    assert pyjwt.get_unverified_header(token)["typ"] == "statuslist+jwt"
+    jwks = pyjwt.PyJWKSet.from_dict(client.get("/jwks.json").json)
+    key = next(k for k in jwks.keys if k.key_id == pyjwt.get_unverified_header(token)["kid"])
+    claims: dict[str, Any] = pyjwt.decode(
+        token,
+        key=key,
+        algorithms=["ES256"],
+        # The world runs on a fixed clock: exp is checked against it below, not wall time.
+        options={"require": ["sub", "iat", "exp"], "verify_exp": False},
+    )
+    assert claims["iat"] <= world.now() < claims["exp"]
+    assert claims["sub"] == uri
+    assert claims["status_list"]["bits"] == 1
+    claims["_cache_control"] = response.headers["Cache-Control"]
+    return claims
+
+
+def bit(status_list: dict[str, Any], idx: int) -> int:
+    lst = status_list["lst"]
+    raw = zlib.decompress(base64.urlsafe_b64decode(lst + "=" * (-len(lst) % 4)))
+    return (raw[idx // 8] >> (idx % 8)) & 1
+
+
+def test_every_issued_token_points_at_its_own_entry(world: World) -> None:
+    tokens = world.chain()
+    entries = [status_of(token) for token in tokens]
+    uris = {uri for uri, _ in entries}
+    assert uris == {TEST_ISSUER + "/statuslists/1"}
+    assert len({idx for _, idx in entries}) == 3
+
+
+def test_revoking_the_root_sets_the_bits_of_the_whole_chain(world: World) -> None:
+    bystander = world.exchange(world.ci_token(), audience=DEPLOY).json["access_token"]
+    tokens = world.chain()
+    assert world.revoke(tokens[0]).status_code == 200
+
+    uri, _ = status_of(tokens[0])
+    claims = fetch_status_list(world.client, world, uri)
+
+    assert [bit(claims["status_list"], status_of(t)[1]) for t in tokens] == [1, 1, 1]
+    assert bit(claims["status_list"], status_of(bystander)[1]) == 0
+    assert claims["ttl"] == world.app.extensions["sts"].settings.status_list_ttl
+    assert claims["exp"] > claims["iat"]
+
+
+def test_status_list_reaches_another_instance_within_its_cache_lifetime(world: World) -> None:
+    tokens = world.chain()
+    uri, idx = status_of(tokens[2])
+    ttl = world.app.extensions["sts"].settings.status_list_ttl
+    with second_instance(world) as other:
+        replica = other.test_client()
+        before = fetch_status_list(replica, world, uri)
+        assert bit(before["status_list"], idx) == 0
+        assert before["_cache_control"] == f"public, max-age={ttl}"
+
+        assert world.revoke(tokens[0]).status_code == 200
+        world.clock.advance(ttl // 2)
+        cached = fetch_status_list(replica, world, uri)  # still the signed snapshot
+        assert bit(cached["status_list"], idx) == 0
+        assert cached["_cache_control"] == f"public, max-age={ttl - ttl // 2}"
+
+        world.clock.advance(ttl - ttl // 2)
+        after = fetch_status_list(replica, world, uri)
+        assert bit(after["status_list"], idx) == 1
+
+
+def test_a_child_of_a_revoked_token_is_marked_even_if_its_own_row_is_not(world: World) -> None:
+    # As if the child were minted while its parent was being revoked (the lineage walk
+    # could not see it): the published list agrees with introspection.
+    tokens = world.chain()
+    root = pyjwt.decode(tokens[0], options={"verify_signature": False})["jti"]
+    with world.app.extensions["sts"].session_factory() as session:
+        session.execute(
+            update(IssuedToken).where(IssuedToken.jti == root).values(revoked_at=world.clock())
+        )
+        session.commit()
+    claims = fetch_status_list(world.client, world, status_of(tokens[0])[0])
+    assert [bit(claims["status_list"], status_of(t)[1]) for t in tokens] == [1, 1, 1]
+
+
+def test_unknown_status_list_is_404(world: World) -> None:
+    response = world.client.get("/statuslists/999")
+    assert response.status_code == 404
+    assert response.json["error"] == "not_found"
+
+
+def test_metadata_and_aggregation_name_the_lists(world: World) -> None:
+    tokens = world.chain()
+    metadata = world.client.get("/.well-known/oauth-authorization-server").json
+    assert metadata["revocation_endpoint"] == TEST_ISSUER + "/revoke"
+    assert metadata["introspection_endpoint"] == TEST_ISSUER + "/introspect"
+    aggregation = metadata["status_list_aggregation_endpoint"]
+    listed = world.client.get(aggregation.removeprefix(TEST_ISSUER)).json
+    assert listed == {"status_lists": [status_of(tokens[0])[0]]}
+
+
+def test_a_full_list_is_never_written_again(world: World) -> None:
+    services = world.app.extensions["sts"]
+    with services.session_factory() as session:
+        begin_write(session)
+        allocated = [
+            (s.list_id, s.idx)
+            for s in (
+                allocate_token_status(session, TEST_ISSUER, 8, world.clock()) for _ in "x" * 9
+            )
+        ]
+        session.commit()
+    assert allocated == [(1, i) for i in range(8)] + [(2, 0)]
+
+
+def test_concurrent_allocations_never_collide(world: World) -> None:
+    services = world.app.extensions["sts"]
+    results: list[tuple[int, int]] = []
+    errors: list[BaseException] = []
+
+    def allocate_some() -> None:
+        try:
+            for _ in range(5):
+                with services.session_factory() as session:
+                    begin_write(session)
+                    status = allocate_token_status(session, TEST_ISSUER, 64, world.clock())
+                    session.commit()
+                results.append((status.list_id, status.idx))
+        except BaseException as exc:  # pragma: no cover - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=allocate_some) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert errors == []
+    assert len(results) == 20
+    assert len(set(results)) == 20
+
+
+def test_lineage_rows_record_the_status_entry(world: World) -> None:
+    token = world.chain()[0]
+    _, idx = status_of(token)
+    jti = json.loads(base64.urlsafe_b64decode(token.split(".")[1] + "==="))["jti"]
+    with world.app.extensions["sts"].session_factory() as session:
+        row = session.scalars(select(IssuedToken).where(IssuedToken.jti == jti)).one()
+    assert (row.status_list_id, row.status_idx) == (1, idx)
