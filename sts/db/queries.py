@@ -103,6 +103,16 @@ def issued_token(session: Session, jti: str) -> IssuedToken | None:
     return session.get(IssuedToken, jti)
 
 
+def parent_revocation_state(session: Session, jti: str) -> tuple[bool, datetime | None]:
+    """(known?, revoked_at) of a token about to be re-exchanged, its row held FOR SHARE
+    until the exchange commits, so a concurrent revocation of it waits for the exchange
+    and then also revokes the new child (see :func:`lock_lineage`)."""
+    row = session.execute(
+        select(IssuedToken.revoked_at).where(IssuedToken.jti == jti).with_for_update(read=True)
+    ).first()
+    return (False, None) if row is None else (True, row[0])
+
+
 # Hot-path inserts: constant Core statements (compiled once, cached) with the values passed
 # as parameters, on the session's connection (no ORM unit of work).
 _INSERT_ASSERTION = insert(ClientAssertion)
@@ -202,14 +212,40 @@ def lineage_tokens(session: Session, roots: ColumnElement[bool]) -> Sequence[Iss
     ).all()
 
 
+MAX_LINEAGE_LOCK_ROUNDS = 20
+
+
+def lock_lineage(session: Session, roots: ColumnElement[bool]) -> list[str]:
+    """The jtis of ``roots`` and all their descendants, every row locked FOR UPDATE.
+
+    Closes the race with a concurrent re-exchange (which holds its parent row locked until
+    it commits: FOR SHARE, and PostgreSQL's FOR KEY SHARE for the child's foreign key):
+    locking waits for that exchange, and the next walk, a new statement with a new
+    snapshot, sees the child it added. Repeat until the walk is stable. SQLite needs none
+    of this (one writer at a time), and SQLAlchemy emits no FOR UPDATE there.
+    """
+    jtis = sorted(session.scalars(select(_lineage(roots).c.jti)).all())
+    for _ in range(MAX_LINEAGE_LOCK_ROUNDS):
+        if session.get_bind().dialect.name == "sqlite" or not jtis:
+            return jtis
+        session.execute(select(IssuedToken.jti).where(IssuedToken.jti.in_(jtis)).with_for_update())
+        again = sorted(session.scalars(select(_lineage(roots).c.jti)).all())
+        if again == jtis:
+            return jtis
+        jtis = again
+    raise RuntimeError("the lineage kept growing while it was being revoked")
+
+
 def revoke_lineage(session: Session, roots: ColumnElement[bool], now: datetime) -> int:
     """Revoke the live tokens matching ``roots`` and every token exchanged from them.
     Returns how many tokens were newly revoked."""
-    lineage = _lineage(roots)
+    jtis = lock_lineage(session, roots)
+    if not jtis:
+        return 0
     result = session.execute(
         update(IssuedToken)
         .where(
-            IssuedToken.jti.in_(select(lineage.c.jti)),
+            IssuedToken.jti.in_(jtis),
             IssuedToken.revoked_at.is_(None),
             IssuedToken.expires_at > now,
         )

@@ -277,10 +277,10 @@ def resolve(session: Session, token: Presented, role: str, own_issuer: str) -> R
     claims = token.claims
     act = claims.get("act") if isinstance(claims.get("act"), Mapping) else None
     if token.kind == "sts":
-        row = queries.issued_token(session, token.token_id)
-        if row is None:
+        known, revoked_at = queries.parent_revocation_state(session, token.token_id)
+        if not known:
             raise refuse(role, "is not known to this service", "unknown_jti")
-        if row.revoked_at is not None:
+        if revoked_at is not None:
             raise refuse(role, "has been revoked", "revoked")
         scope = claims.get("scope")
         aud = claims.get("aud")
