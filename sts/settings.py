@@ -66,6 +66,8 @@ class Settings:
     # claim and Cache-Control max-age, and how long a process reuses the one it signed),
     # and how many one-bit entries a list holds before a new list is started.
     status_list_ttl: int = 60
+    # Exposure reports accepted per source address per minute, per process.
+    exposure_rate_limit: int = 10
     status_list_size: int = 131072
     # ``sts gc``: keep lineage (issued_tokens) this long after a token expired, and audit
     # records this long after they were written.
@@ -143,6 +145,7 @@ class Settings:
             "STS_RULES_REFRESH_INTERVAL": str(self.rules_refresh_interval),
             "STS_RULES_MIGRATIONS_DIR": str(self.rules_migrations_dir),
             "STS_STATUS_LIST_TTL": str(self.status_list_ttl),
+            "STS_EXPOSURE_RATE_LIMIT": str(self.exposure_rate_limit),
             "STS_STATUS_LIST_SIZE": str(self.status_list_size),
             "STS_LINEAGE_RETENTION": str(self.lineage_retention),
             "STS_AUDIT_RETENTION": str(self.audit_retention),
@@ -182,6 +185,7 @@ class Settings:
             "STS_RULES_REFRESH_INTERVAL": ("rules_refresh_interval", _parse_seconds),
             "STS_RULES_MIGRATIONS_DIR": ("rules_migrations_dir", Path),
             "STS_STATUS_LIST_TTL": ("status_list_ttl", _parse_positive_int),
+            "STS_EXPOSURE_RATE_LIMIT": ("exposure_rate_limit", _parse_positive_int),
             "STS_STATUS_LIST_SIZE": ("status_list_size", _parse_positive_int),
             "STS_LINEAGE_RETENTION": ("lineage_retention", _parse_non_negative_int),
             "STS_AUDIT_RETENTION": ("audit_retention", _parse_non_negative_int),

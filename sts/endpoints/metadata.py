@@ -12,6 +12,8 @@ TOKEN_PATH = "/token"
 REVOCATION_PATH = "/revoke"
 INTROSPECTION_PATH = "/introspect"
 STATUS_LIST_PATH = "/statuslists"
+# Not registered by RFC 8414: where leaked sts tokens and credentials can be reported.
+EXPOSURE_PATH = "/exposure-reports"
 JWKS_PATH = "/jwks.json"
 METADATA_PATH = "/.well-known/oauth-authorization-server"
 CLIENT_AUTH_METHODS = ["client_secret_basic", "client_secret_post", "private_key_jwt", "none"]
@@ -45,6 +47,7 @@ def build_metadata(settings: Settings) -> dict[str, Any]:
         "introspection_endpoint_auth_signing_alg_values_supported": CLIENT_ASSERTION_ALGS,
         # draft-ietf-oauth-status-list: where every status list this issuer serves is named.
         "status_list_aggregation_endpoint": issuer + STATUS_LIST_PATH,
+        "exposure_report_endpoint": issuer + EXPOSURE_PATH,
     }
 
 

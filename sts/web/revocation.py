@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from flask import Flask, Response, request
 
-from sts.endpoints import introspection, metadata, revocation
+from sts.endpoints import exposure, introspection, metadata, revocation
 from sts.endpoints.metadata import STATUS_LIST_PATH
+from sts.ratelimit import RateLimiter
 from sts.services import Services
 from sts.status_list import StatusListPublisher, render_status_list_index
 
@@ -32,6 +33,21 @@ def register_revocation_routes(app: Flask, services: Services) -> None:
             content_type=request.mimetype,
             form=form_items(),
             authorization=auth_header(),
+        )
+        return to_flask(result)
+
+    limiter = RateLimiter(services.settings.exposure_rate_limit, window=60.0)
+    app.extensions["sts_exposure_limiter"] = limiter
+
+    @app.post(metadata.EXPOSURE_PATH)
+    def exposure_report_endpoint() -> Response:
+        result = exposure.handle_exposure_report(
+            services,
+            limiter,
+            content_type=request.mimetype,
+            form=form_items(),
+            source_address=request.remote_addr or "unknown",
+            user_agent=request.headers.get("User-Agent", ""),
         )
         return to_flask(result)
 

@@ -1,0 +1,99 @@
+"""Exposure reports: anyone holding a leaked sts access token or service credential (a
+secret scanner, a person who found it in a log) can report it. Possession is the proof.
+
+1. rate limit per source address (before anything else, so the limit is no oracle);
+2. find the token: an access token of this STS (signature verified) or a service
+   credential (hash compared);
+3. revoke it and everything exchanged from it; a credential is also disabled;
+4. record one audit row: who reported it from where, and what was revoked (never the
+   token);
+5. answer 202 with the same body whatever the token was: valid, invalid, expired or
+   unknown. The response is no oracle for whether a string is a live secret.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+
+from sqlalchemy.exc import SQLAlchemyError
+
+from sts import errors
+from sts.audit import AuditEntry, record
+from sts.credentials import secret_matches
+from sts.db import queries
+from sts.endpoints import NO_STORE, Response
+from sts.endpoints.revocation import find_token
+from sts.grants.token_exchange import begin_write
+from sts.protocol.exchange import single_values
+from sts.ratelimit import RateLimiter
+from sts.revocation import revoke_credential, revoke_token
+from sts.services import Services
+from sts.tokens.verify import token_fingerprint
+
+log = logging.getLogger(__name__)
+
+EVENT_EXPOSURE = "exposure_report"
+ACCEPTED = Response(202, {"status": "accepted"}, dict(NO_STORE))
+MAX_NOTE = 200
+
+
+class TooManyReports(errors.OAuthError):
+    error = "slow_down"
+    status_code = 429
+    default_description = "Too many reports from this address; retry later."
+
+    def headers(self) -> dict[str, str]:
+        return {"Retry-After": "60"}
+
+
+def handle_exposure_report(
+    services: Services,
+    limiter: RateLimiter,
+    *,
+    content_type: str,
+    form: Sequence[tuple[str, str]],
+    source_address: str,
+    user_agent: str,
+) -> Response:
+    if not limiter.allow(source_address):
+        raise TooManyReports(reason="exposure.rate_limited")
+    if content_type != "application/x-www-form-urlencoded":
+        raise errors.InvalidRequest("The body must be application/x-www-form-urlencoded.")
+    params = single_values(form)
+    token = params.get("token")
+    if not token:
+        raise errors.InvalidRequest("Missing token.")
+    where = params.get("found_at", "")[:MAX_NOTE]
+    now = services.clock()
+    entry = AuditEntry(at=now, event=EVENT_EXPOSURE, decision="info", reason="exposure.unknown")
+    entry.subject_token_id = token_fingerprint(token)
+    entry.detail = (
+        f"reported from {source_address} by {user_agent[:MAX_NOTE]!r}; found at {where!r}"
+    )
+    found = find_token(services, token, None, now)
+    try:
+        with services.session_factory() as session:
+            begin_write(session)
+            if found is not None and found.kind == "access_token":
+                count = revoke_token(session, found.identifier, now)
+                entry.subject_token_id = found.identifier
+                entry.decision, entry.reason = "allow", "exposure.access_token_revoked"
+                entry.detail += f"; revoked {count} token(s)"
+            elif found is not None:
+                credential = queries.credential_by_key_id(session, found.identifier)
+                if credential is not None and secret_matches(token, credential.secret_hash):
+                    count = revoke_credential(session, credential, now)
+                    entry.subject_token_id = "credential:" + credential.name
+                    entry.decision, entry.reason = "allow", "exposure.credential_disabled"
+                    entry.detail += f"; credential disabled, revoked {count} token(s)"
+            record(session, entry)
+            session.commit()
+    except SQLAlchemyError as exc:
+        # Fail closed the only way that matters here: tell the reporter to retry.
+        log.error("exposure report not processed: %s", type(exc).__name__)
+        raise errors.TemporarilyUnavailable(reason="database.unavailable") from None
+    log.warning(
+        "exposure report: %s (%s) from %s", entry.reason, entry.subject_token_id, source_address
+    )
+    return ACCEPTED

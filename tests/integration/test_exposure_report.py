@@ -1,0 +1,86 @@
+"""Exposure reports: possession is the proof; the answer is the same for every token."""
+
+from __future__ import annotations
+
+from urllib.parse import urlencode
+
+from werkzeug.test import TestResponse
+
+from sts.credentials import generate_api_key
+from tests.integration.world import DEPLOY, PROJECT, World
+
+
+def report(world: World, token: str, address: str = "203.0.113.7", **extra: str) -> TestResponse:
+    return world.client.post(
+        "/exposure-reports",
+        data=urlencode({"token": token, **extra}),
+        content_type="application/x-www-form-urlencoded",
+        headers={"User-Agent": "secret-scanner/1.0"},
+        environ_base={"REMOTE_ADDR": address},
+    )
+
+
+def shape(response: TestResponse) -> tuple[int, bytes, list[tuple[str, str]]]:
+    headers = sorted((k, v) for k, v in response.headers.items() if k.lower() != "date")
+    return response.status_code, response.get_data(), headers
+
+
+def test_valid_invalid_and_expired_tokens_get_identical_answers(world: World) -> None:
+    expired = world.exchange(world.ci_token(), audience=DEPLOY).json["access_token"]
+    world.clock.advance(400)  # `expired` is now past exp + leeway
+    live_chain = world.chain()
+    unknown_key = generate_api_key().key
+    answers = [
+        report(world, live_chain[0], found_at="https://ci.example/build/42/log"),
+        report(world, "not a token at all"),
+        report(world, expired),
+        report(world, unknown_key),
+    ]
+    assert answers[0].status_code == 202
+    assert answers[0].json == {"status": "accepted"}
+    assert len({repr(shape(a)) for a in answers}) == 1  # no oracle
+    # Only the valid one was revoked, with everything exchanged from it.
+    assert [world.is_active(t) for t in live_chain] == [False, False, False]
+    rows = [r for r in world.audit_rows() if r["event"] == "exposure_report"]
+    assert [r["reason"] for r in rows] == [
+        "exposure.access_token_revoked",
+        "exposure.unknown",
+        "exposure.unknown",
+        "exposure.unknown",
+    ]
+    assert "203.0.113.7" in rows[0]["detail"] and "secret-scanner/1.0" in rows[0]["detail"]
+    assert "ci.example/build/42" in rows[0]["detail"]
+    assert all(live_chain[0] not in str(r) for r in world.audit_rows())
+
+
+def test_reported_credential_is_disabled(world: World) -> None:
+    assert (
+        world.agent_exchange(
+            world.agent_token(), audience=PROJECT, scope="issues:write"
+        ).status_code
+        == 200
+    )
+    assert report(world, world.api_key).status_code == 202
+    refused = world.agent_exchange(world.agent_token(), audience=PROJECT, scope="issues:write")
+    assert refused.status_code == 400
+    assert world.audit_rows()[-1]["reason"] == "subject.credential_disabled"
+
+
+def test_reports_are_rate_limited_per_address(world: World) -> None:
+    limiter = world.app.extensions["sts_exposure_limiter"]
+    seconds = [0.0]
+    limiter.monotonic = lambda: seconds[0]
+    for _ in range(limiter.limit):
+        assert report(world, "junk", address="198.51.100.1").status_code == 202
+    limited = report(world, "junk", address="198.51.100.1")
+    assert limited.status_code == 429
+    assert limited.headers["Retry-After"]
+    assert report(world, "junk", address="198.51.100.2").status_code == 202  # per address
+    seconds[0] += 61
+    assert report(world, "junk", address="198.51.100.1").status_code == 202
+
+
+def test_missing_token_is_invalid_request(world: World) -> None:
+    response = world.client.post("/exposure-reports", data={"found_at": "x"})
+    assert response.status_code == 400
+    assert response.json["error"] == "invalid_request"
