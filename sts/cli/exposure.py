@@ -9,7 +9,7 @@ import click
 from sts.cli.common import current_clock, open_engine
 from sts.db import queries
 from sts.db.engine import make_session_factory
-from sts.grants.token_exchange import begin_write
+from sts.db.locks import begin_write
 from sts.revocation import record_revocation
 from sts.tokens.exposure import upstream_token_id
 

@@ -6,7 +6,7 @@ import click
 
 from sts.cli.common import current_clock, load_settings, open_engine
 from sts.db.engine import make_session_factory
-from sts.grants.token_exchange import begin_write
+from sts.db.locks import begin_write
 from sts.housekeeping import collect_garbage
 
 

@@ -6,7 +6,7 @@ import click
 
 from sts.cli.common import current_clock, open_engine
 from sts.db.engine import make_session_factory
-from sts.grants.token_exchange import begin_write
+from sts.db.locks import begin_write
 from sts.revocation import UnknownTarget, lift_by_operator, revoke_by_operator
 
 SELECTORS = ("jti", "subject", "client", "credential", "issuer", "rule", "actor")

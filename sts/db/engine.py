@@ -65,4 +65,8 @@ def _make_sqlite_engine(url: str, **overrides: Any) -> Engine:
 
 
 def make_session_factory(engine: Engine) -> sessionmaker[Session]:
-    return sessionmaker(engine, expire_on_commit=False)
+    from sts.db.locks import release_write_gate
+
+    factory = sessionmaker(engine, expire_on_commit=False)
+    event.listen(factory, "after_transaction_end", release_write_gate)
+    return factory

@@ -22,9 +22,9 @@ from sts import errors
 from sts.audit import AuditEntry, record
 from sts.credentials import secret_matches
 from sts.db import queries
+from sts.db.locks import begin_write
 from sts.endpoints import NO_STORE, Response
 from sts.endpoints.revocation import find_token
-from sts.grants.token_exchange import begin_write
 from sts.protocol.exchange import single_values
 from sts.ratelimit import RateLimiter
 from sts.revocation import revoke_credential, revoke_token

@@ -16,6 +16,7 @@ from typing import Any
 
 from sts import errors
 from sts.db import queries
+from sts.db.locks import begin_write
 from sts.endpoints import NO_STORE, Response
 from sts.endpoints.client_authentication import (
     authenticate_required_client,
@@ -23,7 +24,6 @@ from sts.endpoints.client_authentication import (
     scheme_of,
 )
 from sts.endpoints.metadata import INTROSPECTION_PATH
-from sts.grants.token_exchange import begin_write
 from sts.policy.evaluate import Deny, regrant
 from sts.protocol.token_request import parse_token_request
 from sts.services import Services

@@ -20,6 +20,7 @@ from sqlalchemy.orm import Session
 from sts import errors
 from sts.credentials import looks_like_api_key, parse_api_key, secret_matches
 from sts.db import queries
+from sts.db.locks import begin_write
 from sts.endpoints import NO_STORE, Response
 from sts.endpoints.client_authentication import (
     authenticate_required_client,
@@ -27,7 +28,6 @@ from sts.endpoints.client_authentication import (
 )
 from sts.endpoints.metadata import REVOCATION_PATH
 from sts.grants.client_auth import AuthenticatedClient
-from sts.grants.token_exchange import begin_write
 from sts.protocol.token_request import parse_token_request
 from sts.revocation import record_revocation, revoke_credential, revoke_token
 from sts.services import Services

@@ -29,6 +29,7 @@ from sts import errors
 from sts.audit import AuditEntry, record
 from sts.credentials import looks_like_api_key, parse_api_key, secret_matches
 from sts.db import queries
+from sts.db.locks import begin_write
 from sts.endpoints import NO_STORE, Response
 from sts.grants.client_auth import AuthenticatedClient, authenticate_client
 from sts.policy.evaluate import Allow, Deny, ExchangeFacts, TokenFacts, evaluate
@@ -246,13 +247,6 @@ def issue(
         "scope": " ".join(decision.scopes),
     }
     return Response(200, body, dict(NO_STORE))
-
-
-def begin_write(session: Session) -> None:
-    """Start the exchange's transaction. On SQLite take the write lock up front: a read
-    that later upgrades to a write could otherwise fail under concurrency (WAL)."""
-    if session.get_bind().dialect.name == "sqlite":
-        session.connection(execution_options={"sqlite_begin_immediate": True})
 
 
 def resolve(session: Session, token: Presented, role: str, own_issuer: str) -> Resolved:
