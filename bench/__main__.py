@@ -19,7 +19,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from bench import servers
+from sqlalchemy.engine import make_url
+
+from bench import procfs, servers
 from bench.loadgen import LoadResult, LoadSpec, run_load
 from bench.scenarios import SCENARIOS, peer_requests
 from bench.servers import RunningServer
@@ -106,11 +108,20 @@ class Runner:
             processes=self.args.processes,
         )
 
-    def measure(self, row: Row, port: int, pid: int, build: Callable[[], list[bytes]]) -> Row:
+    def measure(
+        self,
+        row: Row,
+        port: int,
+        pid: int,
+        build: Callable[[], list[bytes]],
+        world: World | None = None,
+    ) -> Row:
         label = f"{row.target} / {row.server} / {row.database} / {row.scenario}"
         print(f"  measuring {label} ...", file=sys.stderr, flush=True)
         try:
-            row.result = run_load(self.spec(port, build()), server_pid=pid)
+            row.result = run_load(
+                self.spec(port, build()), server_pid=pid, database_pids=database_pids(world)
+            )
         except Exception as exc:  # one failed row must not lose the others
             row.failure = f"{type(exc).__name__}: {exc}"
         self.rows.append(row)
@@ -148,6 +159,7 @@ class Runner:
                             running.port,
                             running.pid,
                             lambda s=scenario, p=running.port: s.build(world, p),  # type: ignore[misc]
+                            world,
                         )
             except Exception as exc:
                 self.failed(Row("sts", server, world.database, ",".join(scenarios)), exc)
@@ -162,6 +174,7 @@ class Runner:
                         running.port,
                         running.pid,
                         lambda p=running.port: SCENARIOS["ci-deploy"].build(world, p),  # type: ignore[misc]
+                        world,
                     )
             except Exception as exc:
                 self.failed(Row(target, server, world.database, "ci-deploy"), exc)
@@ -189,6 +202,14 @@ class Runner:
                 self.measure(row, port, pid, lambda: peer_requests(peer.tokens, port))
         except Exception as exc:
             self.failed(row, exc)
+
+
+def database_pids(world: World | None) -> Callable[[], list[int]] | None:
+    """PostgreSQL backends serving the world's database (their process title names it)."""
+    if world is None or world.database != "postgresql":
+        return None
+    name = make_url(world.env["STS_DATABASE_URL"]).database
+    return lambda: procfs.pids_matching(f"postgres {name} ")
 
 
 @contextmanager
@@ -237,6 +258,8 @@ HEADERS = (
     "conn/req",
     "srv cores",
     "srv CPU ms/exch",
+    "PG CPU ms/exch",
+    "other cores",
     "worker RSS MiB start→end",
 )
 
@@ -245,7 +268,7 @@ def row_cells(row: Row) -> list[str]:
     head = [row.target, row.server, row.database, row.scenario]
     result = row.result
     if result is None:
-        return [*head, "FAILED", "", "", "", (row.failure or "")[:60], "", "", "", ""]
+        return [*head, "FAILED", "", "", "", (row.failure or "")[:60], "", "", "", "", "", ""]
     return [
         *head,
         f"{result.rate:.0f}",
@@ -256,6 +279,8 @@ def row_cells(row: Row) -> list[str]:
         f"{result.connects_per_request:.2f}",
         _fmt(result.server_cores, 2),
         _fmt(result.server_cpu_ms_per_exchange, 2),
+        _fmt(result.database_cpu_ms_per_exchange, 2),
+        _fmt(result.foreign_cores, 2),
         f"{_mib(dict(result.rss_start)):.0f}→{_mib(dict(result.rss_end)):.0f}",
     ]
 

@@ -22,7 +22,7 @@ import threading
 import time
 from array import array
 from collections import Counter
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from multiprocessing.connection import Connection as Pipe
 from typing import Any
@@ -240,8 +240,27 @@ class LoadResult:
     connects_per_request: float
     server_cpu_seconds: float | None
     client_cpu_seconds: float
+    run_seconds: float  # warmup + measured: what client_cpu_seconds covers
     rss_start: Mapping[str, int] = field(default_factory=dict)
     rss_end: Mapping[str, int] = field(default_factory=dict)
+    database_cpu_seconds: float | None = None  # PostgreSQL backends (SQLite is in-process)
+    machine_busy_seconds: float | None = None  # every process on the machine
+
+    @property
+    def database_cpu_ms_per_exchange(self) -> float | None:
+        if self.database_cpu_seconds is None or not self.ok:
+            return None
+        return 1000.0 * self.database_cpu_seconds / self.ok
+
+    @property
+    def foreign_cores(self) -> float | None:
+        """Cores busy with neither the server, the database nor the load generator: other
+        work on the machine that competed with this measurement."""
+        if self.machine_busy_seconds is None or self.server_cpu_seconds is None:
+            return None
+        ours = self.server_cpu_seconds + (self.database_cpu_seconds or 0.0)
+        ours += self.client_cpu_seconds * self.duration / max(self.duration, self.run_seconds)
+        return max(0.0, (self.machine_busy_seconds - ours) / self.duration)
 
     @property
     def rate(self) -> float:
@@ -272,6 +291,10 @@ class LoadResult:
             "server_cpu_ms_per_exchange": self.server_cpu_ms_per_exchange,
             "server_cores_busy": self.server_cores,
             "client_cpu_s": round(self.client_cpu_seconds, 3),
+            "database_cpu_s": self.database_cpu_seconds,
+            "database_cpu_ms_per_exchange": self.database_cpu_ms_per_exchange,
+            "machine_busy_s": self.machine_busy_seconds,
+            "foreign_cores_busy": self.foreign_cores,
             "rss_start_kib": dict(self.rss_start),
             "rss_end_kib": dict(self.rss_end),
         }
@@ -367,9 +390,14 @@ def percentile(sorted_values: Sequence[float], fraction: float) -> float:
     return sorted_values[index]
 
 
-def run_load(spec: LoadSpec, server_pid: int | None = None) -> LoadResult:
+def run_load(
+    spec: LoadSpec,
+    server_pid: int | None = None,
+    database_pids: Callable[[], list[int]] | None = None,
+) -> LoadResult:
     """Run the closed loop from ``spec.processes`` forked processes; sample the server's
-    process tree (CPU, RSS) from /proc at the start and end of the measured window."""
+    process tree (CPU, RSS), the database's server processes (PostgreSQL backends, when
+    given) and the whole machine from /proc at the start and end of the measured window."""
     context = multiprocessing.get_context("fork")
     start = time.time() + 0.3
     processes = max(1, min(spec.processes, spec.concurrency))
@@ -390,6 +418,8 @@ def run_load(spec: LoadSpec, server_pid: int | None = None) -> LoadResult:
     cpu_start = cpu_end = None
     rss_end: dict[str, int] = {}
     time.sleep(max(0.0, start + spec.warmup - time.time()))
+    machine_start = procfs.machine_busy_seconds()
+    db_start = _cpu_of(database_pids)
     if server_pid is not None:
         cpu_start = procfs.tree_cpu_seconds(server_pid)
         rss_start = procfs.tree_rss_kib(server_pid)
@@ -397,6 +427,8 @@ def run_load(spec: LoadSpec, server_pid: int | None = None) -> LoadResult:
     if server_pid is not None:
         cpu_end = procfs.tree_cpu_seconds(server_pid)
         rss_end = procfs.tree_rss_kib(server_pid)
+    db_end = _cpu_of(database_pids)
+    machine = procfs.machine_busy_seconds() - machine_start
     total = ProcessResult()
     deadline = time.monotonic() + spec.timeout + 10
     for child, receiver in children:
@@ -434,6 +466,23 @@ def run_load(spec: LoadSpec, server_pid: int | None = None) -> LoadResult:
         connects_per_request=total.connects / max(1, total.requests),
         server_cpu_seconds=round(server_cpu, 3) if server_cpu is not None else None,
         client_cpu_seconds=total.cpu_seconds,
+        run_seconds=spec.warmup + spec.duration,
         rss_start=rss_start,
         rss_end=rss_end,
+        database_cpu_seconds=_cpu_delta(db_start, db_end),
+        machine_busy_seconds=round(machine, 3),
     )
+
+
+def _cpu_of(pids: Callable[[], list[int]] | None) -> dict[int, float] | None:
+    if pids is None:
+        return None
+    return {pid: procfs.cpu_seconds(pid) for pid in pids()}
+
+
+def _cpu_delta(start: dict[int, float] | None, end: dict[int, float] | None) -> float | None:
+    """CPU used in the window by the processes seen at the end (a backend that appeared
+    during the window counts from zero)."""
+    if start is None or end is None:
+        return None
+    return round(sum(value - start.get(pid, 0.0) for pid, value in end.items()), 3)

@@ -68,3 +68,27 @@ def tree_rss_kib(pid: int) -> dict[str, int]:
     return {
         ("master" if member == pid else f"worker-{member}"): rss_kib(member) for member in members
     }
+
+
+def pids_matching(fragment: str) -> list[int]:
+    """Processes whose command line contains ``fragment`` (e.g. the PostgreSQL backends
+    serving one database: their title names the database)."""
+    found = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            cmdline = Path(f"/proc/{entry}/cmdline").read_bytes().replace(b"\0", b" ")
+        except OSError:
+            continue
+        if fragment.encode() in cmdline:
+            found.append(int(entry))
+    return found
+
+
+def machine_busy_seconds() -> float:
+    """CPU seconds the whole machine spent not idle (all cores), from /proc/stat."""
+    fields = Path("/proc/stat").read_text().splitlines()[0].split()[1:]
+    values = [int(v) for v in fields[:8]]
+    idle = values[3] + values[4]  # idle + iowait
+    return (sum(values) - idle) / CLOCK_TICKS
