@@ -21,7 +21,7 @@ from typing import Any
 
 from sqlalchemy.engine import make_url
 
-from bench import procfs, servers
+from bench import procfs, pyspy, servers
 from bench.loadgen import LoadResult, LoadSpec, run_load
 from bench.scenarios import SCENARIOS, peer_requests
 from bench.servers import RunningServer
@@ -70,13 +70,19 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--servers", default="gunicorn", help="comma-separated: gunicorn,granian (sts and floor)"
     )
-    parser.add_argument("--threads", type=int, default=4, help="granian WSGI threads/worker")
+    parser.add_argument("--threads", type=int, default=2, help="granian WSGI threads/worker")
     parser.add_argument("--pool", type=int, default=1000, help="subject tokens per pool")
     parser.add_argument("--no-floor", dest="floor", action="store_false")
     parser.add_argument("--no-governance-off", dest="governance_off", action="store_false")
     parser.add_argument("--peers-dir", type=Path, default=Path("/tmp/peers"))
     parser.add_argument("--postgres-url", default=DEFAULT_POSTGRES, help="admin URL")
     parser.add_argument("--json", type=Path, help="also write the results here")
+    parser.add_argument(
+        "--py-spy",
+        type=Path,
+        metavar="PATH",
+        help="record the server with py-spy during the first row (collapsed stacks to PATH)",
+    )
     args = parser.parse_args(argv)
     args.scenarios = _split(args.scenarios, SCENARIOS)
     args.databases = _split(args.databases, ("sqlite", "postgresql"))
@@ -97,6 +103,7 @@ class Runner:
         self.args = args
         self.workdir = workdir
         self.rows: list[Row] = []
+        self.profiled = False
 
     def spec(self, port: int, requests: list[bytes]) -> LoadSpec:
         return LoadSpec(
@@ -118,12 +125,24 @@ class Runner:
     ) -> Row:
         label = f"{row.target} / {row.server} / {row.database} / {row.scenario}"
         print(f"  measuring {label} ...", file=sys.stderr, flush=True)
+        spy = None
         try:
-            row.result = run_load(
-                self.spec(port, build()), server_pid=pid, database_pids=database_pids(world)
-            )
+            spec = self.spec(port, build())
+            if self.args.py_spy and not self.profiled:
+                self.profiled = True
+                row.notes["py_spy"] = str(self.args.py_spy)
+                # Starts now, so it covers the warmup too; the run is long enough to matter.
+                spy = pyspy.record(pid, self.args.py_spy, spec.warmup + spec.duration)
+            row.result = run_load(spec, server_pid=pid, database_pids=database_pids(world))
         except Exception as exc:  # one failed row must not lose the others
             row.failure = f"{type(exc).__name__}: {exc}"
+        finally:
+            if spy is not None:
+                try:
+                    spy.wait(timeout=30)
+                except subprocess.TimeoutExpired:
+                    spy.kill()
+                    spy.wait()
         self.rows.append(row)
         return row
 
@@ -406,6 +425,16 @@ def main(argv: list[str] | None = None) -> int:
             )
         if row.failure:
             print(f"FAILED {row.target}/{row.server}/{row.database}: {row.failure}")
+    if args.py_spy and args.py_spy.exists():
+        profiled = next((r for r in rows if "py_spy" in r.notes), None)
+        cpu = profiled.result.server_cpu_ms_per_exchange if profiled and profiled.result else None
+        totals, samples = pyspy.summarize(args.py_spy)
+        if profiled:
+            print(
+                f"\npy-spy, {profiled.target}/{profiled.server}/{profiled.database}/"
+                f"{profiled.scenario} ({samples} CPU samples; the run was slowed by py-spy):"
+            )
+        print(pyspy.render(totals, samples, cpu))
     document = {
         "mode": args.mode,
         "started": started,

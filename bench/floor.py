@@ -107,7 +107,7 @@ def main() -> None:
     parser.add_argument("--bind", default="127.0.0.1:8090")
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--server", choices=("gunicorn", "granian"), default="gunicorn")
-    parser.add_argument("--threads", type=int, default=4)
+    parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args()
     jwks = json.loads(Path(os.environ["BENCH_FLOOR_JWKS"]).read_text())
     app = create_floor_app(jwks)

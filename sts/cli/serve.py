@@ -127,10 +127,10 @@ def run_server(
 )
 @click.option(
     "--threads",
-    default=4,
+    default=2,
     show_default=True,
     type=click.IntRange(1, 64),
-    help="granian only: WSGI threads per worker (keep below the database pool size, 10).",
+    help="granian only: WSGI threads per worker (at most the database pool size, 10).",
 )
 @click.option("--access-log/--no-access-log", default=False, show_default=True)
 def serve(bind: str, workers: int, server: str, threads: int, access_log: bool) -> None:
