@@ -68,9 +68,10 @@ def test_check_names_a_bad_variable(env: dict[str, str]) -> None:
     )
 
 
-def test_serve_answers_metadata_and_jwks(env: dict[str, str]) -> None:
+@pytest.mark.parametrize("server", ["gunicorn", "granian"])
+def test_serve_answers_metadata_and_jwks(env: dict[str, str], server: str) -> None:
     env = {**env, "STS_AUTO_MIGRATE": "true"}
-    with running_server(env) as base:
+    with running_server(env, args=("--server", server)) as base:
         status, document, _ = get_json(base + "/.well-known/oauth-authorization-server")
         assert status == 200
         assert document["issuer"] == "http://127.0.0.1:8080"
@@ -83,13 +84,16 @@ def test_serve_answers_metadata_and_jwks(env: dict[str, str]) -> None:
     assert "active" in keys
 
 
-def test_serve_with_wrong_passphrase_exits_once_with_a_clear_message(env: dict[str, str]) -> None:
+@pytest.mark.parametrize("server", ["gunicorn", "granian"])
+def test_serve_with_wrong_passphrase_exits_once_with_a_clear_message(
+    env: dict[str, str], server: str
+) -> None:
     env = {**env, "STS_AUTO_MIGRATE": "true"}
     with running_server(env):
         pass  # first start: creates the key
     wrong = {**os.environ, **env, "STS_KEY_PASSPHRASE": "this is the wrong passphrase"}
     result = subprocess.run(
-        [sys.executable, "-m", "sts", "serve", "--bind", "127.0.0.1:0"],
+        [sys.executable, "-m", "sts", "serve", "--bind", "127.0.0.1:0", "--server", server],
         env=wrong,
         capture_output=True,
         text=True,
@@ -99,3 +103,4 @@ def test_serve_with_wrong_passphrase_exits_once_with_a_clear_message(env: dict[s
     assert "Error: STS_KEY_PASSPHRASE does not decrypt" in result.stderr
     assert "Traceback" not in result.stderr
     assert "Booting worker" not in result.stderr + result.stdout  # no crash loop
+    assert "Spawning worker" not in result.stderr + result.stdout  # granian's wording
