@@ -78,6 +78,14 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--postgres-url", default=DEFAULT_POSTGRES, help="admin URL")
     parser.add_argument("--json", type=Path, help="also write the results here")
     parser.add_argument(
+        "--quiet-wait",
+        type=float,
+        default=0.0,
+        metavar="SECONDS",
+        help="before each row, wait up to this long for the machine to be idle (<0.25 cores "
+        "busy): other jobs on a shared box skew exch/s",
+    )
+    parser.add_argument(
         "--py-spy",
         type=Path,
         metavar="PATH",
@@ -128,6 +136,7 @@ class Runner:
         spy = None
         try:
             spec = self.spec(port, build())
+            row.notes["idle_before_s"] = wait_for_quiet(self.args.quiet_wait)
             if self.args.py_spy and not self.profiled:
                 self.profiled = True
                 row.notes["py_spy"] = str(self.args.py_spy)
@@ -221,6 +230,19 @@ class Runner:
                 self.measure(row, port, pid, lambda: peer_requests(peer.tokens, port))
         except Exception as exc:
             self.failed(row, exc)
+
+
+def wait_for_quiet(limit: float, threshold: float = 0.25, step: float = 0.5) -> float | None:
+    """Wait (at most ``limit`` seconds) until the machine's busy cores over ``step`` drop
+    below ``threshold``; return how long it took, or None if it never did."""
+    waited = 0.0
+    while waited < limit:
+        before = procfs.machine_busy_seconds()
+        time.sleep(step)
+        waited += step
+        if (procfs.machine_busy_seconds() - before) / step < threshold:
+            return waited
+    return None if limit > 0 else 0.0
 
 
 def database_pids(world: World | None) -> Callable[[], list[int]] | None:
