@@ -222,7 +222,7 @@ class LoadSpec:
 @dataclass
 class ProcessResult:
     ok: int = 0
-    latencies: array = field(default_factory=lambda: array("d"))  # seconds, measured window
+    latencies: array[float] = field(default_factory=lambda: array("d"))  # seconds, measured window
     errors: Counter[str] = field(default_factory=Counter)
     samples: list[str] = field(default_factory=list)
     connects: int = 0

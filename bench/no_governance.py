@@ -34,7 +34,7 @@ def main() -> None:
     args = parser.parse_args()
     app = build_app()
     # BENCH-ONLY MONKEYPATCH (see the module docstring): governance writes are skipped.
-    sts.grants.token_exchange._record_issued = _skip_recording  # type: ignore[assignment]
+    sts.grants.token_exchange._record_issued = _skip_recording
     print("BENCH ONLY: audit and lineage writes are SKIPPED in this process", flush=True)
     run_server(
         app,

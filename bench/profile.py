@@ -177,7 +177,7 @@ def main(argv: list[str] | None = None) -> int:
                 import sts.grants.token_exchange
 
                 # BENCH-ONLY MONKEYPATCH, in this profiling process only.
-                sts.grants.token_exchange._record_issued = bench.no_governance._skip_recording  # type: ignore[assignment]
+                sts.grants.token_exchange._record_issued = bench.no_governance._skip_recording
             if args.scenario == "re-exchange":
                 _premint_in_process(app, world)
             requests = SCENARIOS[args.scenario].build(world, 8080)
