@@ -11,7 +11,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import Any
 
@@ -32,7 +32,11 @@ def get_json(url: str, timeout: float = 5.0) -> tuple[int, dict[str, Any], Mappi
 
 @contextmanager
 def running_server(
-    env: Mapping[str, str], workers: int = 2, cwd: str | None = None, ready_path: str = "/readyz"
+    env: Mapping[str, str],
+    workers: int = 2,
+    cwd: str | None = None,
+    ready_path: str = "/readyz",
+    args: Sequence[str] = (),
 ) -> Iterator[str]:
     port = free_port()
     process = subprocess.Popen(
@@ -45,6 +49,7 @@ def running_server(
             f"127.0.0.1:{port}",
             "--workers",
             str(workers),
+            *args,
         ],
         env={**os.environ, **env},
         cwd=cwd,

@@ -1,48 +1,99 @@
-"""``sts serve``: the service under gunicorn.
+"""``sts serve``: the service under gunicorn (default) or granian.
 
-The app is built once in the master (``preload_app``): a bad configuration, a wrong key
-passphrase or an old schema stops start-up once with one clear message, instead of every
-worker crashing in a loop. Each worker then opens its own database connections.
+The app is built once in the main process: a bad configuration, a wrong key passphrase or
+an old schema stops start-up once with one clear message, instead of every worker
+crashing in a loop. Workers are then forked from it (gunicorn ``preload_app``; granian with
+the ``fork`` start method and a loader that hands over the already-built app), and each
+worker drops the inherited pool so that it opens its own database connections.
+
+* ``gunicorn``: sync workers, one request at a time per worker. Sync workers do not keep
+  HTTP connections alive: every request pays a TCP connect.
+* ``granian``: a Rust HTTP server (WSGI interface) with HTTP/1.1 keep-alive; the app runs
+  on a small pool of blocking threads per worker. A worker that dies is not respawned
+  (no crash loop): the server exits.
 """
 
 from __future__ import annotations
 
+import multiprocessing
+from collections.abc import Callable
 from typing import Any
 
 import click
 from flask import Flask
-from gunicorn.app.base import BaseApplication
 
 from sts.cli.common import load_settings
 from sts.errors import StartupError
 
-
-class StsGunicorn(BaseApplication):  # type: ignore[misc]
-    def __init__(self, app: Flask, options: dict[str, Any]) -> None:
-        self.application = app
-        self.options = options
-        super().__init__()
-
-    def load_config(self) -> None:
-        for key, value in self.options.items():
-            self.cfg.set(key, value)
-
-    def load(self) -> Flask:
-        return self.application
+SERVERS = ("gunicorn", "granian")
 
 
-def _post_fork(_server: Any, worker: Any) -> None:
-    # Connections opened in the master must not be shared across processes.
-    app = worker.app.application
-    app.extensions["sts"].engine.dispose(close=False)
+def _forget_inherited_connections(app: Flask) -> None:
+    # Connections opened in the main process must not be shared across processes.
+    services = app.extensions.get("sts")
+    if services is not None:
+        services.engine.dispose(close=False)
 
 
-@click.command("serve")
-@click.option("--bind", default="127.0.0.1:8080", show_default=True, help="HOST:PORT")
-@click.option("--workers", default=2, show_default=True, type=click.IntRange(1, 64))
-@click.option("--access-log/--no-access-log", default=False, show_default=True)
-def serve(bind: str, workers: int, access_log: bool) -> None:
-    """Run the service under gunicorn."""
+def run_gunicorn(app: Flask, *, bind: str, workers: int, access_log: bool) -> None:
+    from gunicorn.app.base import BaseApplication
+
+    class StsGunicorn(BaseApplication):  # type: ignore[misc]
+        def load_config(self) -> None:
+            for key, value in options.items():
+                self.cfg.set(key, value)
+
+        def load(self) -> Flask:
+            return app
+
+    def post_fork(_server: Any, _worker: Any) -> None:
+        _forget_inherited_connections(app)
+
+    options: dict[str, Any] = {
+        "bind": bind,
+        "workers": workers,
+        "worker_class": "sync",
+        "preload_app": True,
+        "keepalive": 75,
+        "post_fork": post_fork,
+        "accesslog": "-" if access_log else None,
+        "errorlog": "-",
+        "proc_name": "sts",
+    }
+    StsGunicorn().run()
+
+
+def run_granian(app: Flask, *, bind: str, workers: int, threads: int, access_log: bool) -> None:
+    from granian.constants import Interfaces
+    from granian.server import Server
+
+    host, _, port = bind.rpartition(":")
+    if not host or not port.isdigit():
+        raise click.ClickException(f"--bind must be HOST:PORT, got {bind!r}")
+    # The built app reaches the workers by fork, exactly as with gunicorn's preload; under
+    # "spawn" every worker would build its own app (and could crash-loop on bad config).
+    multiprocessing.set_start_method("fork", force=True)
+
+    def load_app(_target: str) -> Callable[..., Any]:
+        _forget_inherited_connections(app)  # runs in the worker, after the fork
+        return app
+
+    server = Server(
+        "sts.app:create_app",  # informational only: load_app returns the built app
+        address=host,
+        port=int(port),
+        interface=Interfaces.WSGI,
+        workers=workers,
+        blocking_threads=threads,
+        log_access=access_log,
+        websockets=False,
+        respawn_failed_workers=False,
+    )
+    server.serve(target_loader=load_app)
+
+
+def build_app() -> Flask:
+    """Build the app once, in the main process; a startup error is one clear message."""
     from sts.app import create_app
 
     settings = load_settings()
@@ -51,19 +102,45 @@ def serve(bind: str, workers: int, access_log: bool) -> None:
     except StartupError as exc:
         raise click.ClickException(str(exc)) from None
     app.extensions["sts"].engine.dispose()
-    options: dict[str, Any] = {
-        "bind": bind,
-        "workers": workers,
-        "worker_class": "sync",
-        "preload_app": True,
-        "keepalive": 75,
-        "post_fork": _post_fork,
-        "accesslog": "-" if access_log else None,
-        "errorlog": "-",
-        "proc_name": "sts",
-    }
-    click.echo(f"sts serving {settings.issuer} on http://{bind} with {workers} workers")
-    StsGunicorn(app, options).run()
+    return app
+
+
+def run_server(
+    app: Flask, *, server: str, bind: str, workers: int, threads: int, access_log: bool
+) -> None:
+    """Serve an already-built WSGI app (also used by the benchmark harness)."""
+    if server == "granian":
+        run_granian(app, bind=bind, workers=workers, threads=threads, access_log=access_log)
+    else:
+        run_gunicorn(app, bind=bind, workers=workers, access_log=access_log)
+
+
+@click.command("serve")
+@click.option("--bind", default="127.0.0.1:8080", show_default=True, help="HOST:PORT")
+@click.option("--workers", default=2, show_default=True, type=click.IntRange(1, 64))
+@click.option(
+    "--server",
+    type=click.Choice(SERVERS),
+    default="gunicorn",
+    show_default=True,
+    help="gunicorn: sync workers, no keep-alive; granian: Rust HTTP server with keep-alive.",
+)
+@click.option(
+    "--threads",
+    default=2,
+    show_default=True,
+    type=click.IntRange(1, 64),
+    help="granian only: WSGI threads per worker (at most the database pool size, 10).",
+)
+@click.option("--access-log/--no-access-log", default=False, show_default=True)
+def serve(bind: str, workers: int, server: str, threads: int, access_log: bool) -> None:
+    """Run the service."""
+    app = build_app()
+    settings = app.extensions["sts"].settings
+    click.echo(f"sts serving {settings.issuer} on http://{bind} with {workers} {server} workers")
+    run_server(
+        app, server=server, bind=bind, workers=workers, threads=threads, access_log=access_log
+    )
 
 
 def register(cli: click.Group) -> None:

@@ -69,9 +69,10 @@ def test_check_names_a_bad_variable(env: dict[str, str]) -> None:
     )
 
 
-def test_serve_answers_metadata_and_jwks(env: dict[str, str]) -> None:
+@pytest.mark.parametrize("server", ["gunicorn", "granian"])
+def test_serve_answers_metadata_and_jwks(env: dict[str, str], server: str) -> None:
     env = {**env, "STS_AUTO_MIGRATE": "true"}
-    with running_server(env) as base:
+    with running_server(env, args=("--server", server)) as base:
         status, document, _ = get_json(base + "/.well-known/oauth-authorization-server")
         assert status == 200
         assert document["issuer"] == "http://127.0.0.1:8080"
@@ -84,13 +85,16 @@ def test_serve_answers_metadata_and_jwks(env: dict[str, str]) -> None:
     assert "active" in keys
 
 
-def test_serve_with_wrong_passphrase_exits_once_with_a_clear_message(env: dict[str, str]) -> None:
+@pytest.mark.parametrize("server", ["gunicorn", "granian"])
+def test_serve_with_wrong_passphrase_exits_once_with_a_clear_message(
+    env: dict[str, str], server: str
+) -> None:
     env = {**env, "STS_AUTO_MIGRATE": "true"}
     with running_server(env):
         pass  # first start: creates the key
     wrong = {**os.environ, **env, "STS_KEY_PASSPHRASE": "this is the wrong passphrase"}
     result = subprocess.run(
-        [sys.executable, "-m", "sts", "serve", "--bind", "127.0.0.1:0"],
+        [sys.executable, "-m", "sts", "serve", "--bind", "127.0.0.1:0", "--server", server],
         env=wrong,
         capture_output=True,
         text=True,
@@ -181,3 +185,4 @@ def test_keys_rewrap_reads_the_new_secret_from_env_or_stdin(env: dict[str, str])
     wrong = run({**env, "STS_NEW_KEY_PASSPHRASE": "yet another passphrase"}, "keys", "rewrap")
     assert wrong.exit_code == 1
     assert wrong.output.startswith("Error: STS_KEY_PASSPHRASE does not decrypt")
+    assert "Spawning worker" not in result.stderr + result.stdout  # granian's wording

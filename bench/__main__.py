@@ -1,0 +1,478 @@
+"""``python -m bench``: the scenario runner. See bench/README.md.
+
+python -m bench                  # sts scenarios x SQLite/PostgreSQL, governance off, floor
+python -m bench peers            # sts vs floor vs oidc-provider vs idpyoidc, with ratios
+python -m bench --servers gunicorn,granian   # the same, once per HTTP server
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy.engine import make_url
+
+from bench import procfs, pyspy, servers
+from bench.loadgen import LoadResult, LoadSpec, run_load
+from bench.scenarios import SCENARIOS, peer_requests
+from bench.servers import RunningServer
+from bench.world import DEFAULT_POSTGRES, PeerTokens, World, database_url, peer_tokens, seed
+
+RESULTS = Path(__file__).resolve().parent / "results"
+PEERS = ("oidc-provider", "idpyoidc")
+
+
+@dataclass
+class Row:
+    target: str  # sts | sts (no audit/lineage) | floor | oidc-provider | idpyoidc
+    server: str
+    database: str
+    scenario: str
+    result: LoadResult | None = None
+    failure: str | None = None
+    notes: dict[str, Any] = field(default_factory=dict)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "target": self.target,
+            "server": self.server,
+            "database": self.database,
+            "scenario": self.scenario,
+            "failure": self.failure,
+            **(self.result.as_dict() if self.result else {}),
+            **self.notes,
+        }
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
+    parser.add_argument("mode", nargs="?", choices=("run", "peers"), default="run")
+    parser.add_argument("--duration", type=float, default=6.0, help="measured seconds per row")
+    parser.add_argument("--warmup", type=float, default=2.0, help="unmeasured seconds first")
+    parser.add_argument("--concurrency", type=int, default=8, help="connections in total")
+    parser.add_argument("--processes", type=int, default=2, help="load-generator processes")
+    parser.add_argument(
+        "--scenarios",
+        default="ci-deploy,agent-act,re-exchange,peer-shape",
+        help=f"comma-separated, of {','.join(SCENARIOS)}",
+    )
+    parser.add_argument("--databases", default="sqlite,postgresql")
+    parser.add_argument("--workers", type=int, default=2, help="server worker processes")
+    parser.add_argument(
+        "--servers", default="gunicorn", help="comma-separated: gunicorn,granian (sts and floor)"
+    )
+    parser.add_argument("--threads", type=int, default=2, help="granian WSGI threads/worker")
+    parser.add_argument("--pool", type=int, default=1000, help="subject tokens per pool")
+    parser.add_argument("--no-floor", dest="floor", action="store_false")
+    parser.add_argument("--no-governance-off", dest="governance_off", action="store_false")
+    parser.add_argument("--peers-dir", type=Path, default=Path("/tmp/peers"))
+    parser.add_argument("--postgres-url", default=DEFAULT_POSTGRES, help="admin URL")
+    parser.add_argument("--json", type=Path, help="also write the results here")
+    parser.add_argument(
+        "--quiet-wait",
+        type=float,
+        default=0.0,
+        metavar="SECONDS",
+        help="before each row, wait up to this long for the machine to be idle (<0.25 cores "
+        "busy): other jobs on a shared box skew exch/s",
+    )
+    parser.add_argument(
+        "--py-spy",
+        type=Path,
+        metavar="PATH",
+        help="record the server with py-spy during the first row (collapsed stacks to PATH)",
+    )
+    args = parser.parse_args(argv)
+    args.scenarios = _split(args.scenarios, SCENARIOS)
+    args.databases = _split(args.databases, ("sqlite", "postgresql"))
+    args.servers = _split(args.servers, ("gunicorn", "granian"))
+    return args
+
+
+def _split(value: str, allowed: Any) -> list[str]:
+    items = [item.strip() for item in value.split(",") if item.strip()]
+    unknown = [item for item in items if item not in allowed]
+    if unknown:
+        raise SystemExit(f"unknown {unknown}; choose from {list(allowed)}")
+    return items
+
+
+class Runner:
+    def __init__(self, args: argparse.Namespace, workdir: Path) -> None:
+        self.args = args
+        self.workdir = workdir
+        self.rows: list[Row] = []
+        self.profiled = False
+
+    def spec(self, port: int, requests: list[bytes]) -> LoadSpec:
+        return LoadSpec(
+            port=port,
+            requests=requests,
+            duration=self.args.duration,
+            warmup=self.args.warmup,
+            concurrency=self.args.concurrency,
+            processes=self.args.processes,
+        )
+
+    def measure(
+        self,
+        row: Row,
+        port: int,
+        pid: int,
+        build: Callable[[], list[bytes]],
+        world: World | None = None,
+    ) -> Row:
+        label = f"{row.target} / {row.server} / {row.database} / {row.scenario}"
+        print(f"  measuring {label} ...", file=sys.stderr, flush=True)
+        spy = None
+        try:
+            spec = self.spec(port, build())
+            row.notes["idle_before_s"] = wait_for_quiet(self.args.quiet_wait)
+            if self.args.py_spy and not self.profiled:
+                self.profiled = True
+                row.notes["py_spy"] = str(self.args.py_spy)
+                # Starts now, so it covers the warmup too; the run is long enough to matter.
+                spy = pyspy.record(pid, self.args.py_spy, spec.warmup + spec.duration)
+            row.result = run_load(spec, server_pid=pid, database_pids=database_pids(world))
+        except Exception as exc:  # one failed row must not lose the others
+            row.failure = f"{type(exc).__name__}: {exc}"
+        finally:
+            if spy is not None:
+                try:
+                    spy.wait(timeout=30)
+                except subprocess.TimeoutExpired:
+                    spy.kill()
+                    spy.wait()
+        self.rows.append(row)
+        return row
+
+    def failed(self, row: Row, exc: Exception) -> None:
+        row.failure = f"{type(exc).__name__}: {str(exc)[-600:]}"
+        print(f"  FAILED {row.target}/{row.server}/{row.database}: {row.failure}", file=sys.stderr)
+        self.rows.append(row)
+
+    def sts(self, kind: str, world: World, server: str) -> AbstractContextManager[RunningServer]:
+        port = servers.free_port()
+        command = servers.command_for(kind, port, self.args.workers, server, self.args.threads)
+        log = self.workdir / f"{kind}-{world.database}-{server}.log"
+        return servers.running(command, kind, port, world.env, log, "/readyz")
+
+    def floor(self, jwks_path: Path, server: str) -> AbstractContextManager[RunningServer]:
+        port = servers.free_port()
+        command = servers.command_for("floor", port, self.args.workers, server, self.args.threads)
+        env = {"BENCH_FLOOR_JWKS": str(jwks_path)}
+        log = self.workdir / f"floor-{server}.log"
+        return servers.running(command, "floor", port, env, log, "/healthz")
+
+    # ---- modes --------------------------------------------------------------------------
+
+    def run_sts(self, world: World, scenarios: list[str]) -> None:
+        for server in self.args.servers:
+            try:
+                with self.sts("sts", world, server) as running:
+                    for name in scenarios:
+                        scenario = SCENARIOS[name]
+                        row = Row("sts", server, world.database, name)
+                        self.measure(
+                            row,
+                            running.port,
+                            running.pid,
+                            lambda s=scenario, p=running.port: s.build(world, p),  # type: ignore[misc]
+                            world,
+                        )
+            except Exception as exc:
+                self.failed(Row("sts", server, world.database, ",".join(scenarios)), exc)
+            if not self.args.governance_off or "ci-deploy" not in scenarios:
+                continue
+            target = "sts, audit+lineage OFF (bench only)"
+            try:
+                with self.sts("sts-nogov", world, server) as running:
+                    row = Row(target, server, world.database, "ci-deploy")
+                    self.measure(
+                        row,
+                        running.port,
+                        running.pid,
+                        lambda p=running.port: SCENARIOS["ci-deploy"].build(world, p),  # type: ignore[misc]
+                        world,
+                    )
+            except Exception as exc:
+                self.failed(Row(target, server, world.database, "ci-deploy"), exc)
+
+    def run_floor(self, peer: PeerTokens, jwks_path: Path) -> None:
+        for server in self.args.servers:
+            try:
+                with self.floor(jwks_path, server) as running:
+                    row = Row("floor (verify+sign, no DB)", server, "-", "peer-shape")
+                    self.measure(
+                        row,
+                        running.port,
+                        running.pid,
+                        lambda p=running.port: peer_requests(peer.tokens, p),  # type: ignore[misc]
+                    )
+            except Exception as exc:
+                self.failed(Row("floor (verify+sign, no DB)", server, "-", "peer-shape"), exc)
+
+    def run_peer(self, name: str, peer: PeerTokens) -> None:
+        directory = self.args.peers_dir / name
+        port = servers.free_port()
+        row = Row(name, f"{self.args.workers} process(es)", "in-memory", "peer-shape")
+        try:
+            with peer_server(directory, port, self.args.workers) as pid:
+                self.measure(row, port, pid, lambda: peer_requests(peer.tokens, port))
+        except Exception as exc:
+            self.failed(row, exc)
+
+
+def wait_for_quiet(limit: float, threshold: float = 0.25, step: float = 0.5) -> float | None:
+    """Wait (at most ``limit`` seconds) until the machine's busy cores over ``step`` drop
+    below ``threshold``; return how long it took, or None if it never did."""
+    waited = 0.0
+    while waited < limit:
+        before = procfs.machine_busy_seconds()
+        time.sleep(step)
+        waited += step
+        if (procfs.machine_busy_seconds() - before) / step < threshold:
+            return waited
+    return None if limit > 0 else 0.0
+
+
+def database_pids(world: World | None) -> Callable[[], list[int]] | None:
+    """PostgreSQL backends serving the world's database (their process title names it)."""
+    if world is None or world.database != "postgresql":
+        return None
+    name = make_url(world.env["STS_DATABASE_URL"]).database
+    return lambda: procfs.pids_matching(f"postgres {name} ")
+
+
+@contextmanager
+def peer_server(directory: Path, port: int, workers: int) -> Iterator[int]:
+    """A peer via its own start.sh / stop.sh (the peers folder must be a writable copy)."""
+    if not (directory / "start.sh").exists():
+        raise RuntimeError(f"{directory}/start.sh not found (copy the peers folder first)")
+    started = subprocess.run(
+        [str(directory / "start.sh"), str(port), str(workers)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    print(f"  {started.stdout.strip()}", file=sys.stderr)
+    if started.returncode != 0:
+        raise RuntimeError(f"{directory.name} did not start: {started.stdout}{started.stderr}")
+    try:
+        yield int((directory / "run/server.pid").read_text())
+    finally:
+        subprocess.run([str(directory / "stop.sh")], capture_output=True, timeout=30, check=False)
+
+
+# ---- output ------------------------------------------------------------------------------
+
+
+def _mib(rss: dict[str, int], workers_only: bool = True) -> float:
+    values = [v for k, v in rss.items() if not workers_only or k != "master"]
+    return sum(values) / 1024
+
+
+def _fmt(value: float | None, digits: int = 1) -> str:
+    return "-" if value is None else f"{value:.{digits}f}"
+
+
+HEADERS = (
+    "target",
+    "server",
+    "db",
+    "scenario",
+    "exch/s",
+    "p50 ms",
+    "p90 ms",
+    "p99 ms",
+    "errors",
+    "conn/req",
+    "srv cores",
+    "srv CPU ms/exch",
+    "PG CPU ms/exch",
+    "other cores",
+    "worker RSS MiB start→end",
+)
+
+
+def row_cells(row: Row) -> list[str]:
+    head = [row.target, row.server, row.database, row.scenario]
+    result = row.result
+    if result is None:
+        return [*head, "FAILED", "", "", "", (row.failure or "")[:60], "", "", "", "", "", ""]
+    return [
+        *head,
+        f"{result.rate:.0f}",
+        _fmt(result.latencies_ms["p50"], 2),
+        _fmt(result.latencies_ms["p90"], 2),
+        _fmt(result.latencies_ms["p99"], 2),
+        str(sum(result.errors.values())),
+        f"{result.connects_per_request:.2f}",
+        _fmt(result.server_cores, 2),
+        _fmt(result.server_cpu_ms_per_exchange, 2),
+        _fmt(result.database_cpu_ms_per_exchange, 2),
+        _fmt(result.foreign_cores, 2),
+        f"{_mib(dict(result.rss_start)):.0f}→{_mib(dict(result.rss_end)):.0f}",
+    ]
+
+
+def markdown_table(headers: tuple[str, ...] | list[str], rows: list[list[str]]) -> str:
+    widths = [
+        max(len(h), *(len(r[i]) for r in rows)) if rows else len(h) for i, h in enumerate(headers)
+    ]
+    numeric = [i >= 4 for i in range(len(headers))]
+
+    def line(cells: list[str]) -> str:
+        padded = [
+            c.rjust(w) if n else c.ljust(w) for c, w, n in zip(cells, widths, numeric, strict=False)
+        ]
+        return "| " + " | ".join(padded) + " |"
+
+    rule = (
+        "|"
+        + "|".join(
+            ("-" * (w + 1) + ":") if n else "-" * (w + 2)
+            for w, n in zip(widths, numeric, strict=False)
+        )
+        + "|"
+    )
+    return "\n".join([line(list(headers)), rule, *(line(r) for r in rows)])
+
+
+def ratio_table(rows: list[Row]) -> str:
+    """sts (each database) vs the peers: exchanges/s and server CPU per exchange."""
+
+    def find(target: str) -> Row | None:
+        return next((r for r in rows if r.target == target and r.result), None)
+
+    peers = {name: find(name) for name in PEERS}
+    lines = []
+    for row in rows:
+        if not row.target.startswith(("sts", "floor")) or row.result is None:
+            continue
+        cells = [f"{row.target} ({row.server}, {row.database})"]
+        for name in PEERS:
+            peer = peers[name]
+            if peer is None or peer.result is None:
+                cells += ["n/a", "n/a"]
+                continue
+            rate = row.result.rate / peer.result.rate if peer.result.rate else None
+            ours, theirs = (
+                row.result.server_cpu_ms_per_exchange,
+                peer.result.server_cpu_ms_per_exchange,
+            )
+            cpu = ours / theirs if ours and theirs else None
+            cells += [_fmt(rate, 2), _fmt(cpu, 2)]
+        lines.append(cells)
+    headers = [
+        "ratio",
+        "exch/s ÷ oidc-provider",
+        "CPU/exch ÷ oidc-provider",
+        "exch/s ÷ idpyoidc",
+        "CPU/exch ÷ idpyoidc",
+    ]
+    widths = [
+        max(len(h), *(len(c[i]) for c in lines)) if lines else len(h) for i, h in enumerate(headers)
+    ]
+    out = ["| " + " | ".join(h.ljust(w) for h, w in zip(headers, widths, strict=False)) + " |"]
+    out.append("|" + "|".join("-" * (w + 2) for w in widths) + "|")
+    out += [
+        "| " + " | ".join(c.ljust(w) for c, w in zip(cells, widths, strict=False)) + " |"
+        for cells in lines
+    ]
+    return "\n".join(out)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    started = time.time()
+    peers_dir = args.peers_dir if (args.peers_dir / "common").exists() else None
+    with tempfile.TemporaryDirectory(prefix="sts-bench-") as tmp:
+        workdir = Path(tmp)
+        runner = Runner(args, workdir)
+        print(f"minting {args.pool} subject tokens of each kind ...", file=sys.stderr)
+        peer = peer_tokens(peers_dir, args.pool)
+        scenarios = args.scenarios if args.mode == "run" else ["peer-shape"]
+        jwks_path = workdir / "upstream_public.jwks.json"
+        jwks_path.write_text(json.dumps(peer.jwks))
+        if args.mode == "peers":
+            for name in PEERS:
+                if peers_dir is None:
+                    runner.failed(
+                        Row(name, "-", "-", "peer-shape"),
+                        RuntimeError(f"peers folder not found at {args.peers_dir}"),
+                    )
+                else:
+                    runner.run_peer(name, peer)
+        for database in args.databases:
+            dbdir = workdir / database
+            dbdir.mkdir()
+            try:
+                with database_url(database, dbdir, args.postgres_url) as url:
+                    print(f"seeding {database} ...", file=sys.stderr)
+                    world = seed(database, dbdir, url, args.pool, peer)
+                    runner.run_sts(world, scenarios)
+            except Exception as exc:
+                runner.failed(Row("sts", "-", database, ",".join(scenarios)), exc)
+        if args.floor:
+            runner.run_floor(peer, jwks_path)
+        rows = runner.rows
+
+    table = markdown_table(HEADERS, [row_cells(r) for r in rows])
+    print()
+    print(
+        f"sts bench ({args.mode}): {args.concurrency} connections from {args.processes} "
+        f"processes, {args.warmup:g} s warmup + {args.duration:g} s measured per row, "
+        f"{args.workers} server workers; subject tokens: pools of {args.pool}"
+        + (f" from {peer.source}" if args.mode == "peers" else "")
+    )
+    print(table)
+    if args.mode == "peers":
+        print()
+        print(ratio_table(rows))
+    for row in rows:
+        if row.result and row.result.errors:
+            print(
+                f"errors in {row.target}/{row.database}/{row.scenario}: {row.result.error_samples}"
+            )
+        if row.failure:
+            print(f"FAILED {row.target}/{row.server}/{row.database}: {row.failure}")
+    if args.py_spy and args.py_spy.exists():
+        profiled = next((r for r in rows if "py_spy" in r.notes), None)
+        cpu = profiled.result.server_cpu_ms_per_exchange if profiled and profiled.result else None
+        totals, samples = pyspy.summarize(args.py_spy)
+        if profiled:
+            print(
+                f"\npy-spy, {profiled.target}/{profiled.server}/{profiled.database}/"
+                f"{profiled.scenario} ({samples} CPU samples; the run was slowed by py-spy):"
+            )
+        print(pyspy.render(totals, samples, cpu))
+    document = {
+        "mode": args.mode,
+        "started": started,
+        "elapsed_s": round(time.time() - started, 1),
+        "settings": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
+        "rows": [row.as_dict() for row in rows],
+        "table": table,
+    }
+    RESULTS.mkdir(exist_ok=True)
+    stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime(started))
+    paths = [RESULTS / f"{args.mode}-{stamp}.json", *([args.json] if args.json else [])]
+    for path in paths:
+        path.write_text(json.dumps(document, indent=2, default=str))
+    print(f"\n{time.time() - started:.0f} s; results: {', '.join(map(str, paths))}")
+    return 0 if all(r.result for r in rows) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,58 @@
+"""BENCH ONLY, NEVER PRODUCTION: sts with the audit and lineage writes skipped.
+
+This module exists so that the benchmark can measure what recording costs. It builds the
+real app exactly as ``sts serve`` does, then MONKEYPATCHES
+``sts.grants.token_exchange._record_issued`` with a no-op in THIS PROCESS ONLY (the bench's
+second server). The exchange still opens and commits its transaction (and still reads
+what it reads); only the lineage row and the audit row of a granted exchange are not
+written. sts itself has no setting to do this, on purpose: a token without its lineage
+and audit cannot be revoked or investigated.
+
+    STS_...=... python -m bench.no_governance --bind 127.0.0.1:8091 --workers 2
+"""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+import sts.grants.token_exchange
+
+
+def _skip_recording(*_args: Any, **_kwargs: Any) -> None:
+    """BENCH ONLY: stands in for ``_record_issued`` (no lineage row, no audit row)."""
+
+
+def _no_status(*_args: Any, **_kwargs: Any) -> Any:
+    """BENCH ONLY: stands in for ``allocate_token_status`` (no status-list index)."""
+    from sts.status_list import TokenStatus
+
+    return TokenStatus(0, 0, {"status_list": {"idx": 0, "uri": "bench-only"}})
+
+
+def main() -> None:
+    from sts.cli.serve import build_app, run_server
+
+    parser = argparse.ArgumentParser(description="BENCH ONLY: sts without audit/lineage")
+    parser.add_argument("--bind", default="127.0.0.1:8091")
+    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--server", choices=("gunicorn", "granian"), default="gunicorn")
+    parser.add_argument("--threads", type=int, default=2)
+    args = parser.parse_args()
+    app = build_app()
+    # BENCH-ONLY MONKEYPATCH (see the module docstring): governance writes are skipped.
+    sts.grants.token_exchange._record_issued = _skip_recording
+    sts.grants.token_exchange.allocate_token_status = _no_status
+    print("BENCH ONLY: audit and lineage writes are SKIPPED in this process", flush=True)
+    run_server(
+        app,
+        server=args.server,
+        bind=args.bind,
+        workers=args.workers,
+        threads=args.threads,
+        access_log=False,
+    )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,289 @@
+"""Where an exchange's time goes: pyinstrument, in process, on the real WSGI app.
+
+The app is built exactly as ``sts serve`` builds it (``create_app``) on a seeded
+throw-away database; each request is a hand-made WSGI environ (as an HTTP server would
+pass) sent straight into the app, so no test client and no HTTP server are in the
+profile. Samples are attributed to the pipeline's steps by the innermost step frame on
+their stack; any SQLAlchemy / DB-driver frame counts as "database" wherever it is::
+
+    python -m bench.profile --database sqlite --scenario ci-deploy --requests 2000
+    python -m bench.profile --database postgresql --html /tmp/profile.html
+
+Single-threaded and uncontended: the numbers are the cost of one exchange, not the
+throughput under load (see ``python -m bench`` for that). Sampling measures wall time;
+the database share therefore includes waiting for PostgreSQL or for SQLite's file I/O.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import sys
+import tempfile
+import time
+from collections import Counter
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import Any
+
+from bench.scenarios import SCENARIOS
+from bench.world import DEFAULT_POSTGRES, database_url, peer_tokens, seed
+
+# (category, test on (file path, function name)) in priority order: the first match of a
+# frame wins; frames that match nothing inherit their caller's category.
+DATABASE_MARKERS = ("/sqlalchemy/", "/psycopg/", "/psycopg_binary/", "sqlite3", "/sts/db/")
+STEP_RULES: list[tuple[str, Callable[[str, str], bool]]] = [
+    ("parse", lambda f, fn: f.endswith("sts/protocol/exchange.py") or fn == "form_items"),
+    ("client auth", lambda f, fn: f.endswith("sts/grants/client_auth.py")),
+    ("verify", lambda f, fn: fn in ("present", "verify_jwt") or fn == "parse_api_key"),
+    ("policy", lambda f, fn: "/sts/policy/" in f or f.endswith("sts/trust.py")),
+    ("sign", lambda f, fn: fn in ("mint_access_token", "build_claims", "compute_lifetime")),
+    ("audit+lineage", lambda f, fn: fn in ("_record_issued", "record")),
+    (
+        "response",
+        lambda f, fn: (
+            fn in ("to_flask",) or f.endswith(("/json/encoder.py", "flask/json/provider.py"))
+        ),
+    ),
+    ("logging", lambda f, fn: "/logging/" in f),
+]
+CATEGORIES = [
+    "parse",
+    "client auth",
+    "verify",
+    "policy",
+    "sign",
+    "database",
+    "audit+lineage",
+    "response",
+    "logging",
+    "framework",
+]
+
+
+def categorize(path: str, function: str, inherited: str) -> str:
+    if any(marker in path for marker in DATABASE_MARKERS) or (
+        function in ("begin_write", "resolve") and path.endswith("token_exchange.py")
+    ):
+        return "database"
+    for category, test in STEP_RULES:
+        if test(path, function):
+            return category
+    return inherited
+
+
+def attribute(
+    frame: Any,
+    inherited: str,
+    totals: Counter[str],
+    database: Counter[str],
+    caller: str = "?",
+    entry: str = "",
+) -> None:
+    """Add each frame's own time to its category; database time is also split by the sts
+    function that called into SQLAlchemy and the first SQLAlchemy function it called."""
+    path, function = frame.file_path or "", frame.function or ""
+    category = categorize(path, function, inherited)
+    if category == "database" and not entry and "/sts/" not in path:
+        entry = f"{caller} -> {function}"
+    elif "/sts/" in path and "/sts/db/engine.py" not in path:
+        caller, entry = function, ""
+    children = list(frame.children)
+    own = frame.time - sum(child.time for child in children)
+    if own > 0:
+        totals[category] += own
+        if category == "database":
+            database[entry or caller] += own
+    for child in children:
+        attribute(child, category, totals, database, caller, entry)
+
+
+def make_environ(port: int, raw: bytes) -> Callable[[], dict[str, Any]]:
+    """A WSGI environ factory from one pre-built HTTP request (what a server would parse)."""
+    head, _, body = raw.partition(b"\r\n\r\n")
+    lines = head.decode().split("\r\n")
+    method, path, _ = lines[0].split(" ")
+    base: dict[str, Any] = {
+        "REQUEST_METHOD": method,
+        "SCRIPT_NAME": "",
+        "PATH_INFO": path,
+        "QUERY_STRING": "",
+        "SERVER_NAME": "127.0.0.1",
+        "SERVER_PORT": str(port),
+        "SERVER_PROTOCOL": "HTTP/1.1",
+        "REMOTE_ADDR": "127.0.0.1",
+        "wsgi.version": (1, 0),
+        "wsgi.url_scheme": "http",
+        "wsgi.errors": sys.stderr,
+        "wsgi.multithread": False,
+        "wsgi.multiprocess": True,
+        "wsgi.run_once": False,
+    }
+    for line in lines[1:]:
+        name, _, value = line.partition(": ")
+        key = name.upper().replace("-", "_")
+        if key in ("CONTENT_TYPE", "CONTENT_LENGTH"):
+            base[key] = value
+        else:
+            base["HTTP_" + key] = value
+
+    def environ() -> dict[str, Any]:
+        return {**base, "wsgi.input": io.BytesIO(body)}
+
+    return environ
+
+
+def drive(app: Any, environs: Iterable[Callable[[], dict[str, Any]]]) -> int:
+    ok = 0
+    status_holder: list[str] = []
+
+    def start_response(status: str, _headers: Any, _exc: Any = None) -> None:
+        status_holder.append(status)
+
+    for environ in environs:
+        status_holder.clear()
+        body = b"".join(app(environ(), start_response))
+        if status_holder[0].startswith("200") and b'"access_token"' in body:
+            ok += 1
+    return ok
+
+
+def main(argv: list[str] | None = None) -> int:
+    from pyinstrument import Profiler
+
+    from sts.app import create_app
+    from sts.settings import Settings
+
+    parser = argparse.ArgumentParser(prog="python -m bench.profile")
+    parser.add_argument("--database", choices=("sqlite", "postgresql"), default="sqlite")
+    parser.add_argument("--scenario", choices=list(SCENARIOS), default="ci-deploy")
+    parser.add_argument("--requests", type=int, default=2000)
+    parser.add_argument("--interval", type=float, default=0.0005, help="sampling, seconds")
+    parser.add_argument("--postgres-url", default=DEFAULT_POSTGRES)
+    parser.add_argument("--html", type=Path, help="also write pyinstrument's HTML here")
+    parser.add_argument(
+        "--skip-governance",
+        action="store_true",
+        help="BENCH ONLY: monkeypatch _record_issued to a no-op (as bench.no_governance)",
+    )
+    parser.add_argument(
+        "--what-if-prebuilt-inserts",
+        action="store_true",
+        help="BENCH-ONLY WHAT-IF: the two governance INSERTs as prebuilt statements + params",
+    )
+    args = parser.parse_args(argv)
+    with tempfile.TemporaryDirectory(prefix="sts-profile-") as tmp:
+        workdir = Path(tmp)
+        with database_url(args.database, workdir, args.postgres_url) as url:
+            world = seed(args.database, workdir, url, 1000, peer_tokens(None, 1000))
+            app = create_app(Settings.from_env(world.env))
+            if args.skip_governance:
+                import bench.no_governance
+                import sts.grants.token_exchange
+
+                # BENCH-ONLY MONKEYPATCH, in this profiling process only.
+                sts.grants.token_exchange._record_issued = bench.no_governance._skip_recording
+            if args.what_if_prebuilt_inserts:
+                _patch_prebuilt_inserts()
+            if args.scenario == "re-exchange":
+                _premint_in_process(app, world)
+            requests = SCENARIOS[args.scenario].build(world, 8080)
+            environs = [make_environ(8080, raw) for raw in requests]
+            cycle = [environs[i % len(environs)] for i in range(args.requests)]
+            drive(app, environs[:100])  # warm caches (rules, JWKS, compiled SQL)
+            profiler = Profiler(interval=args.interval, async_mode="disabled")
+            cpu0, wall0 = time.process_time(), time.perf_counter()
+            profiler.start()
+            ok = drive(app, cycle)
+            profiler.stop()
+            cpu, wall = time.process_time() - cpu0, time.perf_counter() - wall0
+            # The same loop without the profiler, best of 3: the cost per exchange.
+            plain_wall = plain_cpu = float("inf")
+            for _ in range(3):
+                cpu1, wall1 = time.process_time(), time.perf_counter()
+                drive(app, cycle)
+                plain_cpu = min(plain_cpu, (time.process_time() - cpu1) / len(cycle) * 1000)
+                plain_wall = min(plain_wall, (time.perf_counter() - wall1) / len(cycle) * 1000)
+            app.extensions["sts"].engine.dispose()
+    session = profiler.last_session
+    root = session.root_frame() if session else None
+    totals: Counter[str] = Counter()
+    database: Counter[str] = Counter()
+    if root is not None:
+        attribute(root, "framework", totals, database)
+    sampled = sum(totals.values()) or 1.0
+    variant = " (governance OFF, bench only)" if args.skip_governance else ""
+    if args.what_if_prebuilt_inserts:
+        variant += " (WHAT-IF: prebuilt INSERTs, bench only)"
+    print(
+        f"{args.scenario} on {args.database}{variant}: "
+        f"{ok}/{args.requests} ok; unprofiled: {plain_wall:.2f} ms wall, {plain_cpu:.2f} ms CPU "
+        f"per exchange; profiled: {wall / args.requests * 1000:.2f} ms wall, "
+        f"{cpu / args.requests * 1000:.2f} ms CPU"
+    )
+    print("| step | share | ms / exchange |\n|---|---:|---:|")
+    for category in CATEGORIES:
+        share = totals[category] / sampled
+        per = share * plain_wall
+        print(f"| {category} | {share * 100:.1f}% | {per:.3f} |")
+    print("\ndatabase time by call site (sts caller -> first SQLAlchemy/driver function):")
+    print("| call site | share of exchange | ms / exchange |\n|---|---:|---:|")
+    for site, seconds in database.most_common(12):
+        share = seconds / sampled
+        print(f"| {site} | {share * 100:.1f}% | {share * plain_wall:.3f} |")
+    if args.html and session is not None:
+        args.html.write_text(profiler.output_html())
+        print(f"HTML profile: {args.html}")
+    return 0
+
+
+def _patch_prebuilt_inserts() -> None:
+    """BENCH-ONLY WHAT-IF, in this profiling process only: suggestion 1 of bench/README.md
+    (same rows, same transaction; the statement is built once and the row is passed as
+    parameters instead of ``insert(Model).values(**row)`` on every exchange)."""
+    from sqlalchemy import insert
+    from sqlalchemy.orm import Session
+
+    import sts.db.queries
+    from sts.db.models import AuditRecord, IssuedToken
+
+    insert_issued, insert_audit = insert(IssuedToken), insert(AuditRecord)
+
+    def record_issued_token(session: Session, values: dict[str, Any]) -> None:
+        session.execute(insert_issued, values)
+
+    def record_audit(session: Session, values: dict[str, Any]) -> None:
+        session.execute(insert_audit, values)
+
+    sts.db.queries.record_issued_token = record_issued_token
+    sts.db.queries.record_audit = record_audit
+
+
+def _premint_in_process(app: Any, world: Any) -> None:
+    import json
+
+    from bench.loadgen import build_request
+    from bench.scenarios import TOKEN_PATH, _exchange
+    from bench.world import CI_CLIENT, DEPLOY, VAULT
+    from sts.protocol import TOKEN_TYPE_JWT
+
+    tokens = []
+    for token in world.ci_tokens:
+        raw = build_request(
+            8080,
+            TOKEN_PATH,
+            [
+                *_exchange(token, TOKEN_TYPE_JWT, audience=DEPLOY),
+                ("audience", VAULT),
+                ("scope", "deploy:write deploy:read secrets:read"),
+            ],
+            CI_CLIENT,
+        )
+        environ = make_environ(8080, raw)()
+        body = b"".join(app(environ, lambda *_args: None))
+        tokens.append(json.loads(body)["access_token"])
+    world.sts_tokens = tokens
+
+
+if __name__ == "__main__":
+    sys.exit(main())
