@@ -6,7 +6,17 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import ColumnElement, and_, delete, func, insert, or_, select, text, update
+from sqlalchemy import (
+    ColumnElement,
+    and_,
+    bindparam,
+    delete,
+    func,
+    insert,
+    select,
+    text,
+    update,
+)
 from sqlalchemy.orm import Session, aliased
 from sqlalchemy.sql.selectable import CTE
 
@@ -276,15 +286,25 @@ def revoked_in_ancestry(session: Session, jti: str) -> bool:
     return bool(found)
 
 
+# Built once: the exchange runs it on every request (kinds and values are bound, expanded).
+_ACTIVE_BLOCKS = select(Revocation.kind, Revocation.value).where(
+    Revocation.kind.in_(bindparam("kinds", expanding=True)),
+    Revocation.value.in_(bindparam("values", expanding=True)),
+    Revocation.lifted_at.is_(None),
+)
+
+
 def active_blocks(session: Session, identities: Sequence[tuple[str, str]]) -> Sequence[str]:
     """Kinds of the un-lifted blocks on any of these (kind, value) identities: one query,
-    on the (kind, value) index."""
+    on the (kind, value) index; the exact pairs are matched here."""
     if not identities:
         return []
-    wanted = or_(*(and_(Revocation.kind == k, Revocation.value == v) for k, v in identities))
-    return session.scalars(
-        select(Revocation.kind).where(wanted, Revocation.lifted_at.is_(None)).limit(1)
+    wanted = set(identities)
+    rows = session.connection().execute(
+        _ACTIVE_BLOCKS,
+        {"kinds": sorted({k for k, _ in wanted}), "values": sorted({v for _, v in wanted})},
     ).all()
+    return [kind for kind, value in rows if (kind, value) in wanted]
 
 
 def add_block(session: Session, kind: str, value: str, reason: str, now: datetime) -> None:
@@ -335,24 +355,27 @@ def trusted_issuer_by_name(session: Session, name: str) -> TrustedIssuer | None:
 # ---- token status lists (draft-ietf-oauth-status-list) --------------------------------
 
 
+_OPEN_STATUS_LIST = (
+    select(StatusList.id)
+    .where(StatusList.retired_at.is_(None), StatusList.next_idx < StatusList.size)
+    .order_by(StatusList.id)
+    .limit(1)
+    .scalar_subquery()
+)
+_CLAIM_STATUS_INDEX = (
+    update(StatusList)
+    .where(StatusList.id == _OPEN_STATUS_LIST, StatusList.next_idx < StatusList.size)
+    .values(next_idx=StatusList.next_idx + 1)
+    .returning(StatusList.id, StatusList.next_idx)
+    .execution_options(synchronize_session=False)
+)
+
+
 def claim_status_index(session: Session) -> tuple[int, int] | None:
     """(list id, index) taken from the open list in ONE statement (UPDATE ... RETURNING),
     or None when no list is open. Concurrent exchanges on PostgreSQL queue on the row
     lock and re-check ``next_idx < size`` after it, so no index is handed out twice."""
-    open_list = (
-        select(StatusList.id)
-        .where(StatusList.retired_at.is_(None), StatusList.next_idx < StatusList.size)
-        .order_by(StatusList.id)
-        .limit(1)
-        .scalar_subquery()
-    )
-    row = session.execute(
-        update(StatusList)
-        .where(StatusList.id == open_list, StatusList.next_idx < StatusList.size)
-        .values(next_idx=StatusList.next_idx + 1)
-        .returning(StatusList.id, StatusList.next_idx)
-        .execution_options(synchronize_session=False)
-    ).first()
+    row = session.connection().execute(_CLAIM_STATUS_INDEX).first()
     return None if row is None else (int(row[0]), int(row[1]) - 1)
 
 
