@@ -300,10 +300,14 @@ def active_blocks(session: Session, identities: Sequence[tuple[str, str]]) -> Se
     if not identities:
         return []
     wanted = set(identities)
-    rows = session.connection().execute(
-        _ACTIVE_BLOCKS,
-        {"kinds": sorted({k for k, _ in wanted}), "values": sorted({v for _, v in wanted})},
-    ).all()
+    rows = (
+        session.connection()
+        .execute(
+            _ACTIVE_BLOCKS,
+            {"kinds": sorted({k for k, _ in wanted}), "values": sorted({v for _, v in wanted})},
+        )
+        .all()
+    )
     return [kind for kind, value in rows if (kind, value) in wanted]
 
 
