@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import datetime
 
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
@@ -11,8 +12,8 @@ from sts.clock import Clock
 from sts.keys.keyring import KeyRing
 from sts.settings import Settings
 from sts.tokens.issuer_keys import IssuerKeyCache
-from sts.tokens.verify import OwnKeySet
-from sts.trust import TrustConfigCache
+from sts.tokens.verify import OwnKeySet, VerifiedJwt, verify_jwt
+from sts.trust import TrustConfig, TrustConfigCache
 
 
 @dataclass(frozen=True)
@@ -25,3 +26,19 @@ class Services:
     trust: TrustConfigCache
     issuer_keys: IssuerKeyCache
     own_keys: OwnKeySet
+
+    def verify_jwt(
+        self, token: str, *, role: str, now: datetime, trust: TrustConfig | None = None
+    ) -> VerifiedJwt:
+        """:func:`sts.tokens.verify.verify_jwt` with this instance's issuer, keys, trusted
+        issuers (``trust``: the request's snapshot, else the current one) and leeway."""
+        return verify_jwt(
+            token,
+            role=role,
+            trust=trust or self.trust.current(),
+            own_issuer=self.settings.issuer,
+            own_keys=self.own_keys.get(self.keyring.jwks()),
+            issuer_keys=self.issuer_keys,
+            leeway=self.settings.clock_leeway,
+            now=now,
+        )

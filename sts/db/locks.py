@@ -52,8 +52,13 @@ class SqliteWriteGate:
         self._thread_lock = threading.Lock()
         self._fd: int | None = None
         self._pid = 0
+        self._owner: int | None = None
 
     def acquire(self) -> None:
+        if self._owner == threading.get_ident():
+            # A write transaction opened inside another on the same thread would wait for
+            # itself forever (and hold every other writer behind it): fail loudly instead.
+            raise RuntimeError("nested SQLite write transaction on one thread")
         self._thread_lock.acquire()
         try:
             if self._fd is None or self._pid != os.getpid():
@@ -63,8 +68,10 @@ class SqliteWriteGate:
         except BaseException:
             self._thread_lock.release()
             raise
+        self._owner = threading.get_ident()
 
     def release(self) -> None:
+        self._owner = None
         if self._fd is not None:
             fcntl.flock(self._fd, fcntl.LOCK_UN)
         self._thread_lock.release()

@@ -27,7 +27,6 @@ from sts.endpoints.metadata import INTROSPECTION_PATH
 from sts.policy.evaluate import Deny, regrant
 from sts.protocol.token_request import parse_token_request
 from sts.services import Services
-from sts.tokens.verify import verify_jwt
 
 log = logging.getLogger(__name__)
 
@@ -64,18 +63,8 @@ def handle_introspection(
 
 def inspect_token(services: Services, token: str, now: datetime) -> dict[str, Any]:
     inactive: dict[str, Any] = {"active": False}
-    settings = services.settings
     try:
-        verified = verify_jwt(
-            token,
-            role="introspected",
-            trust=services.trust.current(),
-            own_issuer=settings.issuer,
-            own_keys=services.own_keys.get(services.keyring.jwks()),
-            issuer_keys=services.issuer_keys,
-            leeway=settings.clock_leeway,
-            now=now,
-        )
+        verified = services.verify_jwt(token, role="introspected", now=now)
     except errors.InvalidRequest as refusal:
         # Bad signature, expired, unknown or unpublished kid, malformed, ...
         log.info("introspection: inactive (%s)", refusal.reason)

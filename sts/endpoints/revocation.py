@@ -31,7 +31,6 @@ from sts.grants.client_auth import AuthenticatedClient
 from sts.protocol.token_request import parse_token_request
 from sts.revocation import record_revocation, revoke_credential, revoke_token
 from sts.services import Services
-from sts.tokens.verify import verify_jwt
 
 log = logging.getLogger(__name__)
 
@@ -88,18 +87,8 @@ def find_token(services: Services, token: str, hint: str | None, now: datetime) 
 def find_access_token(services: Services, token: str, now: datetime) -> Found | None:
     if looks_like_api_key(token):
         return None
-    settings = services.settings
     try:
-        verified = verify_jwt(
-            token,
-            role="revoked",
-            trust=services.trust.current(),
-            own_issuer=settings.issuer,
-            own_keys=services.own_keys.get(services.keyring.jwks()),
-            issuer_keys=services.issuer_keys,
-            leeway=settings.clock_leeway,
-            now=now,
-        )
+        verified = services.verify_jwt(token, role="revoked", now=now)
     except errors.InvalidRequest as refusal:
         log.info("revocation: token not accepted (%s)", refusal.reason)
         return None

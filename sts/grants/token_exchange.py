@@ -45,7 +45,7 @@ from sts.services import Services
 from sts.status_list import TokenStatus, allocate_token_status
 from sts.tokens.claims import act_depth, actor_claim, build_claims, compute_lifetime
 from sts.tokens.mint import mint_access_token
-from sts.tokens.verify import VerifiedJwt, refuse, verify_jwt
+from sts.tokens.verify import VerifiedJwt, refuse
 from sts.trust import TrustConfig
 
 log = logging.getLogger(__name__)
@@ -139,16 +139,7 @@ def present(
         return PresentedApiKey(token, key_id)
     if declared == TOKEN_TYPE_API_KEY:
         raise refuse(role, "is not a valid service credential", "credential_malformed")
-    verified = verify_jwt(
-        token,
-        role=role,
-        trust=trust,
-        own_issuer=services.settings.issuer,
-        own_keys=services.own_keys.get(services.keyring.jwks()),
-        issuer_keys=services.issuer_keys,
-        leeway=services.settings.clock_leeway,
-        now=now,
-    )
+    verified = services.verify_jwt(token, role=role, now=now, trust=trust)
     if declared not in TYPES_FOR_KIND[verified.kind]:
         raise refuse(role, "does not match its declared token type", "type_mismatch")
     return verified
@@ -166,6 +157,9 @@ def issue(
 ) -> Response:
     """Step 4: one transaction from the database checks to the committed records."""
     settings = services.settings
+    # The key ring may refresh (and run a due rotation step under its own write lock):
+    # that must happen before this transaction takes the SQLite write gate, never inside.
+    key = services.keyring.signing_key()
     with services.session_factory() as session:
         begin_write(session)
         try:
@@ -205,7 +199,6 @@ def issue(
                     f"The {lifetime.limited_by.replace('_', ' ')} expires too soon.",
                     reason=f"{lifetime.limited_by}.expires_too_soon",
                 )
-            key = services.keyring.signing_key()
             jti = secrets.token_urlsafe(18)
             act = (
                 actor_claim(

@@ -323,3 +323,29 @@ def test_unavailable_signing_key_refuses_with_503_and_no_token(world: World) -> 
     assert_error(response, 503, "temporarily_unavailable")
     assert world.audit_rows()[-1]["reason"] == "keys.no_active_key"
     assert world.client.get("/readyz").status_code == 503
+
+
+def test_exchange_while_a_rotation_step_is_due(world: World) -> None:
+    """A rotation step due at the moment of an exchange runs (under its own write lock,
+    outside the exchange's transaction) and the exchange still succeeds, without hanging."""
+    import threading
+
+    services = world.app.extensions["sts"]
+    assert world.exchange(world.ci_token(), audience=DEPLOY).status_code == 200
+    from sts.db import queries
+
+    def published() -> int:
+        with services.session_factory() as session:
+            return len(queries.published_signing_keys(session))
+
+    keys_before = published()
+    world.clock.advance(services.settings.key_active_period)  # a successor is now due
+    results: list[int] = []
+    worker = threading.Thread(
+        target=lambda: results.append(world.exchange(world.ci_token(), audience=DEPLOY).status_code)
+    )
+    worker.start()
+    worker.join(timeout=20)
+    assert not worker.is_alive(), "the exchange deadlocked"
+    assert results == [200]
+    assert published() > keys_before  # the exchange's key-ring refresh ran the rotation step
