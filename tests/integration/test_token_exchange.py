@@ -349,3 +349,105 @@ def test_exchange_while_a_rotation_step_is_due(world: World) -> None:
     assert not worker.is_alive(), "the exchange deadlocked"
     assert results == [200]
     assert published() > keys_before  # the exchange's key-ring refresh ran the rotation step
+
+
+# An exchange whose presented tokens never touch the key ring: an API-key subject, no
+# actor. A JWT subject (above) refreshes the ring while it is verified, before the
+# exchange's transaction opens, so it cannot tell where ``issue`` reads its signing key;
+# here that read is the ring's first refresh after the clock moved, so a due rotation
+# step runs right there and must not run inside the exchange's write transaction.
+# Inside it, on SQLite, the step's own write lock is refused (nested on one thread); the
+# ring logs "key ring refresh failed" and keeps its stale snapshot, so the exchange still
+# answers 200 with the old key: the symptom is a step that did not run, not an error.
+API_KEY_ALONE = {
+    "subject_token": {"credential": "agent-key", "subject": "team-alpha-automation"},
+    "clients": ["agent-runtime"],
+    "allow": {"audiences": [VAULT], "scopes": ["secrets:read"], "max_ttl": 300},
+}
+
+
+def published_kids(world: World) -> set[str]:
+    from sts.db import queries
+
+    with world.app.extensions["sts"].session_factory() as session:
+        return {row.kid for row in queries.published_signing_keys(session)}
+
+
+def api_key_exchange_in_a_thread(world: World) -> Any:
+    """The API-key exchange (no actor) in a worker thread: a hang fails, not blocks."""
+    import threading
+
+    outcome: list[Any] = []
+
+    def run() -> None:
+        try:
+            outcome.append(world.agent_exchange(audience=VAULT))
+        except BaseException as exc:  # reported by the assertion below
+            outcome.append(exc)
+
+    worker = threading.Thread(target=run, daemon=True)
+    worker.start()
+    worker.join(timeout=20)
+    assert not worker.is_alive(), "the exchange hung (nested write transaction?)"
+    (response,) = outcome
+    assert not isinstance(response, BaseException), repr(response)
+    assert response.status_code == 200, response.get_data(as_text=True)
+    return response
+
+
+def verify_with_published_jwks(world: World, token: str) -> tuple[str, dict[str, Any]]:
+    header = pyjwt.get_unverified_header(token)
+    jwks = pyjwt.PyJWKSet.from_dict(world.client.get("/jwks.json").json)
+    key = next(k for k in jwks.keys if k.key_id == header["kid"])
+    claims = pyjwt.decode(
+        token, key=key, algorithms=["ES256"], audience=VAULT, issuer=TEST_ISSUER, leeway=10**9
+    )
+    return header["kid"], claims
+
+
+def test_api_key_exchange_while_a_rotation_step_is_due(world: World) -> None:
+    """The signing-key read is the ring's only refresh in this exchange: the due step
+    (publish the successor) runs there, outside the exchange's write transaction."""
+    services = world.app.extensions["sts"]
+    world.put_rule("agent-key-alone", API_KEY_ALONE)
+    assert world.agent_exchange(audience=VAULT).status_code == 200
+    active = services.keyring.signing_key().kid
+    before = published_kids(world)
+    assert before == {active}
+    # Far past key_refresh_interval too: the ring's snapshot is stale, so the signing-key
+    # read refreshes it (and plans the rotation) at the moment of the exchange.
+    world.clock.advance(services.settings.key_active_period)
+    assert services.settings.key_active_period > services.settings.key_refresh_interval
+
+    response = api_key_exchange_in_a_thread(world)
+
+    after = published_kids(world)
+    assert len(after) == len(before) + 1 and before < after  # the step ran: successor published
+    kid, claims = verify_with_published_jwks(world, response.json["access_token"])
+    assert kid == active  # the successor is only pending: the active key still signs
+    assert claims["sub"] == "team-alpha-automation" and "act" not in claims
+    assert claims["iat"] == world.now()
+
+
+def test_api_key_exchange_signs_with_the_key_a_due_activation_just_made_active(
+    world: World,
+) -> None:
+    """The token is signed by the key the rotation step activated during this very
+    exchange, not by a snapshot read before it."""
+    services = world.app.extensions["sts"]
+    settings = services.settings
+    world.put_rule("agent-key-alone", API_KEY_ALONE)
+    old = services.keyring.signing_key().kid
+    world.clock.advance(settings.key_active_period)
+    services.keyring.load()  # publishes the successor as pending (not via an exchange)
+    (successor,) = published_kids(world) - {old}
+    # The successor may sign once published for the lead time plus one refresh interval;
+    # that also makes the ring's snapshot stale again.
+    world.clock.advance(settings.key_publish_lead_time + settings.key_refresh_interval)
+
+    response = api_key_exchange_in_a_thread(world)
+
+    assert services.keyring.signing_key().kid == successor  # the step ran: activated
+    assert published_kids(world) == {old, successor}  # old retired, still published
+    kid, _ = verify_with_published_jwks(world, response.json["access_token"])
+    assert kid == successor
