@@ -166,11 +166,6 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="BENCH ONLY: monkeypatch _record_issued to a no-op (as bench.no_governance)",
     )
-    parser.add_argument(
-        "--what-if-prebuilt-inserts",
-        action="store_true",
-        help="BENCH-ONLY WHAT-IF: the two governance INSERTs as prebuilt statements + params",
-    )
     args = parser.parse_args(argv)
     with tempfile.TemporaryDirectory(prefix="sts-profile-") as tmp:
         workdir = Path(tmp)
@@ -183,8 +178,6 @@ def main(argv: list[str] | None = None) -> int:
 
                 # BENCH-ONLY MONKEYPATCH, in this profiling process only.
                 sts.grants.token_exchange._record_issued = bench.no_governance._skip_recording
-            if args.what_if_prebuilt_inserts:
-                _patch_prebuilt_inserts()
             if args.scenario == "re-exchange":
                 _premint_in_process(app, world)
             requests = SCENARIOS[args.scenario].build(world, 8080)
@@ -213,8 +206,6 @@ def main(argv: list[str] | None = None) -> int:
         attribute(root, "framework", totals, database)
     sampled = sum(totals.values()) or 1.0
     variant = " (governance OFF, bench only)" if args.skip_governance else ""
-    if args.what_if_prebuilt_inserts:
-        variant += " (WHAT-IF: prebuilt INSERTs, bench only)"
     print(
         f"{args.scenario} on {args.database}{variant}: "
         f"{ok}/{args.requests} ok; unprofiled: {plain_wall:.2f} ms wall, {plain_cpu:.2f} ms CPU "
@@ -235,28 +226,6 @@ def main(argv: list[str] | None = None) -> int:
         args.html.write_text(profiler.output_html())
         print(f"HTML profile: {args.html}")
     return 0
-
-
-def _patch_prebuilt_inserts() -> None:
-    """BENCH-ONLY WHAT-IF, in this profiling process only: suggestion 1 of bench/README.md
-    (same rows, same transaction; the statement is built once and the row is passed as
-    parameters instead of ``insert(Model).values(**row)`` on every exchange)."""
-    from sqlalchemy import insert
-    from sqlalchemy.orm import Session
-
-    import sts.db.queries
-    from sts.db.models import AuditRecord, IssuedToken
-
-    insert_issued, insert_audit = insert(IssuedToken), insert(AuditRecord)
-
-    def record_issued_token(session: Session, values: dict[str, Any]) -> None:
-        session.execute(insert_issued, values)
-
-    def record_audit(session: Session, values: dict[str, Any]) -> None:
-        session.execute(insert_audit, values)
-
-    sts.db.queries.record_issued_token = record_issued_token
-    sts.db.queries.record_audit = record_audit
 
 
 def _premint_in_process(app: Any, world: Any) -> None:

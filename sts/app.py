@@ -8,6 +8,7 @@ from flask import Flask
 
 from sts.clock import Clock, system_clock
 from sts.db.engine import make_engine, make_session_factory
+from sts.db.exchange_store import ExchangeStore
 from sts.db.migrate import alembic_config_for, ensure_schema_at_head
 from sts.keys.keyring import KeyRing, ensure_active_key
 from sts.keys.keystore import make_keystore
@@ -47,6 +48,7 @@ def build_services(settings: Settings, clock: Clock = system_clock) -> Services:
         settings=settings,
         engine=engine,
         session_factory=session_factory,
+        exchange_store=ExchangeStore(engine),
         keyring=keyring,
         clock=clock,
         trust=TrustConfigCache(session_factory, settings.rules_refresh_interval),

@@ -68,12 +68,12 @@ def explain(
             if actor_token and actor_token_type
             else None
         )
-        with services.session_factory() as session:
-            resolved_subject = resolve(session, subject, "subject", services.settings.issuer)
+        # Read only: the transaction is rolled back, nothing is recorded or issued.
+        with services.exchange_store.read() as transaction:
+            resolved_subject = resolve(transaction, subject, "subject", services.settings.issuer)
             resolved_actor = (
-                resolve(session, actor, "actor", services.settings.issuer) if actor else None
+                resolve(transaction, actor, "actor", services.settings.issuer) if actor else None
             )
-            session.rollback()  # read only: nothing is recorded or issued
     except errors.OAuthError as refusal:
         return Explanation(None, refusal)
     facts = ExchangeFacts(

@@ -17,6 +17,7 @@ from sqlalchemy.orm import Session
 from sts import errors
 from sts.audit import AuditEntry, record
 from sts.db import queries
+from sts.db.exchange_store import ExchangeTransaction
 from sts.db.models import ServiceCredential
 from sts.policy.evaluate import TokenFacts
 
@@ -52,11 +53,14 @@ def identities_of(
 
 
 def refuse_blocked_identities(
-    session: Session, client_id: str | None, subject: TokenFacts, actor: TokenFacts | None
+    transaction: ExchangeTransaction,
+    client_id: str | None,
+    subject: TokenFacts,
+    actor: TokenFacts | None,
 ) -> None:
     """Inside the exchange's transaction: one indexed query for blocks on any identity
     the exchange involves. An offboarded identity gets no new token."""
-    blocked = queries.active_blocks(session, identities_of(client_id, subject, actor))
+    blocked = transaction.active_blocks(identities_of(client_id, subject, actor))
     if not blocked:
         return
     kind = blocked[0]

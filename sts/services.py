@@ -9,6 +9,7 @@ from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
 from sts.clock import Clock
+from sts.db.exchange_store import ExchangeStore
 from sts.keys.keyring import KeyRing
 from sts.settings import Settings
 from sts.tokens.issuer_keys import IssuerKeyCache
@@ -21,6 +22,7 @@ class Services:
     settings: Settings
     engine: Engine
     session_factory: sessionmaker[Session]
+    exchange_store: ExchangeStore  # the exchange's hot-path transaction (driver level)
     keyring: KeyRing
     clock: Clock
     trust: TrustConfigCache

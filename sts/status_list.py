@@ -13,10 +13,9 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy.orm import Session
-
 from sts import errors
 from sts.db import queries
+from sts.db.exchange_store import ExchangeTransaction
 from sts.endpoints import Response
 from sts.tokens.status_list import (
     STATUS_LIST_MEDIA_TYPE,
@@ -37,12 +36,14 @@ class TokenStatus:
     claim: dict[str, Any]
 
 
-def allocate_token_status(session: Session, issuer: str, size: int, now: datetime) -> TokenStatus:
+def allocate_token_status(
+    transaction: ExchangeTransaction, issuer: str, size: int, now: datetime
+) -> TokenStatus:
     """The next free entry of the open list (a new list when none is open)."""
-    claimed = queries.claim_status_index(session)
+    claimed = transaction.claim_status_index()
     if claimed is None:  # none open yet, or the open one just filled up
-        queries.add_status_list(session, size, now)
-        claimed = queries.claim_status_index(session)
+        transaction.add_status_list(size, now)
+        claimed = transaction.claim_status_index()
         assert claimed is not None
     list_id, idx = claimed
     return TokenStatus(list_id, idx, status_claim(status_list_uri(issuer, list_id), idx))

@@ -8,20 +8,26 @@ from typing import Any
 
 from sqlalchemy import (
     ColumnElement,
+    Insert,
+    Select,
     and_,
     bindparam,
     delete,
     func,
     insert,
+    or_,
     select,
     text,
     update,
 )
+from sqlalchemy.dialects.postgresql import insert as postgresql_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session, aliased
 from sqlalchemy.sql.selectable import CTE
 
 from sts.db.models import (
     AuditRecord,
+    Base,
     Client,
     ClientAssertion,
     IssuedToken,
@@ -113,20 +119,91 @@ def issued_token(session: Session, jti: str) -> IssuedToken | None:
     return session.get(IssuedToken, jti)
 
 
-def parent_revocation_state(session: Session, jti: str) -> tuple[bool, datetime | None]:
-    """(known?, revoked_at) of a token about to be re-exchanged, its row held FOR SHARE
-    until the exchange commits, so a concurrent revocation of it waits for the exchange
-    and then also revokes the new child (see :func:`lock_lineage`)."""
-    row = session.execute(
-        select(IssuedToken.revoked_at).where(IssuedToken.jti == jti).with_for_update(read=True)
-    ).first()
-    return (False, None) if row is None else (True, row[0])
+# The exchange's statements: built once here, compiled once per dialect and run on the
+# driver's connection by sts.db.exchange_store (no per-call SQLAlchemy layers).
+
+CREDENTIAL_BY_KEY_ID = select(
+    ServiceCredential.id,
+    ServiceCredential.name,
+    ServiceCredential.owner_subject,
+    ServiceCredential.secret_hash,
+    ServiceCredential.disabled,
+).where(ServiceCredential.key_id == bindparam("key_id"))
+
+# (revoked_at,) of a token about to be re-exchanged, its row held FOR SHARE until the
+# exchange commits (PostgreSQL; SQLite's write lock is already exclusive), so a
+# concurrent revocation of it waits for the exchange and then also revokes the new
+# child (see :func:`lock_lineage`).
+PARENT_REVOCATION_STATE = (
+    select(IssuedToken.revoked_at)
+    .where(IssuedToken.jti == bindparam("jti"))
+    .with_for_update(read=True)
+)
 
 
-# Hot-path inserts: constant Core statements (compiled once, cached) with the values passed
-# as parameters, on the session's connection (no ORM unit of work).
+def active_blocks_statement(pairs: int) -> Select[str, str]:
+    """Un-lifted blocks on any of ``pairs`` (kind, value) identities, bound as ``k0``,
+    ``v0``, ``k1``, ...: an OR of equalities, each on the (kind, value) index."""
+    return select(Revocation.kind, Revocation.value).where(
+        Revocation.lifted_at.is_(None),
+        or_(
+            *(
+                and_(Revocation.kind == bindparam(f"k{i}"), Revocation.value == bindparam(f"v{i}"))
+                for i in range(pairs)
+            )
+        ),
+    )
+
+
+def active_blocks_params(identities: Sequence[tuple[str, str]]) -> dict[str, str]:
+    params: dict[str, str] = {}
+    for i, (kind, value) in enumerate(identities):
+        params[f"k{i}"], params[f"v{i}"] = kind, value
+    return params
+
+
+def _insert_values(model: type[Base], names: Sequence[str]) -> Insert:
+    """INSERT of exactly these columns, each bound by its name; ``inline`` so that no
+    RETURNING of the generated key is added (nothing reads it)."""
+    return insert(model).values({name: bindparam(name) for name in names}).inline()
+
+
+ISSUED_TOKEN_FIELDS = (
+    "jti",
+    "parent_jti",
+    "credential_id",
+    "subject",
+    "subject_issuer",
+    "subject_token_id",
+    "actor",
+    "client_id",
+    "rule_id",
+    "rule_version",
+    "audience",
+    "scope",
+    "kid",
+    "issued_at",
+    "expires_at",
+    "status_list_id",
+    "status_idx",
+)
+INSERT_ISSUED_TOKEN = _insert_values(IssuedToken, ISSUED_TOKEN_FIELDS)
+INSERT_AUDIT = _insert_values(
+    AuditRecord, [column.name for column in AuditRecord.__table__.columns if column.name != "id"]
+)
+ADD_STATUS_LIST = _insert_values(StatusList, ("size", "next_idx", "created_at"))
+
+
+def insert_client_assertion_once(dialect_name: str) -> Insert:
+    """RFC 7523 §3: a JWT assertion is used once. ``ON CONFLICT DO NOTHING``: a replay
+    inserts no row (rowcount 0) instead of failing the transaction."""
+    values: dict[str, Any] = {name: bindparam(name) for name in ("client_id", "jti", "expires_at")}
+    if dialect_name == "postgresql":
+        return postgresql_insert(ClientAssertion).values(values).on_conflict_do_nothing()
+    return sqlite_insert(ClientAssertion).values(values).on_conflict_do_nothing()
+
+
 _INSERT_ASSERTION = insert(ClientAssertion)
-_INSERT_ISSUED_TOKEN = insert(IssuedToken)
 _INSERT_AUDIT = insert(AuditRecord)
 
 
@@ -137,10 +214,6 @@ def record_client_assertion(
     session.connection().execute(
         _INSERT_ASSERTION, {"client_id": client_id, "jti": jti, "expires_at": expires_at}
     )
-
-
-def record_issued_token(session: Session, values: dict[str, Any]) -> None:
-    session.connection().execute(_INSERT_ISSUED_TOKEN, values)
 
 
 def record_audit(session: Session, values: dict[str, Any]) -> None:
@@ -286,29 +359,14 @@ def revoked_in_ancestry(session: Session, jti: str) -> bool:
     return bool(found)
 
 
-# Built once: the exchange runs it on every request (kinds and values are bound, expanded).
-_ACTIVE_BLOCKS = select(Revocation.kind, Revocation.value).where(
-    Revocation.kind.in_(bindparam("kinds", expanding=True)),
-    Revocation.value.in_(bindparam("values", expanding=True)),
-    Revocation.lifted_at.is_(None),
-)
-
-
 def active_blocks(session: Session, identities: Sequence[tuple[str, str]]) -> Sequence[str]:
-    """Kinds of the un-lifted blocks on any of these (kind, value) identities: one query,
-    on the (kind, value) index; the exact pairs are matched here."""
+    """Kinds of the un-lifted blocks on any of these (kind, value) identities: one query."""
     if not identities:
         return []
-    wanted = set(identities)
-    rows = (
-        session.connection()
-        .execute(
-            _ACTIVE_BLOCKS,
-            {"kinds": sorted({k for k, _ in wanted}), "values": sorted({v for _, v in wanted})},
-        )
-        .all()
-    )
-    return [kind for kind, value in rows if (kind, value) in wanted]
+    rows = session.execute(
+        active_blocks_statement(len(identities)), active_blocks_params(identities)
+    ).all()
+    return [kind for kind, _value in rows]
 
 
 def add_block(session: Session, kind: str, value: str, reason: str, now: datetime) -> None:
@@ -366,28 +424,16 @@ _OPEN_STATUS_LIST = (
     .limit(1)
     .scalar_subquery()
 )
-_CLAIM_STATUS_INDEX = (
+# (list id, next_idx after the claim) from the open list in ONE statement, or no row when
+# none is open. Concurrent exchanges on PostgreSQL queue on the row lock and re-check
+# ``next_idx < size`` after it, so no index is handed out twice.
+CLAIM_STATUS_INDEX = (
     update(StatusList)
     .where(StatusList.id == _OPEN_STATUS_LIST, StatusList.next_idx < StatusList.size)
     .values(next_idx=StatusList.next_idx + 1)
     .returning(StatusList.id, StatusList.next_idx)
     .execution_options(synchronize_session=False)
 )
-
-
-def claim_status_index(session: Session) -> tuple[int, int] | None:
-    """(list id, index) taken from the open list in ONE statement (UPDATE ... RETURNING),
-    or None when no list is open. Concurrent exchanges on PostgreSQL queue on the row
-    lock and re-check ``next_idx < size`` after it, so no index is handed out twice."""
-    row = session.connection().execute(_CLAIM_STATUS_INDEX).first()
-    return None if row is None else (int(row[0]), int(row[1]) - 1)
-
-
-def add_status_list(session: Session, size: int, now: datetime) -> StatusList:
-    row = StatusList(size=size, next_idx=0, created_at=now)
-    session.add(row)
-    session.flush()
-    return row
 
 
 def served_status_list(session: Session, list_id: int) -> StatusList | None:

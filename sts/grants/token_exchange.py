@@ -14,22 +14,19 @@ error code and a description that does not reveal the rules.
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import secrets
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy.exc import IntegrityError, SQLAlchemyError
-from sqlalchemy.orm import Session
+from sqlalchemy.exc import SQLAlchemyError
 
 from sts import errors
-from sts.audit import AuditEntry, record
+from sts.audit import AuditEntry
 from sts.credentials import looks_like_api_key, parse_api_key, secret_matches
-from sts.db import queries
-from sts.db.locks import begin_write
+from sts.db.exchange_store import ExchangeTransaction
 from sts.endpoints import NO_STORE, Response
 from sts.grants.client_auth import AuthenticatedClient, authenticate_client
 from sts.policy.evaluate import Allow, Deny, ExchangeFacts, TokenFacts, evaluate
@@ -155,23 +152,25 @@ def issue(
     entry: AuditEntry,
     now: datetime,
 ) -> Response:
-    """Step 4: one transaction from the database checks to the committed records."""
+    """Step 4: one transaction from the database checks to the committed records, then
+    the signature."""
     settings = services.settings
     # The key ring may refresh (and run a due rotation step under its own write lock):
     # that must happen before this transaction takes the SQLite write gate, never inside.
     key = services.keyring.signing_key()
-    with services.session_factory() as session:
-        begin_write(session)
-        try:
+    try:
+        with services.exchange_store.write() as transaction:
             if client.assertion_jti is not None:
-                _record_assertion(session, client)
-            resolved_subject = resolve(session, subject, "subject", settings.issuer)
+                _record_assertion(transaction, client)
+            resolved_subject = resolve(transaction, subject, "subject", settings.issuer)
             _note_resolved_subject(entry, resolved_subject)
-            resolved_actor = resolve(session, actor, "actor", settings.issuer) if actor else None
+            resolved_actor = (
+                resolve(transaction, actor, "actor", settings.issuer) if actor else None
+            )
             if resolved_actor is not None:
                 entry.actor = resolved_actor.facts.subject
             refuse_blocked_identities(
-                session,
+                transaction,
                 client.client_id,
                 resolved_subject.facts,
                 resolved_actor.facts if resolved_actor else None,
@@ -199,7 +198,6 @@ def issue(
                     f"The {lifetime.limited_by.replace('_', ' ')} expires too soon.",
                     reason=f"{lifetime.limited_by}.expires_too_soon",
                 )
-            jti = secrets.token_urlsafe(18)
             act = (
                 actor_claim(
                     resolved_actor.facts.subject, resolved_actor.facts.issuer, resolved_subject.act
@@ -207,12 +205,14 @@ def issue(
                 if resolved_actor
                 else resolved_subject.act
             )
-            status = allocate_token_status(session, settings.issuer, settings.status_list_size, now)
+            status = allocate_token_status(
+                transaction, settings.issuer, settings.status_list_size, now
+            )
             claims = build_claims(
                 issuer=settings.issuer,
                 subject=resolved_subject.facts.subject,
                 decision=decision,
-                jti=jti,
+                jti=secrets.token_urlsafe(18),
                 now=now,
                 lifetime=lifetime.seconds,
                 client_id=client.client_id,
@@ -220,16 +220,22 @@ def issue(
                 subject_claims=resolved_subject.facts.claims,
                 status=status.claim,
             )
-            access_token = mint_access_token(claims, key)
-            _record_issued(session, decision, resolved_subject, claims, key.kid, entry, now, status)
-            session.commit()
-        except errors.OAuthError:
-            session.rollback()
-            raise
-        except SQLAlchemyError as exc:
-            session.rollback()
-            log.error("exchange refused: database error %s", type(exc).__name__)
-            raise errors.TemporarilyUnavailable(reason="database.unavailable") from None
+            _record_issued(
+                transaction, decision, resolved_subject, claims, key.kid, entry, now, status
+            )
+            transaction.commit()
+    except SQLAlchemyError as exc:
+        log.error("exchange refused: database error %s", type(exc).__name__)
+        raise errors.TemporarilyUnavailable(reason="database.unavailable") from None
+    jti = claims["jti"]
+    # Signed once its lineage and audit rows are committed, and outside the SQLite write
+    # lock (the signature needs nothing from the database). A failure here leaves a
+    # lineage row for a token nobody holds, and a refusal in the audit log: nothing lost.
+    try:
+        access_token = mint_access_token(claims, key)
+    except Exception as exc:
+        log.error("exchange refused: signing jti=%s failed: %s", jti, type(exc).__name__)
+        raise errors.TemporarilyUnavailable(reason="keys.sign_failed") from None
     log.debug("issued jti=%s rule=%s@%s", jti, decision.rule.name, decision.rule.version)
     # RFC 8693 §2.2.1
     body = {
@@ -242,32 +248,37 @@ def issue(
     return Response(200, body, dict(NO_STORE))
 
 
-def resolve(session: Session, token: Presented, role: str, own_issuer: str) -> Resolved:
+def resolve(
+    transaction: ExchangeTransaction, token: Presented, role: str, own_issuer: str
+) -> Resolved:
     if isinstance(token, PresentedApiKey):
-        credential = queries.credential_by_key_id(session, token.key_id)
-        if credential is None or not secret_matches(token.key, credential.secret_hash):
+        credential = transaction.credential_by_key_id(token.key_id)
+        if credential is None:
             raise refuse(role, "is not a valid service credential", "credential_unknown")
-        if credential.disabled:
+        credential_id, name, owner_subject, secret_hash, disabled = credential
+        if not secret_matches(token.key, secret_hash):
+            raise refuse(role, "is not a valid service credential", "credential_unknown")
+        if disabled:
             raise refuse(role, "credential has been disabled", "credential_disabled")
         return Resolved(
             facts=TokenFacts(
                 source="credential",
-                source_name=credential.name,
+                source_name=name,
                 issuer=own_issuer,
-                subject=credential.owner_subject,
+                subject=owner_subject,
             ),
-            token_id=f"credential:{credential.name}",
+            token_id=f"credential:{name}",
             expires_at=None,
             act=None,
-            credential_id=credential.id,
+            credential_id=credential_id,
         )
     claims = token.claims
     act = claims.get("act") if isinstance(claims.get("act"), Mapping) else None
     if token.kind == "sts":
-        known, revoked_at = queries.parent_revocation_state(session, token.token_id)
+        known, revoked = transaction.parent_revocation_state(token.token_id)
         if not known:
             raise refuse(role, "is not known to this service", "unknown_jti")
-        if revoked_at is not None:
+        if revoked:
             raise refuse(role, "has been revoked", "revoked")
         scope = claims.get("scope")
         aud = claims.get("aud")
@@ -303,21 +314,18 @@ def resolve(session: Session, token: Presented, role: str, own_issuer: str) -> R
     )
 
 
-def _record_assertion(session: Session, client: AuthenticatedClient) -> None:
+def _record_assertion(transaction: ExchangeTransaction, client: AuthenticatedClient) -> None:
     assert client.client_id and client.assertion_jti and client.assertion_expires_at
-    try:
-        with session.begin_nested():
-            queries.record_client_assertion(
-                session, client.client_id, client.assertion_jti, client.assertion_expires_at
-            )
-    except IntegrityError:
+    if not transaction.record_client_assertion(
+        client.client_id, client.assertion_jti, client.assertion_expires_at
+    ):
         raise errors.InvalidClient(
             "The client assertion was already used.", scheme="Bearer", reason="client.replay"
-        ) from None
+        )
 
 
 def _record_issued(
-    session: Session,
+    transaction: ExchangeTransaction,
     decision: Allow,
     subject: Resolved,
     claims: dict[str, Any],
@@ -328,8 +336,7 @@ def _record_issued(
 ) -> None:
     """Lineage and audit, in the exchange's transaction: no token without both."""
     act = claims.get("act")
-    queries.record_issued_token(
-        session,
+    transaction.record_issued_token(
         {
             "jti": claims["jti"],
             "parent_jti": subject.parent_jti,
@@ -350,10 +357,9 @@ def _record_issued(
             "status_idx": status.idx,
         },
     )
-    entry.decision = "allow"
-    entry.reason = "granted"
-    entry.issued_jti = claims["jti"]
-    record(session, entry)
+    # A copy: if the commit fails, the refusal is recorded from ``entry``, without this jti.
+    granted = replace(entry, decision="allow", reason="granted", issued_jti=claims["jti"])
+    transaction.record_audit(granted.values())
 
 
 def _deny_error(decision: Deny, entry: AuditEntry) -> errors.OAuthError:
@@ -393,14 +399,15 @@ def record_refusal(
     entry.reason = error.reason
     entry.detail = error.detail
     try:
-        with services.session_factory() as session:
-            begin_write(session)
+        with services.exchange_store.write() as transaction:
             if client is not None and client.assertion_jti is not None:
-                # Already recorded means this request was the replay: nothing to add.
-                with contextlib.suppress(errors.InvalidClient):
-                    _record_assertion(session, client)
-            record(session, entry)
-            session.commit()
+                # Already recorded (False) means this request was the replay: nothing to add.
+                assert client.client_id and client.assertion_expires_at
+                transaction.record_client_assertion(
+                    client.client_id, client.assertion_jti, client.assertion_expires_at
+                )
+            transaction.record_audit(entry.values())
+            transaction.commit()
     except SQLAlchemyError as exc:
         log.error("could not record refusal %s: %s", error.reason, type(exc).__name__)
     log.info(

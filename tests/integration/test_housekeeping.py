@@ -5,7 +5,6 @@ from __future__ import annotations
 from sqlalchemy import func, select
 
 from sts.db.models import AuditRecord, IssuedToken, Revocation, StatusList
-from sts.grants.token_exchange import begin_write
 from sts.status_list import allocate_token_status
 from tests.conftest import TEST_ISSUER
 from tests.integration.test_offboarding import sts
@@ -44,11 +43,10 @@ def test_gc_deletes_only_what_is_past_its_retention(world: World) -> None:
 
 def test_gc_retires_full_lists_whose_tokens_have_all_expired(world: World) -> None:
     services = world.app.extensions["sts"]
-    with services.session_factory() as session:
-        begin_write(session)
+    with services.exchange_store.write() as transaction:
         for _ in range(8):  # fills list 1 (size 8) without tokens
-            allocate_token_status(session, TEST_ISSUER, 8, world.clock())
-        session.commit()
+            allocate_token_status(transaction, TEST_ISSUER, 8, world.clock())
+        transaction.commit()
     token = world.chain()[0]  # lands in list 2, the open one
     assert world.client.get("/statuslists/1").status_code == 200
 

@@ -9,7 +9,6 @@ from datetime import timedelta
 
 import pytest
 
-from sts.db import queries
 from sts.db.models import IssuedToken
 from sts.revocation import revoke_token
 from tests.integration.test_exchange_scenarios import claims_of
@@ -25,11 +24,9 @@ def test_child_committed_during_a_revocation_is_revoked(world: World) -> None:
 
     # The exchange's transaction: parent checked (held FOR SHARE), child inserted, not yet
     # committed.
-    exchange = services.session_factory()
-    known, revoked_at = queries.parent_revocation_state(exchange, parent_jti)
-    assert known and revoked_at is None
-    queries.record_issued_token(
-        exchange,
+    exchange = services.exchange_store.write().__enter__()
+    assert exchange.parent_revocation_state(parent_jti) == (True, False)
+    exchange.record_issued_token(
         {
             "jti": "racing-child",
             "parent_jti": parent_jti,
@@ -46,6 +43,8 @@ def test_child_committed_during_a_revocation_is_revoked(world: World) -> None:
             "kid": "k",
             "issued_at": now,
             "expires_at": now + timedelta(seconds=60),
+            "status_list_id": None,
+            "status_idx": None,
         },
     )
 
@@ -61,7 +60,7 @@ def test_child_committed_during_a_revocation_is_revoked(world: World) -> None:
     time.sleep(0.3)
     assert revoker.is_alive()  # waiting for the exchange's lock on the parent
     exchange.commit()
-    exchange.close()
+    exchange.__exit__(None, None, None)
     revoker.join(timeout=10)
     assert revoked == [2]
     with services.session_factory() as session:

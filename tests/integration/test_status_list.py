@@ -17,7 +17,6 @@ import jwt as pyjwt
 from sqlalchemy import select, update
 
 from sts.db.models import IssuedToken
-from sts.grants.token_exchange import begin_write
 from sts.status_list import allocate_token_status
 from tests.conftest import TEST_ISSUER
 from tests.integration.test_introspection import second_instance
@@ -135,15 +134,14 @@ def test_metadata_and_aggregation_name_the_lists(world: World) -> None:
 
 def test_a_full_list_is_never_written_again(world: World) -> None:
     services = world.app.extensions["sts"]
-    with services.session_factory() as session:
-        begin_write(session)
+    with services.exchange_store.write() as transaction:
         allocated = [
             (s.list_id, s.idx)
             for s in (
-                allocate_token_status(session, TEST_ISSUER, 8, world.clock()) for _ in "x" * 9
+                allocate_token_status(transaction, TEST_ISSUER, 8, world.clock()) for _ in "x" * 9
             )
         ]
-        session.commit()
+        transaction.commit()
     assert allocated == [(1, i) for i in range(8)] + [(2, 0)]
 
 
@@ -155,10 +153,9 @@ def test_concurrent_allocations_never_collide(world: World) -> None:
     def allocate_some() -> None:
         try:
             for _ in range(5):
-                with services.session_factory() as session:
-                    begin_write(session)
-                    status = allocate_token_status(session, TEST_ISSUER, 64, world.clock())
-                    session.commit()
+                with services.exchange_store.write() as transaction:
+                    status = allocate_token_status(transaction, TEST_ISSUER, 64, world.clock())
+                    transaction.commit()
                 results.append((status.list_id, status.idx))
         except BaseException as exc:  # pragma: no cover - reported below
             errors.append(exc)

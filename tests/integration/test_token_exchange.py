@@ -5,11 +5,12 @@ from __future__ import annotations
 
 import base64
 import json
+import logging
 from typing import Any
 
 import jwt as pyjwt
 import pytest
-from sqlalchemy import create_engine, event, select, text, update
+from sqlalchemy import create_engine, select, text, update
 from sqlalchemy.engine import make_url
 
 from sts.db.models import AuditRecord, IssuedToken
@@ -116,24 +117,19 @@ def test_audit_and_lineage_rows_are_committed(world: World) -> None:
         assert subject_token not in json.dumps(row, default=str)  # never the token itself
 
 
-def test_one_transaction_per_exchange(world: World) -> None:
+def test_one_transaction_per_exchange(world: World, caplog: pytest.LogCaptureFixture) -> None:
     world.exchange(world.ci_token(), audience=DEPLOY)  # warm caches
-    engine = world.app.extensions["sts"].engine
-    statements: list[str] = []
-
-    def count(conn, cursor, statement, *args):  # type: ignore[no-untyped-def]
-        statements.append(statement.split()[0].upper())
-
-    commits: list[int] = []
-    event.listen(engine, "before_cursor_execute", count)
-    event.listen(engine, "commit", lambda conn: commits.append(1))
-    try:
+    with caplog.at_level(logging.DEBUG, logger="sts.db.exchange_store"):
         assert world.exchange(world.ci_token(), audience=DEPLOY).status_code == 200
-    finally:
-        event.remove(engine, "before_cursor_execute", count)
-    assert len(commits) == 1
-    # blocks on the identities involved; status-list index; lineage + audit
-    assert [s for s in statements if s != "BEGIN"] == ["SELECT", "UPDATE", "INSERT", "INSERT"]
+    statements = [r.getMessage().split()[0].upper() for r in caplog.records]
+    # blocks on the identities involved; status-list index; lineage + audit; one commit
+    assert [s for s in statements if s != "BEGIN"] == [
+        "SELECT",
+        "UPDATE",
+        "INSERT",
+        "INSERT",
+        "COMMIT",
+    ]
 
 
 # ---- client authentication --------------------------------------------------------

@@ -1,0 +1,247 @@
+"""The exchange's transaction, run on the driver's connection.
+
+Every exchange runs the same few statements: read the credential or the parent token,
+check blocks, claim a status-list index, insert the lineage row and the audit row. Through
+the Session and Core each costs 0.1-0.2 ms of SQLAlchemy CPU; the driver itself needs
+about 10 µs (``python -m bench.profile``: the database was half of an exchange's CPU).
+So the statements are still built with Core from the models (``sts.db.queries``), but
+compiled ONCE per dialect and executed on the pooled DBAPI connection. Pooling, pre-ping
+on checkout and invalidation of a broken connection stay SQLAlchemy's; driver errors are
+raised as SQLAlchemy's ``DBAPIError`` subclasses, like any other database error.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable, Mapping, Sequence
+from datetime import datetime
+from types import TracebackType
+from typing import Any
+
+from sqlalchemy import Engine
+from sqlalchemy.engine import Dialect
+from sqlalchemy.exc import DBAPIError, StatementError
+from sqlalchemy.sql import ClauseElement
+from sqlalchemy.sql.compiler import SQLCompiler
+
+from sts.db import queries
+from sts.db.locks import SqliteWriteGate, sqlite_write_gate
+
+# At DEBUG, every statement the exchange runs (never its parameters: they name tokens).
+log = logging.getLogger(__name__)
+
+
+class Prepared:
+    """One statement compiled for one dialect, with its bind processors (UTC datetimes,
+    JSON, ...) resolved up front: ``params`` turns named values into what the driver
+    takes."""
+
+    def __init__(self, statement: ClauseElement, dialect: Dialect) -> None:
+        compiled = statement.compile(dialect=dialect)
+        assert isinstance(compiled, SQLCompiler)
+        self.sql = str(compiled)
+        self._order = tuple(compiled.positiontup or ()) if compiled.positional else None
+        self._defaults: dict[str, Any] = {}  # literals in the statement, e.g. "+ 1"
+        self._processors: dict[str, Callable[[Any], Any]] = {}
+        for bind, name in compiled.bind_names.items():
+            if not bind.required:
+                self._defaults[name] = bind.effective_value
+            processor = bind.type.dialect_impl(dialect).bind_processor(dialect)
+            if processor is not None:
+                self._processors[name] = processor
+
+    def params(self, values: Mapping[str, Any]) -> Sequence[Any] | dict[str, Any]:
+        merged = {**self._defaults, **values}
+        for name, processor in self._processors.items():
+            merged[name] = processor(merged[name])
+        if self._order is not None:
+            return tuple(merged[name] for name in self._order)
+        return merged
+
+
+class ExchangeStore:
+    """The exchange's statements for one engine, and the factory of its transactions."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        dialect = engine.dialect
+        self.is_sqlite = dialect.name == "sqlite"
+        database = engine.url.database
+        self.gate: SqliteWriteGate | None = (
+            sqlite_write_gate(database)
+            if self.is_sqlite and database and database != ":memory:"
+            else None
+        )
+        self.dbapi_error: type[Exception] = dialect.loaded_dbapi.Error
+        prepare = self._prepare
+        self.credential_by_key_id = prepare(queries.CREDENTIAL_BY_KEY_ID)
+        self.parent_revocation_state = prepare(queries.PARENT_REVOCATION_STATE)
+        self.claim_status_index = prepare(queries.CLAIM_STATUS_INDEX)
+        self.add_status_list = prepare(queries.ADD_STATUS_LIST)
+        self.insert_issued_token = prepare(queries.INSERT_ISSUED_TOKEN)
+        self.insert_audit = prepare(queries.INSERT_AUDIT)
+        self.insert_client_assertion = prepare(queries.insert_client_assertion_once(dialect.name))
+        self._blocks: dict[int, Prepared] = {}
+        self._blocks_lock = threading.Lock()
+
+    def _prepare(self, statement: ClauseElement) -> Prepared:
+        return Prepared(statement, self.engine.dialect)
+
+    def active_blocks(self, pairs: int) -> Prepared:
+        prepared = self._blocks.get(pairs)
+        if prepared is None:
+            with self._blocks_lock:
+                prepared = self._blocks[pairs] = self._prepare(
+                    queries.active_blocks_statement(pairs)
+                )
+        return prepared
+
+    def write(self) -> ExchangeTransaction:
+        """A write transaction: on SQLite, behind the write gate and ``BEGIN IMMEDIATE``
+        (see sts.db.locks)."""
+        return ExchangeTransaction(self, write=True)
+
+    def read(self) -> ExchangeTransaction:
+        """A read-only transaction (rolled back at the end)."""
+        return ExchangeTransaction(self, write=False)
+
+
+class ExchangeTransaction:
+    """One transaction on one pooled connection; rolled back unless :meth:`commit` ran."""
+
+    def __init__(self, store: ExchangeStore, *, write: bool) -> None:
+        self.store = store
+        self.write = write
+        self._connection: Any = None
+        self._cursor: Any = None
+        self._gate_held = False
+
+    def __enter__(self) -> ExchangeTransaction:
+        store = self.store
+        if self.write and store.gate is not None:
+            store.gate.acquire()
+            self._gate_held = True
+        try:
+            self._connection = store.engine.raw_connection()  # pool checkout (+ pre-ping)
+            self._cursor = self._connection.cursor()
+            if store.is_sqlite:
+                # The sqlite3 module's own transaction handling is off (see engine.py).
+                self._run("BEGIN IMMEDIATE" if self.write else "BEGIN", ())
+            # psycopg starts the transaction with the first statement.
+        except BaseException:
+            self._close()
+            raise
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self._close()
+
+    # ---- the statements ------------------------------------------------------------
+
+    def credential_by_key_id(self, key_id: str) -> tuple[Any, ...] | None:
+        """(id, name, owner_subject, secret_hash, disabled) of a service credential."""
+        return self._one(self.store.credential_by_key_id, {"key_id": key_id})
+
+    def parent_revocation_state(self, jti: str) -> tuple[bool, bool]:
+        """(known?, revoked?) of an sts token, held FOR SHARE on PostgreSQL."""
+        row = self._one(self.store.parent_revocation_state, {"jti": jti})
+        return (False, False) if row is None else (True, row[0] is not None)
+
+    def active_blocks(self, identities: Sequence[tuple[str, str]]) -> list[str]:
+        """Kinds of the un-lifted blocks on any of these (kind, value) identities."""
+        if not identities:
+            return []
+        prepared = self.store.active_blocks(len(identities))
+        rows = self._all(prepared, queries.active_blocks_params(identities))
+        return [str(kind) for kind, _value in rows]
+
+    def record_client_assertion(self, client_id: str, jti: str, expires_at: datetime) -> bool:
+        """False when this (client, jti) was already recorded: a replay."""
+        values = {"client_id": client_id, "jti": jti, "expires_at": expires_at}
+        return self._execute(self.store.insert_client_assertion, values) > 0
+
+    def claim_status_index(self) -> tuple[int, int] | None:
+        """(list id, index) from the open status list, or None when none is open."""
+        row = self._one(self.store.claim_status_index, {})
+        return None if row is None else (int(row[0]), int(row[1]) - 1)
+
+    def add_status_list(self, size: int, now: datetime) -> None:
+        self._execute(self.store.add_status_list, {"size": size, "next_idx": 0, "created_at": now})
+
+    def record_issued_token(self, values: Mapping[str, Any]) -> None:
+        self._execute(self.store.insert_issued_token, values)
+
+    def record_audit(self, values: Mapping[str, Any]) -> None:
+        self._execute(self.store.insert_audit, values)
+
+    def commit(self) -> None:
+        if log.isEnabledFor(logging.DEBUG):
+            log.debug("COMMIT")
+        try:
+            self._connection.commit()
+        except self.store.dbapi_error as exc:
+            raise self._wrap("COMMIT", exc) from exc
+        self._release_gate()  # after a failure, only once the rollback has run (_close)
+
+    # ---- plumbing --------------------------------------------------------------------
+
+    def _one(self, prepared: Prepared, values: Mapping[str, Any]) -> tuple[Any, ...] | None:
+        self._run(prepared.sql, prepared.params(values))
+        row = self._cursor.fetchone()
+        if row is not None:
+            self._cursor.fetchall()  # drain: a RETURNING statement completes on SQLite
+        return None if row is None else tuple(row)
+
+    def _all(self, prepared: Prepared, values: Mapping[str, Any]) -> list[tuple[Any, ...]]:
+        self._run(prepared.sql, prepared.params(values))
+        return [tuple(row) for row in self._cursor.fetchall()]
+
+    def _execute(self, prepared: Prepared, values: Mapping[str, Any]) -> int:
+        self._run(prepared.sql, prepared.params(values))
+        return int(self._cursor.rowcount)
+
+    def _run(self, sql: str, params: Sequence[Any] | Mapping[str, Any]) -> None:
+        if log.isEnabledFor(logging.DEBUG):
+            log.debug("%s", sql)
+        try:
+            self._cursor.execute(sql, params)
+        except self.store.dbapi_error as exc:
+            raise self._wrap(sql, exc) from exc
+
+    def _wrap(self, sql: str, exc: Any) -> StatementError:
+        """As SQLAlchemy would raise it; a broken connection is dropped from the pool.
+        Parameters are left out of the error: they name tokens and subjects."""
+        dialect = self.store.engine.dialect
+        invalidated = dialect.is_disconnect(exc, self._connection.driver_connection, self._cursor)
+        if invalidated:
+            self._connection.invalidate(exc)
+        error: StatementError = DBAPIError.instance(
+            sql,
+            None,
+            exc,
+            self.store.dbapi_error,
+            hide_parameters=True,
+            connection_invalidated=invalidated,
+            dialect=dialect,
+        )
+        return error
+
+    def _close(self) -> None:
+        try:
+            if self._connection is not None:
+                # Back to the pool, whose reset-on-return rolls back anything uncommitted.
+                self._connection.close()
+        finally:
+            self._connection = self._cursor = None
+            self._release_gate()
+
+    def _release_gate(self) -> None:
+        if self._gate_held and self.store.gate is not None:
+            self._gate_held = False
+            self.store.gate.release()
