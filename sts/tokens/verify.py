@@ -125,11 +125,15 @@ def verify_jwt(
         raise refuse(role, "is signed with an unknown key", "unknown_kid")
     try:
         with accepting_eddsa(alg):
-            decoded = jwt.decode(token, key, algorithms=[alg])
+            # The signature of the token extracted above (what jwt.decode would do, without
+            # parsing the token a second time); ``claims`` is its payload, parsed above.
+            valid = jws.validate_compact(compact, key, registry=_registry_for(alg))
     except JoseError:
-        raise refuse(role, "signature is invalid", "signature") from None
+        valid = False
+    if not valid:
+        raise refuse(role, "signature is invalid", "signature")
 
-    claims = decoded.claims
+    claims = payload
     registry = _claims_registry(kind, issuer, own_issuer, leeway, now)
     try:
         registry.validate(claims)
@@ -145,6 +149,17 @@ def verify_jwt(
         token_id=token_id or token_fingerprint(token),
         expires_at=datetime.fromtimestamp(int(claims["exp"]), UTC),
     )
+
+
+_REGISTRIES: dict[str, jws.JWSRegistry] = {}
+
+
+def _registry_for(alg: str) -> jws.JWSRegistry:
+    """joserfc's algorithm registry admitting only ``alg``, built once per algorithm."""
+    registry = _REGISTRIES.get(alg)
+    if registry is None:
+        registry = _REGISTRIES[alg] = jws.JWSRegistry(algorithms=[alg])
+    return registry
 
 
 def _select_key(key_set: KeySet, kid: object, alg: str) -> Any:

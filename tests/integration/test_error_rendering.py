@@ -67,3 +67,32 @@ def test_unexpected_exception_is_a_bare_500(app) -> None:  # type: ignore[no-unt
     response = app.test_client().get("/explode")
     assert_json_error(response, 500, "server_error")
     assert "hunter2" not in response.get_data(as_text=True)
+
+
+FORM = "application/x-www-form-urlencoded"
+
+
+def test_form_values_are_percent_decoded_as_utf8(client) -> None:  # type: ignore[no-untyped-def]
+    # "p%C3%A4ssword" decodes to "pässword": the grant type is read, then refused as unknown.
+    response = client.post("/token", data="grant_type=p%C3%A4ssword", content_type=FORM)
+    assert_json_error(response, 400, "unsupported_grant_type")
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        b"grant_type=%FF%FE",  # percent-encoded bytes that are not UTF-8
+        b"grant_type=\xff",  # raw bytes that are not UTF-8
+        "&".join(f"f{i}=x" for i in range(65)).encode(),  # more fields than any request needs
+    ],
+    ids=["percent-encoded-non-utf8", "raw-non-utf8", "too-many-fields"],
+)
+def test_malformed_form_is_invalid_request(client, body: bytes) -> None:  # type: ignore[no-untyped-def]
+    response = client.post("/token", data=body, content_type=FORM)
+    assert_json_error(response, 400, "invalid_request")
+    assert "form" in response.json["error_description"]
+
+
+def test_oversized_body_is_refused_with_413(client) -> None:  # type: ignore[no-untyped-def]
+    response = client.post("/token", data=b"grant_type=" + b"a" * (64 * 1024), content_type=FORM)
+    assert_json_error(response, 413, "invalid_request")
