@@ -3,6 +3,7 @@
 python -m bench                  # sts scenarios x SQLite/PostgreSQL, governance off, floor
 python -m bench peers            # sts vs floor vs oidc-provider vs idpyoidc, with ratios
 python -m bench --servers gunicorn,granian   # the same, once per HTTP server
+python -m bench soak --duration 300          # worker RSS over a 5-minute closed loop
 """
 
 from __future__ import annotations
@@ -21,8 +22,8 @@ from typing import Any
 
 from sqlalchemy.engine import make_url
 
-from bench import procfs, pyspy, servers
-from bench.loadgen import LoadResult, LoadSpec, run_load
+from bench import procfs, pyspy, servers, soak
+from bench.loadgen import LoadResult, LoadSpec, Progress, run_load
 from bench.scenarios import SCENARIOS, peer_requests
 from bench.servers import RunningServer
 from bench.world import DEFAULT_POSTGRES, PeerTokens, World, database_url, peer_tokens, seed
@@ -55,17 +56,35 @@ class Row:
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
-    parser.add_argument("mode", nargs="?", choices=("run", "peers"), default="run")
-    parser.add_argument("--duration", type=float, default=6.0, help="measured seconds per row")
-    parser.add_argument("--warmup", type=float, default=2.0, help="unmeasured seconds first")
+    parser.add_argument("mode", nargs="?", choices=("run", "peers", "soak"), default="run")
+    parser.add_argument(
+        "--duration",
+        type=float,
+        help="measured seconds per row (default 6); soak: of the whole run (default 300)",
+    )
+    parser.add_argument(
+        "--warmup", type=float, help="unmeasured seconds first (default 2; soak: 10)"
+    )
     parser.add_argument("--concurrency", type=int, default=8, help="connections in total")
     parser.add_argument("--processes", type=int, default=2, help="load-generator processes")
     parser.add_argument(
         "--scenarios",
-        default="ci-deploy,agent-act,re-exchange,peer-shape",
-        help=f"comma-separated, of {','.join(SCENARIOS)}",
+        help=f"comma-separated, of {','.join(SCENARIOS)} (default: all; not for soak)",
     )
-    parser.add_argument("--databases", default="sqlite,postgresql")
+    parser.add_argument("--databases", help="sqlite,postgresql (default: both; not for soak)")
+    parser.add_argument(
+        "--scenario", choices=tuple(SCENARIOS), help="soak only (default ci-deploy)"
+    )
+    parser.add_argument(
+        "--database", choices=("sqlite", "postgresql"), help="soak only (default sqlite)"
+    )
+    parser.add_argument(
+        "--sample-every",
+        type=float,
+        default=10.0,
+        metavar="SECONDS",
+        help="soak only: seconds between worker RSS samples",
+    )
     parser.add_argument("--workers", type=int, default=2, help="server worker processes")
     parser.add_argument(
         "--servers", default="gunicorn", help="comma-separated: gunicorn,granian (sts and floor)"
@@ -92,9 +111,29 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="record the server with py-spy during the first row (collapsed stacks to PATH)",
     )
     args = parser.parse_args(argv)
-    args.scenarios = _split(args.scenarios, SCENARIOS)
-    args.databases = _split(args.databases, ("sqlite", "postgresql"))
+    soaking = args.mode == "soak"
+    if args.duration is None:
+        args.duration = 300.0 if soaking else 6.0
+    if args.warmup is None:
+        args.warmup = 10.0 if soaking else 2.0
     args.servers = _split(args.servers, ("gunicorn", "granian"))
+    if soaking:
+        if args.scenarios is not None or args.databases is not None:
+            parser.error("soak runs one --scenario on one --database")
+        if len(args.servers) != 1:
+            parser.error("soak runs one server: --servers gunicorn or --servers granian")
+        if args.py_spy is not None:
+            parser.error("--py-spy is not supported in soak mode")
+        if args.sample_every <= 0 or args.duration <= 0:
+            parser.error("--duration and --sample-every must be positive")
+        args.scenario = args.scenario or "ci-deploy"
+        args.database = args.database or "sqlite"
+        args.scenarios, args.databases = [args.scenario], [args.database]
+    else:
+        if args.scenario is not None or args.database is not None:
+            parser.error("--scenario/--database are for soak; use --scenarios/--databases")
+        args.scenarios = _split(args.scenarios or ",".join(SCENARIOS), SCENARIOS)
+        args.databases = _split(args.databases or "sqlite,postgresql", ("sqlite", "postgresql"))
     return args
 
 
@@ -274,6 +313,33 @@ def peer_server(directory: Path, port: int, workers: int) -> Iterator[int]:
         subprocess.run([str(directory / "stop.sh")], capture_output=True, timeout=30, check=False)
 
 
+def found_peers_dir(args: argparse.Namespace) -> Path | None:
+    return args.peers_dir if (args.peers_dir / "common").exists() else None
+
+
+def subject_tokens(args: argparse.Namespace, lifetime: int = 7200) -> PeerTokens:
+    """The upstream issuer's key and subject tokens (the peers' own when present)."""
+    print(f"minting {args.pool} subject tokens of each kind ...", file=sys.stderr)
+    return peer_tokens(found_peers_dir(args), args.pool, lifetime)
+
+
+@contextmanager
+def seeded_world(
+    args: argparse.Namespace,
+    workdir: Path,
+    database: str,
+    peer: PeerTokens,
+    lifetime: int = 7200,
+) -> Iterator[World]:
+    """A throw-away database of ``database``'s kind, migrated and seeded, with the token
+    pools; the database is dropped on exit (even on failure)."""
+    dbdir = workdir / database
+    dbdir.mkdir()
+    with database_url(database, dbdir, args.postgres_url) as url:
+        print(f"seeding {database} ...", file=sys.stderr)
+        yield seed(database, dbdir, url, args.pool, peer, lifetime)
+
+
 # ---- output ------------------------------------------------------------------------------
 
 
@@ -395,13 +461,14 @@ def ratio_table(rows: list[Row]) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    if args.mode == "soak":
+        return run_soak(args)
     started = time.time()
-    peers_dir = args.peers_dir if (args.peers_dir / "common").exists() else None
+    peers_dir = found_peers_dir(args)
     with tempfile.TemporaryDirectory(prefix="sts-bench-") as tmp:
         workdir = Path(tmp)
         runner = Runner(args, workdir)
-        print(f"minting {args.pool} subject tokens of each kind ...", file=sys.stderr)
-        peer = peer_tokens(peers_dir, args.pool)
+        peer = subject_tokens(args)
         scenarios = args.scenarios if args.mode == "run" else ["peer-shape"]
         jwks_path = workdir / "upstream_public.jwks.json"
         jwks_path.write_text(json.dumps(peer.jwks))
@@ -415,12 +482,8 @@ def main(argv: list[str] | None = None) -> int:
                 else:
                     runner.run_peer(name, peer)
         for database in args.databases:
-            dbdir = workdir / database
-            dbdir.mkdir()
             try:
-                with database_url(database, dbdir, args.postgres_url) as url:
-                    print(f"seeding {database} ...", file=sys.stderr)
-                    world = seed(database, dbdir, url, args.pool, peer)
+                with seeded_world(args, workdir, database, peer) as world:
                     runner.run_sts(world, scenarios)
             except Exception as exc:
                 runner.failed(Row("sts", "-", database, ",".join(scenarios)), exc)
@@ -461,17 +524,130 @@ def main(argv: list[str] | None = None) -> int:
         "mode": args.mode,
         "started": started,
         "elapsed_s": round(time.time() - started, 1),
-        "settings": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
+        "settings": settings_of(args),
         "rows": [row.as_dict() for row in rows],
         "table": table,
     }
+    paths = write_results(args, started, document)
+    print(f"\n{time.time() - started:.0f} s; results: {', '.join(map(str, paths))}")
+    return 0 if all(r.result for r in rows) else 1
+
+
+def write_results(args: argparse.Namespace, started: float, document: dict[str, Any]) -> list[Path]:
+    """``bench/results/<mode>-<UTC time>.json``, and ``--json`` when given."""
     RESULTS.mkdir(exist_ok=True)
     stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime(started))
     paths = [RESULTS / f"{args.mode}-{stamp}.json", *([args.json] if args.json else [])]
     for path in paths:
         path.write_text(json.dumps(document, indent=2, default=str))
+    return paths
+
+
+def settings_of(args: argparse.Namespace) -> dict[str, Any]:
+    return {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()}
+
+
+# ---- soak ----------------------------------------------------------------------------------
+
+
+def run_soak(args: argparse.Namespace) -> int:
+    """One scenario, one database, one real ``sts serve``, closed loop for ``--duration``
+    after ``--warmup``; every worker's RSS and the exchange count every ``--sample-every``
+    seconds (see bench/soak.py)."""
+    started = time.time()
+    server = args.servers[0]
+    # Subject tokens must outlive the run (pre-minted sts tokens are capped by the server's
+    # STS_MAX_TOKEN_TTL, 3600 s, which bounds a re-exchange soak).
+    lifetime = max(7200, int(args.warmup + args.duration) + 3600)
+    samples: list[soak.Sample] = []
+    result: LoadResult | None = None
+    failure: str | None = None
+    notes: dict[str, Any] = {}
+    with tempfile.TemporaryDirectory(prefix="sts-bench-") as tmp:
+        workdir = Path(tmp)
+        runner = Runner(args, workdir)
+        try:
+            peer = subject_tokens(args, lifetime)
+            with (
+                seeded_world(args, workdir, args.database, peer, lifetime) as world,
+                runner.sts("sts", world, server) as running,
+            ):
+                spec = runner.spec(
+                    running.port, SCENARIOS[args.scenario].build(world, running.port)
+                )
+                idle = wait_for_quiet(args.quiet_wait)
+                notes = {
+                    "server_pid": running.pid,
+                    "workers_at_start": sorted(procfs.tree(running.pid)[1:]),
+                }
+                print(
+                    f"soaking {args.scenario} / {args.database} / {server}: server pid "
+                    f"{running.pid}, workers {notes['workers_at_start']}; "
+                    f"{args.warmup:g} s warmup + {args.duration:g} s, a sample every "
+                    f"{args.sample_every:g} s ...",
+                    file=sys.stderr,
+                    flush=True,
+                )
+                progress = Progress(args.concurrency)
+                result = run_load(
+                    spec,
+                    server_pid=running.pid,
+                    database_pids=database_pids(world),
+                    progress=progress,
+                    monitor=soak.sampler(
+                        running.pid, progress, args.sample_every, samples, soak.echo_stderr
+                    ),
+                )
+                notes["idle_before_s"] = idle
+                notes["progress_final"] = progress.counts()
+        except Exception as exc:
+            failure = f"{type(exc).__name__}: {str(exc)[-600:]}"
+    summary = soak.summarize(samples) if samples else None
+    print()
+    print(
+        f"sts bench soak: {args.scenario} on {args.database}, {server} with {args.workers} "
+        f"workers; {args.concurrency} connections from {args.processes} processes; "
+        f"{args.warmup:g} s warmup + {args.duration:g} s, RSS every {args.sample_every:g} s"
+    )
+    if samples:
+        print(soak.samples_table(samples))
+    if summary is not None:
+        print()
+        print(soak.summary_table(summary))
+    if result is not None:
+        print(
+            f"\n{result.ok} exchanges in {result.duration:g} s = {result.rate:.1f} exch/s; "
+            f"errors {sum(result.errors.values())}; p50 {_fmt(result.latencies_ms['p50'], 2)} ms, "
+            f"p99 {_fmt(result.latencies_ms['p99'], 2)} ms; server CPU "
+            f"{_fmt(result.server_cpu_ms_per_exchange, 2)} ms/exch; other cores "
+            f"{_fmt(result.foreign_cores, 2)}"
+        )
+        if result.errors:
+            print(f"errors: {result.errors}; first: {result.error_samples}")
+    if summary is not None:
+        changed = summary["pids_changed"]
+        print(
+            "worker PIDs: "
+            + ("CHANGED: " + "; ".join(changed) if changed else "the same throughout the run")
+        )
+    if failure:
+        print(f"FAILED: {failure}")
+    document = {
+        "mode": "soak",
+        "started": started,
+        "elapsed_s": round(time.time() - started, 1),
+        "settings": settings_of(args),
+        **notes,
+        "failure": failure,
+        "summary": summary,
+        "samples": [s.as_dict() for s in samples],
+        "load": result.as_dict() if result else None,
+    }
+    paths = write_results(args, started, document)
     print(f"\n{time.time() - started:.0f} s; results: {', '.join(map(str, paths))}")
-    return 0 if all(r.result for r in rows) else 1
+    if failure or result is None or summary is None:
+        return 1
+    return 1 if result.errors or summary["pids_changed"] else 0
 
 
 if __name__ == "__main__":

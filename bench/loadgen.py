@@ -219,6 +219,29 @@ class LoadSpec:
     timeout: float = 10.0
 
 
+class Progress:
+    """Exchanges and errors counted so far in the measured window, shared with the
+    load-generator processes while they run (``python -m bench soak`` reads it at every
+    sample). One slot per connection thread, each written only by its own thread, so no
+    lock: the reader sums aligned 64-bit integers. Counted under the same rule as
+    ``LoadResult.ok``/``errors``: started after the warmup, finished before the end."""
+
+    def __init__(self, slots: int) -> None:
+        context = multiprocessing.get_context("fork")
+        self.ok = context.RawArray("q", slots)
+        self.errors = context.RawArray("q", slots)
+
+    def add(self, slot: int, good: bool) -> None:
+        if good:
+            self.ok[slot] += 1
+        else:
+            self.errors[slot] += 1
+
+    def counts(self) -> tuple[int, int]:
+        """(exchanges, errors) so far."""
+        return sum(self.ok), sum(self.errors)
+
+
 @dataclass
 class ProcessResult:
     ok: int = 0
@@ -307,6 +330,8 @@ def _thread_loop(
     end: float,
     result: ProcessResult,
     lock: threading.Lock,
+    slot: int = 0,
+    progress: Progress | None = None,
 ) -> None:
     client = Client(spec.port, spec.timeout)
     requests, count = spec.requests, len(spec.requests)
@@ -343,6 +368,8 @@ def _thread_loop(
                     errors[kind] += 1
                     if len(samples) < 3:
                         samples.append(f"{kind}: {detail}")
+                if progress is not None:
+                    progress.add(slot, good)
     finally:
         client.close()
     with lock:
@@ -354,7 +381,14 @@ def _thread_loop(
         result.connects += connects
 
 
-def _process_main(spec: LoadSpec, threads: int, first: int, start: float, pipe: Pipe) -> None:
+def _process_main(
+    spec: LoadSpec,
+    threads: int,
+    first: int,
+    start: float,
+    pipe: Pipe,
+    progress: Progress | None = None,
+) -> None:
     """One load-generator process: ``threads`` connections until ``start+warmup+duration``
     (wall clock, shared by all processes)."""
     # perf_counter is per-process; translate the shared wall-clock schedule once.
@@ -368,7 +402,7 @@ def _process_main(spec: LoadSpec, threads: int, first: int, start: float, pipe: 
     workers = [
         threading.Thread(
             target=_thread_loop,
-            args=(spec, (first + i) * spread, measure_from, end, result, lock),
+            args=(spec, (first + i) * spread, measure_from, end, result, lock, first + i, progress),
             daemon=True,
         )
         for i in range(threads)
@@ -394,10 +428,19 @@ def run_load(
     spec: LoadSpec,
     server_pid: int | None = None,
     database_pids: Callable[[], list[int]] | None = None,
+    progress: Progress | None = None,
+    monitor: Callable[[float, float], None] | None = None,
 ) -> LoadResult:
     """Run the closed loop from ``spec.processes`` forked processes; sample the server's
     process tree (CPU, RSS), the database's server processes (PostgreSQL backends, when
-    given) and the whole machine from /proc at the start and end of the measured window."""
+    given) and the whole machine from /proc at the start and end of the measured window.
+
+    ``progress`` (at least ``spec.concurrency`` slots) is updated by the load processes as
+    exchanges complete. ``monitor(measure_from, end)`` (wall-clock times) runs in this
+    process during the measured window, instead of sleeping through it, and must return by
+    ``end``."""
+    if progress is not None and len(progress.ok) < spec.concurrency:
+        raise ValueError(f"progress needs {spec.concurrency} slots, has {len(progress.ok)}")
     context = multiprocessing.get_context("fork")
     start = time.time() + 0.3
     processes = max(1, min(spec.processes, spec.concurrency))
@@ -408,7 +451,9 @@ def run_load(
         threads = base + (1 if number < extra else 0)
         receiver, sender = context.Pipe(duplex=False)
         child = context.Process(
-            target=_process_main, args=(spec, threads, first, start, sender), daemon=True
+            target=_process_main,
+            args=(spec, threads, first, start, sender, progress),
+            daemon=True,
         )
         child.start()
         sender.close()
@@ -423,6 +468,8 @@ def run_load(
     if server_pid is not None:
         cpu_start = procfs.tree_cpu_seconds(server_pid)
         rss_start = procfs.tree_rss_kib(server_pid)
+    if monitor is not None:
+        monitor(start + spec.warmup, start + spec.warmup + spec.duration)
     time.sleep(max(0.0, start + spec.warmup + spec.duration - time.time()))
     if server_pid is not None:
         cpu_end = procfs.tree_cpu_seconds(server_pid)
