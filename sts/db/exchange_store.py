@@ -12,6 +12,7 @@ raised as SQLAlchemy's ``DBAPIError`` subclasses, like any other database error.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 from collections.abc import Callable, Mapping, Sequence
@@ -74,6 +75,7 @@ class ExchangeStore:
             else None
         )
         self.dbapi_error: type[Exception] = dialect.loaded_dbapi.Error
+        self.pipelines = dialect.driver == "psycopg"
         prepare = self._prepare
         self.credential_by_key_id = prepare(queries.CREDENTIAL_BY_KEY_ID)
         self.parent_revocation_state = prepare(queries.PARENT_REVOCATION_STATE)
@@ -115,6 +117,8 @@ class ExchangeTransaction:
         self.write = write
         self._connection: Any = None
         self._cursor: Any = None
+        self._pipeline: Any = None
+        self._pipeline_context: Any = None
         self._gate_held = False
 
     def __enter__(self) -> ExchangeTransaction:
@@ -128,7 +132,12 @@ class ExchangeTransaction:
             if store.is_sqlite:
                 # The sqlite3 module's own transaction handling is off (see engine.py).
                 self._run("BEGIN IMMEDIATE" if self.write else "BEGIN", ())
-            # psycopg starts the transaction with the first statement.
+            elif store.pipelines:
+                # psycopg pipeline mode: BEGIN goes with the first query, and the writes
+                # whose results nobody reads go with the COMMIT: 4 round trips per
+                # exchange instead of 7 (pre-ping, BEGIN, 3 queries, 2 inserts, COMMIT).
+                self._pipeline_context = self._connection.driver_connection.pipeline()
+                self._pipeline = self._pipeline_context.__enter__()
         except BaseException:
             self._close()
             raise
@@ -164,7 +173,7 @@ class ExchangeTransaction:
     def record_client_assertion(self, client_id: str, jti: str, expires_at: datetime) -> bool:
         """False when this (client, jti) was already recorded: a replay."""
         values = {"client_id": client_id, "jti": jti, "expires_at": expires_at}
-        return self._execute(self.store.insert_client_assertion, values) > 0
+        return self._execute_counting(self.store.insert_client_assertion, values) > 0
 
     def claim_status_index(self) -> tuple[int, int] | None:
         """(list id, index) from the open status list, or None when none is open."""
@@ -185,6 +194,7 @@ class ExchangeTransaction:
             log.debug("COMMIT")
         try:
             self._connection.commit()
+            self._end_pipeline()
         except self.store.dbapi_error as exc:
             raise self._wrap("COMMIT", exc) from exc
         self._release_gate()  # after a failure, only once the rollback has run (_close)
@@ -192,27 +202,40 @@ class ExchangeTransaction:
     # ---- plumbing --------------------------------------------------------------------
 
     def _one(self, prepared: Prepared, values: Mapping[str, Any]) -> tuple[Any, ...] | None:
-        self._run(prepared.sql, prepared.params(values))
-        row = self._cursor.fetchone()
-        if row is not None:
-            self._cursor.fetchall()  # drain: a RETURNING statement completes on SQLite
-        return None if row is None else tuple(row)
+        rows = self._run(prepared.sql, prepared.params(values), fetch=True)
+        return rows[0] if rows else None
 
     def _all(self, prepared: Prepared, values: Mapping[str, Any]) -> list[tuple[Any, ...]]:
-        self._run(prepared.sql, prepared.params(values))
-        return [tuple(row) for row in self._cursor.fetchall()]
+        return self._run(prepared.sql, prepared.params(values), fetch=True)
 
-    def _execute(self, prepared: Prepared, values: Mapping[str, Any]) -> int:
+    def _execute(self, prepared: Prepared, values: Mapping[str, Any]) -> None:
+        """A statement whose result nobody reads: in a pipeline, it is only queued."""
         self._run(prepared.sql, prepared.params(values))
+
+    def _execute_counting(self, prepared: Prepared, values: Mapping[str, Any]) -> int:
+        """How many rows the statement changed (waits for it, in a pipeline too)."""
+        self._run(prepared.sql, prepared.params(values), count=True)
         return int(self._cursor.rowcount)
 
-    def _run(self, sql: str, params: Sequence[Any] | Mapping[str, Any]) -> None:
+    def _run(
+        self,
+        sql: str,
+        params: Sequence[Any] | Mapping[str, Any],
+        *,
+        fetch: bool = False,
+        count: bool = False,
+    ) -> list[tuple[Any, ...]]:
         if log.isEnabledFor(logging.DEBUG):
             log.debug("%s", sql)
         try:
             self._cursor.execute(sql, params)
+            if fetch:  # every row (a RETURNING statement completes on SQLite)
+                return [tuple(row) for row in self._cursor.fetchall()]
+            if count and self._pipeline is not None:
+                self._pipeline.sync()
         except self.store.dbapi_error as exc:
             raise self._wrap(sql, exc) from exc
+        return []
 
     def _wrap(self, sql: str, exc: Any) -> StatementError:
         """As SQLAlchemy would raise it; a broken connection is dropped from the pool.
@@ -232,8 +255,16 @@ class ExchangeTransaction:
         )
         return error
 
+    def _end_pipeline(self) -> None:
+        context, self._pipeline_context, self._pipeline = self._pipeline_context, None, None
+        if context is not None:
+            context.__exit__(None, None, None)
+
     def _close(self) -> None:
         try:
+            # A statement's own error was raised already; the pool's reset rolls back.
+            with contextlib.suppress(self.store.dbapi_error):
+                self._end_pipeline()
             if self._connection is not None:
                 # Back to the pool, whose reset-on-return rolls back anything uncommitted.
                 self._connection.close()

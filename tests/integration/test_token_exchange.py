@@ -10,7 +10,7 @@ from typing import Any
 
 import jwt as pyjwt
 import pytest
-from sqlalchemy import create_engine, select, text, update
+from sqlalchemy import create_engine, func, select, text, update
 from sqlalchemy.engine import make_url
 
 from sts.db.models import AuditRecord, IssuedToken
@@ -447,3 +447,29 @@ def test_api_key_exchange_signs_with_the_key_a_due_activation_just_made_active(
     assert published_kids(world) == {old, successor}  # old retired, still published
     kid, _ = verify_with_published_jwks(world, response.json["access_token"])
     assert kid == successor
+
+
+def test_a_failed_audit_write_issues_no_token_and_leaves_no_lineage(world: World) -> None:
+    """The audit INSERT is the exchange's last statement (on PostgreSQL it is only sent with
+    the COMMIT, pipelined): when it fails, the exchange is refused with 503, the lineage row
+    of the same transaction is not committed, and the next exchange succeeds."""
+    services = world.app.extensions["sts"]
+
+    def lineage_count() -> int:
+        with services.session_factory() as session:
+            return int(session.scalar(select(func.count()).select_from(IssuedToken)) or 0)
+
+    assert world.exchange(world.ci_token(), audience=DEPLOY).status_code == 200
+    before = lineage_count()
+    with services.engine.begin() as connection:
+        connection.execute(text("ALTER TABLE audit_log RENAME TO audit_log_away"))
+    try:
+        response = world.exchange(world.ci_token(), audience=DEPLOY)
+        assert_error(response, 503, "temporarily_unavailable")
+        assert "access_token" not in response.json
+        assert lineage_count() == before
+    finally:
+        with services.engine.begin() as connection:
+            connection.execute(text("ALTER TABLE audit_log_away RENAME TO audit_log"))
+    assert world.exchange(world.ci_token(), audience=DEPLOY).status_code == 200
+    assert lineage_count() == before + 1
