@@ -1,7 +1,8 @@
-"""Run a real ``sts serve`` (gunicorn) on 127.0.0.1 for tests that need a real server."""
+"""Run a real ``sts serve`` on 127.0.0.1 for tests that need a real server."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -38,6 +39,19 @@ def running_server(
     ready_path: str = "/readyz",
     args: Sequence[str] = (),
 ) -> Iterator[str]:
+    with server_process(env, workers, cwd, ready_path, args) as (base, _process):
+        yield base
+
+
+@contextmanager
+def server_process(
+    env: Mapping[str, str],
+    workers: int = 2,
+    cwd: str | None = None,
+    ready_path: str = "/readyz",
+    args: Sequence[str] = (),
+) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
+    """A ready ``sts serve`` in its own process group: (base URL, the main process)."""
     port = free_port()
     process = subprocess.Popen(
         [
@@ -72,9 +86,10 @@ def running_server(
             if time.monotonic() > deadline:
                 raise RuntimeError("sts serve did not become ready within 30 s")
             time.sleep(0.1)
-        yield base
+        yield base, process
     finally:
-        os.killpg(process.pid, signal.SIGTERM)
+        with contextlib.suppress(ProcessLookupError):  # it may have exited already
+            os.killpg(process.pid, signal.SIGTERM)
         try:
             process.wait(timeout=10)
         except subprocess.TimeoutExpired:

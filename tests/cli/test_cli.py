@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -13,7 +15,7 @@ from cryptography.hazmat.primitives import serialization
 
 from sts.cli import cli
 from tests.conftest import TEST_PASSPHRASE
-from tests.server import get_json, running_server
+from tests.server import get_json, running_server, server_process
 
 
 @pytest.fixture
@@ -83,6 +85,46 @@ def test_serve_answers_metadata_and_jwks(env: dict[str, str], server: str) -> No
     keys = run(env, "keys", "list").output
     assert jwks["keys"][0]["kid"] in keys
     assert "active" in keys
+
+
+def worker_pids(main_pid: int) -> set[int]:
+    children = Path(f"/proc/{main_pid}/task/{main_pid}/children").read_text().split()
+    return {int(pid) for pid in children}
+
+
+@pytest.mark.parametrize("server", ["gunicorn", "granian"])
+def test_serve_replaces_a_worker_that_dies(env: dict[str, str], server: str) -> None:
+    """A worker killed (OOM killer, a crash in native code) is replaced and the service
+    keeps answering; the main process stays up."""
+    env = {**env, "STS_AUTO_MIGRATE": "true"}
+    with server_process(env, args=("--server", server)) as (base, process):
+        deadline = time.monotonic() + 20
+        while len(before := worker_pids(process.pid)) < 2 and time.monotonic() < deadline:
+            time.sleep(0.1)  # ready as soon as one worker answers; wait for both
+        assert len(before) == 2
+        victim = min(before)
+        os.kill(victim, signal.SIGKILL)
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            after = worker_pids(process.pid)
+            if victim not in after and len(after) == 2:
+                break
+            time.sleep(0.1)
+        assert victim not in after and len(after) == 2, (before, after)
+        assert process.poll() is None
+        for _ in range(6):  # both workers answer (connections are spread over them)
+            assert get_json(base + "/readyz")[0] == 200
+
+
+def test_serve_defaults_to_granian(env: dict[str, str]) -> None:
+    env = {**env, "STS_AUTO_MIGRATE": "true"}
+    with server_process(env) as (base, process):
+        status, _, headers = get_json(base + "/healthz")
+        assert status == 200
+        assert process.stdout is not None
+        started = os.read(process.stdout.fileno(), 1 << 16).decode()  # already written
+    assert "with 2 granian workers" in started, started
+    assert "gunicorn" not in headers.get("Server", "")
 
 
 @pytest.mark.parametrize("server", ["gunicorn", "granian"])
