@@ -4,6 +4,7 @@ python -m bench                  # sts scenarios x SQLite/PostgreSQL, governance
 python -m bench peers            # sts vs floor vs oidc-provider vs idpyoidc, with ratios
 python -m bench --servers gunicorn,granian   # the same, once per HTTP server
 python -m bench soak --duration 300          # worker RSS over a 5-minute closed loop
+python -m bench latency --servers gunicorn,granian   # p50/p99 at half of the peak (open loop)
 """
 
 from __future__ import annotations
@@ -16,13 +17,13 @@ import tempfile
 import time
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 from sqlalchemy.engine import make_url
 
-from bench import procfs, pyspy, servers, soak
+from bench import latency, procfs, pyspy, servers, soak
 from bench.loadgen import LoadResult, LoadSpec, Progress, run_load
 from bench.scenarios import SCENARIOS, peer_requests
 from bench.servers import RunningServer
@@ -56,16 +57,23 @@ class Row:
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
-    parser.add_argument("mode", nargs="?", choices=("run", "peers", "soak"), default="run")
+    parser.add_argument(
+        "mode", nargs="?", choices=("run", "peers", "soak", "latency"), default="run"
+    )
     parser.add_argument(
         "--duration",
         type=float,
-        help="measured seconds per row (default 6); soak: of the whole run (default 300)",
+        help="measured seconds per row (default 6); soak: of the whole run (default 300); "
+        "latency: of the open loop (default 30)",
     )
     parser.add_argument(
         "--warmup", type=float, help="unmeasured seconds first (default 2; soak: 10)"
     )
-    parser.add_argument("--concurrency", type=int, default=8, help="connections in total")
+    parser.add_argument(
+        "--concurrency",
+        type=int,
+        help="connections in total (default 8; latency: 16, for the open loop)",
+    )
     parser.add_argument("--processes", type=int, default=2, help="load-generator processes")
     parser.add_argument(
         "--scenarios",
@@ -73,10 +81,37 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     parser.add_argument("--databases", help="sqlite,postgresql (default: both; not for soak)")
     parser.add_argument(
-        "--scenario", choices=tuple(SCENARIOS), help="soak only (default ci-deploy)"
+        "--scenario", choices=tuple(SCENARIOS), help="soak, latency (default ci-deploy)"
     )
     parser.add_argument(
-        "--database", choices=("sqlite", "postgresql"), help="soak only (default sqlite)"
+        "--database",
+        choices=("sqlite", "postgresql"),
+        help="soak, latency (default sqlite)",
+    )
+    parser.add_argument(
+        "--fraction",
+        type=float,
+        default=0.5,
+        help="latency only: the open loop's rate as a fraction of the measured peak",
+    )
+    parser.add_argument(
+        "--rate",
+        type=float,
+        metavar="PER_SECOND",
+        help="latency only: this open-loop rate (requests/s in total); skips the peak",
+    )
+    parser.add_argument(
+        "--peak-duration",
+        type=float,
+        default=6.0,
+        metavar="SECONDS",
+        help="latency only: measured seconds of the closed loop that finds the peak",
+    )
+    parser.add_argument(
+        "--peak-concurrency",
+        type=int,
+        default=8,
+        help="latency only: connections of the closed loop that finds the peak",
     )
     parser.add_argument(
         "--sample-every",
@@ -112,26 +147,35 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     args = parser.parse_args(argv)
     soaking = args.mode == "soak"
+    timing = args.mode == "latency"
     if args.duration is None:
-        args.duration = 300.0 if soaking else 6.0
+        args.duration = 300.0 if soaking else 30.0 if timing else 6.0
     if args.warmup is None:
         args.warmup = 10.0 if soaking else 2.0
+    if args.concurrency is None:
+        args.concurrency = 16 if timing else 8
     args.servers = _split(args.servers, ("gunicorn", "granian"))
-    if soaking:
+    if not timing and (args.rate is not None or args.fraction != 0.5):
+        parser.error("--rate and --fraction are for the latency mode")
+    if soaking or timing:
         if args.scenarios is not None or args.databases is not None:
-            parser.error("soak runs one --scenario on one --database")
-        if len(args.servers) != 1:
+            parser.error(f"{args.mode} runs one --scenario on one --database")
+        if soaking and len(args.servers) != 1:
             parser.error("soak runs one server: --servers gunicorn or --servers granian")
         if args.py_spy is not None:
-            parser.error("--py-spy is not supported in soak mode")
+            parser.error(f"--py-spy is not supported in {args.mode} mode")
         if args.sample_every <= 0 or args.duration <= 0:
             parser.error("--duration and --sample-every must be positive")
+        if args.fraction <= 0 or args.peak_duration <= 0 or (args.rate or 1) <= 0:
+            parser.error("--fraction, --peak-duration and --rate must be positive")
         args.scenario = args.scenario or "ci-deploy"
         args.database = args.database or "sqlite"
         args.scenarios, args.databases = [args.scenario], [args.database]
     else:
         if args.scenario is not None or args.database is not None:
-            parser.error("--scenario/--database are for soak; use --scenarios/--databases")
+            parser.error(
+                "--scenario/--database are for soak and latency; use --scenarios/--databases"
+            )
         args.scenarios = _split(args.scenarios or ",".join(SCENARIOS), SCENARIOS)
         args.databases = _split(args.databases or "sqlite,postgresql", ("sqlite", "postgresql"))
     return args
@@ -463,6 +507,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     if args.mode == "soak":
         return run_soak(args)
+    if args.mode == "latency":
+        return run_latency(args)
     started = time.time()
     peers_dir = found_peers_dir(args)
     with tempfile.TemporaryDirectory(prefix="sts-bench-") as tmp:
@@ -648,6 +694,117 @@ def run_soak(args: argparse.Namespace) -> int:
     if failure or result is None or summary is None:
         return 1
     return 1 if result.errors or summary["pids_changed"] else 0
+
+
+# ---- latency -------------------------------------------------------------------------------
+
+
+def run_latency(args: argparse.Namespace) -> int:
+    """One scenario on one database; per server in ``--servers``: one real ``sts serve``,
+    the peak from the usual closed loop (unless ``--rate``), then the open loop at
+    ``--fraction`` of it (or at ``--rate``) for ``--duration`` seconds (see
+    bench/latency.py)."""
+    started = time.time()
+    each = args.warmup + args.duration + (0 if args.rate else args.warmup + args.peak_duration)
+    lifetime = max(7200, int(each * len(args.servers)) + 3600)
+    rows: list[latency.LatencyRow] = []
+    failure: str | None = None
+    with tempfile.TemporaryDirectory(prefix="sts-bench-") as tmp:
+        workdir = Path(tmp)
+        runner = Runner(args, workdir)
+        try:
+            peer = subject_tokens(args, lifetime)
+            with seeded_world(args, workdir, args.database, peer, lifetime) as world:
+                for server in args.servers:
+                    rows.append(measure_latency(args, runner, world, server))
+        except Exception as exc:
+            failure = f"{type(exc).__name__}: {str(exc)[-600:]}"
+    table = markdown_table(latency.HEADERS, [latency.cells(r) for r in rows])
+    print()
+    peak_how = (
+        f"peak: closed loop, {args.peak_concurrency} connections, {args.warmup:g} s + "
+        f"{args.peak_duration:g} s; "
+        if args.rate is None
+        else ""
+    )
+    print(
+        f"sts bench latency: {args.scenario} on {args.database}, {args.workers} server "
+        f"workers; {peak_how}open loop: {args.concurrency} connections from "
+        f"{args.processes} processes, {args.warmup:g} s + {args.duration:g} s at "
+        + (f"{args.rate:g}/s" if args.rate else f"{args.fraction:g} x peak")
+        + "; latency from the intended send time"
+    )
+    print(table)
+    for row in rows:
+        if row.result and row.result.send_lag_ms:
+            lag, naive = row.result.send_lag_ms, row.result.from_send_ms
+            print(
+                f"{row.server}: {row.result.scheduled} requests due in the window; send lag "
+                f"(actual - intended send time) p50 {lag['p50']:.2f}, p99 {lag['p99']:.2f}, max "
+                f"{lag['max']:.2f} ms; latency from the actual send (coordinated omission) "
+                f"p99 {naive['p99']:.2f}, max {naive['max']:.2f} ms"
+            )
+        for warning in latency.warnings(row, args.concurrency):
+            print(f"warning: {warning}")
+        if row.result and row.result.errors:
+            print(f"errors in {row.server}: {row.result.errors}; first: {row.result.error_samples}")
+        if row.failure:
+            print(f"FAILED {row.server}: {row.failure}")
+    if failure:
+        print(f"FAILED: {failure}")
+    document = {
+        "mode": "latency",
+        "started": started,
+        "elapsed_s": round(time.time() - started, 1),
+        "settings": settings_of(args),
+        "failure": failure,
+        "rows": [row.as_dict() for row in rows],
+        "table": table,
+    }
+    paths = write_results(args, started, document)
+    print(f"\n{time.time() - started:.0f} s; results: {', '.join(map(str, paths))}")
+    return 0 if rows and not failure and all(r.result for r in rows) else 1
+
+
+def measure_latency(
+    args: argparse.Namespace, runner: Runner, world: World, server: str
+) -> latency.LatencyRow:
+    row = latency.LatencyRow(
+        server, world.database, args.scenario, None if args.rate else args.fraction
+    )
+    try:
+        with runner.sts("sts", world, server) as running:
+            base = LoadSpec(
+                port=running.port,
+                requests=SCENARIOS[args.scenario].build(world, running.port),
+                duration=args.peak_duration,
+                warmup=args.warmup,
+                concurrency=args.peak_concurrency,
+                processes=args.processes,
+            )
+            pids = database_pids(world)
+            rate = args.rate
+            if rate is None:
+                row.notes["idle_before_peak_s"] = wait_for_quiet(args.quiet_wait)
+                print(f"  {server}: peak (closed loop) ...", file=sys.stderr, flush=True)
+                row.peak = run_load(base, server_pid=running.pid, database_pids=pids)
+                if not row.peak.ok:
+                    raise RuntimeError(
+                        f"no exchange succeeded in the peak run: {row.peak.error_samples}"
+                    )
+                rate = args.fraction * row.peak.rate
+            row.notes["idle_before_s"] = wait_for_quiet(args.quiet_wait)
+            print(
+                f"  {server}: open loop at {rate:.0f}/s over {args.concurrency} connections ...",
+                file=sys.stderr,
+                flush=True,
+            )
+            spec = replace(base, duration=args.duration, concurrency=args.concurrency, rate=rate)
+            row.result = run_load(spec, server_pid=running.pid, database_pids=pids)
+    except Exception as exc:  # one failed server must not lose the others
+        row.failure = f"{type(exc).__name__}: {str(exc)[-600:]}"
+        print(f"  FAILED {server}: {row.failure}", file=sys.stderr)
+    return row
 
 
 if __name__ == "__main__":

@@ -1,7 +1,11 @@
-"""A closed-loop HTTP/1.1 load generator: separate processes, one thread per connection.
+"""An HTTP/1.1 load generator: separate processes, one thread per connection.
 
-Each thread holds one keep-alive connection and sends the next request as soon as the
-previous response is complete (closed loop). Requests are pre-built byte strings, sent
+Closed loop (the default): each thread holds one keep-alive connection and sends the next
+request as soon as the previous response is complete. Open loop (``LoadSpec.rate``): a
+fixed arrival rate in total, split evenly over the connection threads; each thread sends
+on its own fixed schedule (see ``Schedule``) and latency is measured from the *intended*
+send time, so a server stall shows up in the latency of every request that should have
+been sent during it (no coordinated omission). Requests are pre-built byte strings, sent
 round robin, so the client spends its CPU on sockets rather than on formatting. The
 client is a minimal raw-socket HTTP/1.1 client: Content-Length, chunked and
 close-delimited bodies; a ``Connection: close`` answer (gunicorn sync workers) makes the
@@ -205,7 +209,7 @@ def post_all(
     return [body for body in results if body is not None]
 
 
-# ---- the closed loop -------------------------------------------------------------------
+# ---- the load ----------------------------------------------------------------------------
 
 
 @dataclass(frozen=True)
@@ -217,6 +221,39 @@ class LoadSpec:
     concurrency: int = 8
     processes: int = 2
     timeout: float = 10.0
+    # Open loop: requests per second in total (warmup included), split evenly over the
+    # ``concurrency`` connection threads. None: closed loop. Keep the rate per connection
+    # (rate / concurrency) well below 1 / latency, or a slow answer holds up the
+    # connection's next sends (still counted, from their intended time, but then the client
+    # rather than the server limits the load: see ``LoadResult.late``).
+    rate: float | None = None
+
+
+@dataclass(frozen=True)
+class Schedule:
+    """The open loop's send times for one connection thread: request k is due at
+    ``start + phase + k * interval``. With ``for_thread`` every thread has the same
+    interval (connections / rate) and thread i is offset by i / rate, so all threads
+    together send at an even 1 / rate and never in lockstep."""
+
+    start: float
+    interval: float
+    phase: float = 0.0
+
+    @classmethod
+    def for_thread(cls, start: float, rate: float, connections: int, index: int) -> Schedule:
+        if rate <= 0 or connections <= 0:
+            raise ValueError(f"need rate > 0 and connections > 0, got {rate}, {connections}")
+        interval = connections / rate
+        return cls(start, interval, (index % connections) * interval / connections)
+
+    def due(self, k: int) -> float:
+        """The intended send time of request k (k = 0, 1, ...)."""
+        return self.start + self.phase + k * self.interval
+
+    def is_late(self, sent: float, k: int) -> bool:
+        """Request k went out more than one interval after it was due."""
+        return sent - self.due(k) > self.interval
 
 
 class Progress:
@@ -251,6 +288,25 @@ class ProcessResult:
     connects: int = 0
     requests: int = 0  # measured window, ok or not
     cpu_seconds: float = 0.0  # this load-generator process, whole run
+    # Open loop only, requests due in the measured window:
+    scheduled: int = 0  # due (sent or not)
+    late: int = 0  # sent more than one interval after they were due
+    send_lags: array[float] = field(default_factory=lambda: array("d"))  # sent - due, seconds
+    # finished - sent, successes: what a closed-loop style (coordinated-omission) count sees
+    from_send: array[float] = field(default_factory=lambda: array("d"))
+
+    def merge(self, other: ProcessResult) -> None:
+        self.ok += other.ok
+        self.requests += other.requests
+        self.latencies.extend(other.latencies)
+        self.errors.update(other.errors)
+        self.samples.extend(other.samples[: max(0, 3 - len(self.samples))])
+        self.connects += other.connects
+        self.cpu_seconds += other.cpu_seconds
+        self.scheduled += other.scheduled
+        self.late += other.late
+        self.send_lags.extend(other.send_lags)
+        self.from_send.extend(other.from_send)
 
 
 @dataclass
@@ -268,6 +324,19 @@ class LoadResult:
     rss_end: Mapping[str, int] = field(default_factory=dict)
     database_cpu_seconds: float | None = None  # PostgreSQL backends (SQLite is in-process)
     machine_busy_seconds: float | None = None  # every process on the machine
+    # Open loop only (``offered_rate`` None: closed loop). Counted over the requests due in
+    # the measured window: ``scheduled`` of them, ``sent`` = ok + errors, ``unsent`` never
+    # left because their thread was still behind at the end.
+    offered_rate: float | None = None
+    scheduled: int = 0
+    sent: int = 0
+    late: int = 0
+    send_lag_ms: dict[str, float] = field(default_factory=dict)
+    from_send_ms: dict[str, float] = field(default_factory=dict)  # latency from actual send
+
+    @property
+    def unsent(self) -> int:
+        return max(0, self.scheduled - self.sent)
 
     @property
     def database_cpu_ms_per_exchange(self) -> float | None:
@@ -320,6 +389,20 @@ class LoadResult:
             "foreign_cores_busy": self.foreign_cores,
             "rss_start_kib": dict(self.rss_start),
             "rss_end_kib": dict(self.rss_end),
+            **({} if self.offered_rate is None else {"open_loop": self.open_loop_dict()}),
+        }
+
+    def open_loop_dict(self) -> dict[str, Any]:
+        return {
+            "offered_per_s": round(self.offered_rate or 0.0, 1),
+            "achieved_per_s": round(self.rate, 1),
+            "scheduled": self.scheduled,
+            "sent": self.sent,
+            "unsent": self.unsent,
+            "late": self.late,
+            "send_lag_ms": self.send_lag_ms,
+            "latency_from_actual_send_ms": self.from_send_ms,
+            "latency_from": "intended send time",
         }
 
 
@@ -381,6 +464,75 @@ def _thread_loop(
         result.connects += connects
 
 
+def open_loop_thread(
+    spec: LoadSpec,
+    offset: int,
+    schedule: Schedule,
+    measure_from: float,
+    end: float,
+    result: ProcessResult,
+    lock: threading.Lock,
+    slot: int = 0,
+    progress: Progress | None = None,
+) -> None:
+    """One connection of the open loop (times are ``time.perf_counter`` values).
+
+    Request k is sent at ``schedule.due(k)``, or at once when the thread is behind (a slow
+    answer held it up): it never sleeps a negative time and never shifts the schedule, so
+    it catches up by sending back to back. A request is measured when it was *due* in
+    ``[measure_from, end)``, whenever its answer arrives (at most the socket timeout after
+    ``end``), and its latency runs from the due time, not from the actual send. Requests
+    due before ``end`` but still not sent at ``end`` are counted as scheduled, not sent."""
+    client = Client(spec.port, spec.timeout)
+    requests, count = spec.requests, len(spec.requests)
+    part = ProcessResult()
+    clock, k = time.perf_counter, 0
+    try:
+        while True:
+            due = schedule.due(k)
+            if due >= end:
+                break
+            k += 1
+            measured = due >= measure_from
+            part.scheduled += measured
+            now = clock()
+            if now >= end:
+                continue  # behind at the end: the rest of the backlog is never sent
+            if now < due:
+                time.sleep(due - now)
+            sent = clock()
+            connects_before = client.connects
+            try:
+                status, body = client.request(requests[(offset + k - 1) % count])
+                good = is_success(status, body)
+                kind = "" if good else f"HTTP {status}"
+                detail = "" if good else body[:200].decode(errors="replace")
+            except (OSError, HttpError) as exc:
+                good, kind, detail = False, type(exc).__name__, str(exc)
+                client.close()
+            finished = clock()
+            if not measured:
+                continue
+            part.requests += 1
+            part.connects += client.connects - connects_before
+            part.send_lags.append(sent - due)
+            part.late += schedule.is_late(sent, k - 1)
+            if good:
+                part.ok += 1
+                part.latencies.append(finished - due)
+                part.from_send.append(finished - sent)
+            else:
+                part.errors[kind] += 1
+                if len(part.samples) < 3:
+                    part.samples.append(f"{kind}: {detail}")
+            if progress is not None:
+                progress.add(slot, good)
+    finally:
+        client.close()
+    with lock:
+        result.merge(part)
+
+
 def _process_main(
     spec: LoadSpec,
     threads: int,
@@ -399,18 +551,26 @@ def _process_main(
     result = ProcessResult()
     lock = threading.Lock()
     spread = max(1, len(spec.requests) // max(1, spec.concurrency))
-    workers = [
-        threading.Thread(
-            target=_thread_loop,
-            args=(spec, (first + i) * spread, measure_from, end, result, lock, first + i, progress),
-            daemon=True,
-        )
-        for i in range(threads)
-    ]
+    workers = []
+    for i in range(threads):
+        index = first + i
+        args: tuple[Any, ...]
+        if spec.rate is None:
+            target: Callable[..., None] = _thread_loop
+            args = (spec, index * spread, measure_from, end, result, lock, index, progress)
+        else:
+            schedule = Schedule.for_thread(start + offset, spec.rate, spec.concurrency, index)
+            target = open_loop_thread
+            args = (spec, index * spread, schedule, measure_from, end, result, lock, index)
+            args += (progress,)
+        workers.append(threading.Thread(target=target, args=args, daemon=True))
     for worker in workers:
         worker.start()
     for worker in workers:
-        worker.join(spec.warmup + spec.duration + spec.timeout + 5)
+        # The open loop may send its last request just before the end: 2 timeouts (retry).
+        worker.join(
+            spec.warmup + spec.duration + spec.timeout * (1 if spec.rate is None else 2) + 5
+        )
     usage = resource.getrusage(resource.RUSAGE_SELF)
     result.cpu_seconds = usage.ru_utime + usage.ru_stime
     pipe.send(result)
@@ -438,9 +598,15 @@ def run_load(
     ``progress`` (at least ``spec.concurrency`` slots) is updated by the load processes as
     exchanges complete. ``monitor(measure_from, end)`` (wall-clock times) runs in this
     process during the measured window, instead of sleeping through it, and must return by
-    ``end``."""
+    ``end``.
+
+    With ``spec.rate`` the loop is open (see ``open_loop_thread``): server CPU, RSS and
+    machine load are still read at the window's end, while the last answers (to requests
+    due before the end) may arrive after it."""
     if progress is not None and len(progress.ok) < spec.concurrency:
         raise ValueError(f"progress needs {spec.concurrency} slots, has {len(progress.ok)}")
+    if spec.rate is not None and spec.rate <= 0:
+        raise ValueError(f"the open loop's rate must be positive, got {spec.rate}")
     context = multiprocessing.get_context("fork")
     start = time.time() + 0.3
     processes = max(1, min(spec.processes, spec.concurrency))
@@ -477,30 +643,17 @@ def run_load(
     db_end = _cpu_of(database_pids)
     machine = procfs.machine_busy_seconds() - machine_start
     total = ProcessResult()
-    deadline = time.monotonic() + spec.timeout + 10
+    deadline = time.monotonic() + spec.timeout * (1 if spec.rate is None else 2) + 10
     for child, receiver in children:
         if receiver.poll(max(0.1, deadline - time.monotonic())):
             part: ProcessResult = receiver.recv()
-            total.ok += part.ok
-            total.requests += part.requests
-            total.latencies.extend(part.latencies)
-            total.errors.update(part.errors)
-            total.samples.extend(part.samples)
-            total.connects += part.connects
-            total.cpu_seconds += part.cpu_seconds
+            total.merge(part)
         else:
             total.errors["load generator process timed out"] += 1
         child.join(1.0)
         if child.is_alive():
             child.kill()
             child.join(1.0)
-    ordered = sorted(total.latencies)
-    latencies = {
-        "p50": percentile(ordered, 0.50) * 1000,
-        "p90": percentile(ordered, 0.90) * 1000,
-        "p99": percentile(ordered, 0.99) * 1000,
-        "max": (ordered[-1] * 1000) if ordered else float("nan"),
-    }
     server_cpu = None
     if cpu_start is not None and cpu_end is not None:
         server_cpu = cpu_end - cpu_start
@@ -509,7 +662,7 @@ def run_load(
         ok=total.ok,
         errors=dict(total.errors),
         error_samples=total.samples[:3],
-        latencies_ms={k: round(v, 2) for k, v in latencies.items()},
+        latencies_ms=distribution_ms(total.latencies),
         connects_per_request=total.connects / max(1, total.requests),
         server_cpu_seconds=round(server_cpu, 3) if server_cpu is not None else None,
         client_cpu_seconds=total.cpu_seconds,
@@ -518,7 +671,25 @@ def run_load(
         rss_end=rss_end,
         database_cpu_seconds=_cpu_delta(db_start, db_end),
         machine_busy_seconds=round(machine, 3),
+        offered_rate=spec.rate,
+        scheduled=total.scheduled,
+        sent=total.requests if spec.rate is not None else 0,
+        late=total.late,
+        send_lag_ms=distribution_ms(total.send_lags) if spec.rate is not None else {},
+        from_send_ms=distribution_ms(total.from_send) if spec.rate is not None else {},
     )
+
+
+def distribution_ms(seconds: Sequence[float]) -> dict[str, float]:
+    """p50/p90/p99 (nearest rank) and max, in ms rounded to 0.01."""
+    ordered = sorted(seconds)
+    values = {
+        "p50": percentile(ordered, 0.50),
+        "p90": percentile(ordered, 0.90),
+        "p99": percentile(ordered, 0.99),
+        "max": ordered[-1] if ordered else float("nan"),
+    }
+    return {k: round(v * 1000, 2) for k, v in values.items()}
 
 
 def _cpu_of(pids: Callable[[], list[int]] | None) -> dict[int, float] | None:
