@@ -9,8 +9,6 @@ from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session, sessionmaker
 
-WAL_AUTOCHECKPOINT_BACKSTOP = 10_000  # pages (~40 MiB of WAL)
-
 
 def make_engine(url: str, **overrides: Any) -> Engine:
     """Create the engine. SQLite: WAL journal, ``synchronous=NORMAL``, a busy timeout and
@@ -55,9 +53,6 @@ def _make_sqlite_engine(url: str, **overrides: Any) -> Engine:
         cursor.execute("PRAGMA synchronous=NORMAL")
         cursor.execute("PRAGMA foreign_keys=ON")
         cursor.execute("PRAGMA busy_timeout=10000")
-        # Checkpoints run outside the write lock (ExchangeStore, every CHECKPOINT_EVERY
-        # commits); SQLite's own, inside the committing writer, is only a backstop.
-        cursor.execute(f"PRAGMA wal_autocheckpoint={WAL_AUTOCHECKPOINT_BACKSTOP}")
         cursor.close()
 
     @event.listens_for(engine, "begin")

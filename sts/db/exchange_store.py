@@ -29,10 +29,6 @@ from sqlalchemy.sql.compiler import SQLCompiler
 from sts.db import queries
 from sts.db.locks import SqliteWriteGate, sqlite_write_gate
 
-# SQLite: a passive WAL checkpoint after this many exchange commits per process (an
-# exchange writes ~15 pages: the WAL stays around a few MiB).
-CHECKPOINT_EVERY = 100
-
 # At DEBUG, every statement the exchange runs (never its parameters: they name tokens).
 log = logging.getLogger(__name__)
 
@@ -88,16 +84,8 @@ class ExchangeStore:
         self.insert_issued_token = prepare(queries.INSERT_ISSUED_TOKEN)
         self.insert_audit = prepare(queries.INSERT_AUDIT)
         self.insert_client_assertion = prepare(queries.insert_client_assertion_once(dialect.name))
-        self._commits = 0
-        self._commits_lock = threading.Lock()
         self._blocks: dict[int, Prepared] = {}
         self._blocks_lock = threading.Lock()
-
-    def checkpoint_due(self) -> bool:
-        """True once every CHECKPOINT_EVERY write commits of this process."""
-        with self._commits_lock:
-            self._commits += 1
-            return self._commits % CHECKPOINT_EVERY == 0
 
     def _prepare(self, statement: ClauseElement) -> Prepared:
         return Prepared(statement, self.engine.dialect)
@@ -210,18 +198,6 @@ class ExchangeTransaction:
         except self.store.dbapi_error as exc:
             raise self._wrap("COMMIT", exc) from exc
         self._release_gate()  # after a failure, only once the rollback has run (_close)
-        if self.store.is_sqlite and self.write and self.store.checkpoint_due():
-            self._checkpoint()
-
-    def _checkpoint(self) -> None:
-        """Copy the WAL back into the database, OUTSIDE the write gate: SQLite's automatic
-        checkpoint runs inside the commit that crosses its threshold, i.e. while that
-        writer still holds the gate, and every other writer waits for a copy of up to
-        thousands of pages. PASSIVE never blocks writers; a busy one is retried later."""
-        try:
-            self._cursor.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
-        except self.store.dbapi_error as exc:
-            log.warning("WAL checkpoint failed: %s", type(exc).__name__)
 
     # ---- plumbing --------------------------------------------------------------------
 
