@@ -122,7 +122,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     parser.add_argument("--workers", type=int, default=2, help="server worker processes")
     parser.add_argument(
-        "--servers", default="granian", help="comma-separated: granian,gunicorn (sts and floor)"
+        "--servers", default="gunicorn", help="comma-separated: gunicorn,granian (sts and floor)"
     )
     parser.add_argument("--threads", type=int, default=2, help="granian WSGI threads/worker")
     parser.add_argument("--pool", type=int, default=1000, help="subject tokens per pool")

@@ -106,7 +106,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--bind", default="127.0.0.1:8090")
     parser.add_argument("--workers", type=int, default=2)
-    parser.add_argument("--server", choices=("granian", "gunicorn"), default="granian")
+    parser.add_argument("--server", choices=("gunicorn", "granian"), default="gunicorn")
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args()
     jwks = json.loads(Path(os.environ["BENCH_FLOOR_JWKS"]).read_text())

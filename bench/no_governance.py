@@ -36,7 +36,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description="BENCH ONLY: sts without audit/lineage")
     parser.add_argument("--bind", default="127.0.0.1:8091")
     parser.add_argument("--workers", type=int, default=2)
-    parser.add_argument("--server", choices=("granian", "gunicorn"), default="granian")
+    parser.add_argument("--server", choices=("gunicorn", "granian"), default="gunicorn")
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args()
     app = build_app()

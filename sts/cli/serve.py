@@ -1,4 +1,4 @@
-"""``sts serve``: the service under granian (default) or gunicorn.
+"""``sts serve``: the service under gunicorn (default) or granian.
 
 The app is built once in the main process: a bad configuration, a wrong key passphrase or
 an old schema stops start-up once with one clear message, instead of every worker
@@ -6,12 +6,14 @@ crashing in a loop. Workers are then forked from it (gunicorn ``preload_app``; g
 the ``fork`` start method and a loader that hands over the already-built app), and each
 worker drops the inherited pool so that it opens its own database connections.
 
-* ``granian`` (default): a Rust HTTP server (WSGI interface) with HTTP/1.1 keep-alive;
-  the app runs on a small pool of blocking threads per worker. Measured by ``python -m
-  bench`` against gunicorn: more exchanges per second for less CPU on each (bench/README).
-  A worker that dies is replaced (forked again from the built app).
-* ``gunicorn``: sync workers, one request at a time per worker. Sync workers do not keep
-  HTTP connections alive: every request pays a TCP connect. A dead worker is replaced.
+* ``gunicorn`` (default): sync workers, one request at a time per worker. Sync workers do
+  not keep HTTP connections alive: every request pays a TCP connect, and every request is
+  therefore spread over the workers by the kernel. A dead worker is replaced.
+* ``granian``: a Rust HTTP server (WSGI interface) with HTTP/1.1 keep-alive; the app runs
+  on a small pool of blocking threads per worker. Faster when its connections are spread
+  evenly (bench/README), but a keep-alive connection stays on the worker that accepted it:
+  in a 5-minute soak all 8 client connections sat on one worker and throughput halved.
+  Hence not the default. A worker that dies is replaced (forked again from the built app).
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ from flask import Flask
 from sts.cli.common import load_settings
 from sts.errors import StartupError
 
-SERVERS = ("granian", "gunicorn")
+SERVERS = ("gunicorn", "granian")
 
 
 def _forget_inherited_connections(app: Flask) -> None:
@@ -122,9 +124,9 @@ def run_server(
 @click.option(
     "--server",
     type=click.Choice(SERVERS),
-    default="granian",
+    default="gunicorn",
     show_default=True,
-    help="granian: Rust HTTP server with keep-alive; gunicorn: sync workers, no keep-alive.",
+    help="gunicorn: sync workers, no keep-alive; granian: Rust HTTP server with keep-alive.",
 )
 @click.option(
     "--threads",

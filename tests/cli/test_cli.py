@@ -116,15 +116,15 @@ def test_serve_replaces_a_worker_that_dies(env: dict[str, str], server: str) -> 
             assert get_json(base + "/readyz")[0] == 200
 
 
-def test_serve_defaults_to_granian(env: dict[str, str]) -> None:
+def test_serve_defaults_to_gunicorn(env: dict[str, str]) -> None:
     env = {**env, "STS_AUTO_MIGRATE": "true"}
     with server_process(env) as (base, process):
         status, _, headers = get_json(base + "/healthz")
         assert status == 200
         assert process.stdout is not None
         started = os.read(process.stdout.fileno(), 1 << 16).decode()  # already written
-    assert "with 2 granian workers" in started, started
-    assert "gunicorn" not in headers.get("Server", "")
+    assert "with 2 gunicorn workers" in started, started
+    assert headers.get("Connection") == "close"  # sync workers: no keep-alive
 
 
 @pytest.mark.parametrize("server", ["gunicorn", "granian"])
