@@ -4,9 +4,11 @@
 2. authenticate the client (``client_auth``);
 3. verify the subject and actor tokens: signature, issuer, audience, times (no I/O but
    a cached issuer JWKS);
-4. in ONE database transaction: resolve what only the database knows (credential,
-   lineage and revocation of a parent), evaluate the rules (pure), build the claims
-   (pure), sign, and record the lineage and audit rows; commit, and only then respond.
+4. in ONE database transaction (``sts.db.exchange_store``): resolve what only the database
+   knows (credential, lineage and revocation of a parent, blocks), evaluate the rules
+   (pure), build the claims (pure), claim a status-list index and record the lineage and
+   audit rows; commit;
+5. sign, outside the transaction (and the SQLite write lock), and only then respond.
 
 Every refusal is recorded too, with its private reason; the caller sees only the RFC
 error code and a description that does not reveal the rules.
