@@ -57,18 +57,28 @@ def refuse_blocked_identities(
     client_id: str | None,
     subject: TokenFacts,
     actor: TokenFacts | None,
+    signing_kid: str,
 ) -> None:
     """Inside the exchange's transaction: one indexed query for blocks on any identity
-    the exchange involves. An offboarded identity gets no new token."""
-    blocked = transaction.active_blocks(identities_of(client_id, subject, actor))
+    the exchange involves, and on the key about to sign. An offboarded identity gets no
+    new token; a key marked compromised after this process last read its key ring signs
+    nothing more (the caller retries once the ring has moved to the new key)."""
+    identities = [*identities_of(client_id, subject, actor), ("key", signing_kid)]
+    blocked = transaction.active_blocks(identities)
     if not blocked:
         return
-    kind = blocked[0]
-    if kind == "client":
+    if "client" in blocked:
         raise errors.UnauthorizedClient(
             "This client may not exchange tokens.", reason="blocked.client"
         )
-    raise errors.InvalidRequest("The subject or actor has been revoked.", reason=f"blocked.{kind}")
+    identity_blocks = [kind for kind in blocked if kind != "key"]
+    if identity_blocks:
+        raise errors.InvalidRequest(
+            "The subject or actor has been revoked.", reason=f"blocked.{identity_blocks[0]}"
+        )
+    raise errors.TemporarilyUnavailable(
+        "The signing key is being replaced; retry shortly.", reason="keys.compromised"
+    )
 
 
 def record_revocation(

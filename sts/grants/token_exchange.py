@@ -176,6 +176,7 @@ def issue(
                 client.client_id,
                 resolved_subject.facts,
                 resolved_actor.facts if resolved_actor else None,
+                key.kid,
             )
             facts = ExchangeFacts(
                 subject=resolved_subject.facts,
@@ -229,6 +230,10 @@ def issue(
     except SQLAlchemyError as exc:
         log.error("exchange refused: database error %s", type(exc).__name__)
         raise errors.TemporarilyUnavailable(reason="database.unavailable") from None
+    except errors.TemporarilyUnavailable as refusal:
+        if refusal.reason == "keys.compromised":
+            services.keyring.expire()  # the next exchange re-reads the keys first
+        raise
     jti = claims["jti"]
     # Signed once its lineage and audit rows are committed, and outside the SQLite write
     # lock (the signature needs nothing from the database). A failure here leaves a

@@ -69,6 +69,7 @@ class KeyRing:
         self._lock = threading.Lock()
         self._private_keys: dict[str, JoseKey] = {}
         self._snapshot: KeySnapshot | None = None
+        self._expired = False
 
     def load(self) -> KeySnapshot:
         """Read key state from the database (running a due rotation step first); load the
@@ -87,6 +88,7 @@ class KeyRing:
         self._forget_unpublished({row.kid for row in rows})
         snapshot = KeySnapshot(active=active, jwks={"keys": keys}, loaded_at=self._clock())
         self._snapshot = snapshot
+        self._expired = False
         return snapshot
 
     def _read_keys(self) -> Sequence[SigningKey]:
@@ -109,6 +111,11 @@ class KeyRing:
         self._private_keys[kid] = key
         return key
 
+    def expire(self) -> None:
+        """Re-read the key state on the next use, whatever its age (a key was found
+        compromised); the current snapshot still serves if that read fails."""
+        self._expired = True
+
     def snapshot(self) -> KeySnapshot:
         """The current state, refreshed from the database when older than the interval.
 
@@ -117,8 +124,10 @@ class KeyRing:
         """
         now = self._clock()
         current = self._snapshot
-        if current is not None and (now - current.loaded_at).total_seconds() < (
-            self._refresh_interval
+        if (
+            current is not None
+            and not self._expired
+            and (now - current.loaded_at).total_seconds() < self._refresh_interval
         ):
             return current
         if not self._lock.acquire(blocking=current is None):

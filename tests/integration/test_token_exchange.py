@@ -473,3 +473,36 @@ def test_a_failed_audit_write_issues_no_token_and_leaves_no_lineage(world: World
             connection.execute(text("ALTER TABLE audit_log_away RENAME TO audit_log"))
     assert world.exchange(world.ci_token(), audience=DEPLOY).status_code == 200
     assert lineage_count() == before + 1
+
+
+def test_a_key_compromised_after_the_ring_was_read_signs_nothing(world: World) -> None:
+    """Another process marks the signing key compromised; this process's key ring still
+    holds it (its refresh interval has not passed). The exchange finds the key's block in
+    its transaction: 503, no lineage row, and the ring re-reads the keys, so the retry is
+    signed by the new key."""
+    from sts.keys.keystore import make_keystore
+    from sts.keys.lifecycle import compromise
+
+    services = world.app.extensions["sts"]
+    assert world.exchange(world.ci_token(), audience=DEPLOY).status_code == 200
+    leaked = services.keyring.signing_key().kid
+    result = compromise(
+        services.session_factory,
+        make_keystore(services.settings),
+        services.settings.signing_alg,
+        leaked,
+        world.clock,
+    )
+    assert services.keyring.signing_key().kid == leaked  # not refreshed yet
+
+    refused = world.exchange(world.ci_token(), audience=DEPLOY)
+    assert_error(refused, 503, "temporarily_unavailable")
+    assert world.audit_rows()[-1]["reason"] == "keys.compromised"
+    with services.session_factory() as session:
+        signed_by_leaked = session.scalars(select(IssuedToken).where(IssuedToken.kid == leaked))
+        assert all(row.revoked_at is not None for row in signed_by_leaked)
+
+    retried = world.exchange(world.ci_token(), audience=DEPLOY)
+    assert retried.status_code == 200
+    header = pyjwt.get_unverified_header(retried.json["access_token"])
+    assert header["kid"] == result.new_kid != leaked
