@@ -11,7 +11,6 @@ by exactly the same server code as sts (``sts.cli.serve.run_server``)::
 
 from __future__ import annotations
 
-import argparse
 import base64
 import hashlib
 import hmac
@@ -101,24 +100,12 @@ def create_floor_app(jwks: dict[str, Any]) -> Flask:
 
 
 def main() -> None:
-    from sts.cli.serve import run_server
+    from bench.servers import serve_in_this_process
 
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--bind", default="127.0.0.1:8090")
-    parser.add_argument("--workers", type=int, default=2)
-    parser.add_argument("--server", choices=("gunicorn", "granian"), default="gunicorn")
-    parser.add_argument("--threads", type=int, default=2)
-    args = parser.parse_args()
-    jwks = json.loads(Path(os.environ["BENCH_FLOOR_JWKS"]).read_text())
-    app = create_floor_app(jwks)
-    run_server(
-        app,
-        server=args.server,
-        bind=args.bind,
-        workers=args.workers,
-        threads=args.threads,
-        access_log=False,
-    )
+    def build() -> Flask:
+        return create_floor_app(json.loads(Path(os.environ["BENCH_FLOOR_JWKS"]).read_text()))
+
+    serve_in_this_process(__doc__.splitlines()[0], "127.0.0.1:8090", build)
 
 
 if __name__ == "__main__":

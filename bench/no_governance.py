@@ -13,7 +13,6 @@ and audit cannot be revoked or investigated.
 
 from __future__ import annotations
 
-import argparse
 from typing import Any
 
 import sts.grants.token_exchange
@@ -30,28 +29,21 @@ def _no_status(*_args: Any, **_kwargs: Any) -> Any:
     return TokenStatus(0, 0, {"status_list": {"idx": 0, "uri": "bench-only"}})
 
 
-def main() -> None:
-    from sts.cli.serve import build_app, run_server
+def _build() -> Any:
+    from sts.cli.serve import build_app
 
-    parser = argparse.ArgumentParser(description="BENCH ONLY: sts without audit/lineage")
-    parser.add_argument("--bind", default="127.0.0.1:8091")
-    parser.add_argument("--workers", type=int, default=2)
-    parser.add_argument("--server", choices=("gunicorn", "granian"), default="gunicorn")
-    parser.add_argument("--threads", type=int, default=2)
-    args = parser.parse_args()
     app = build_app()
     # BENCH-ONLY MONKEYPATCH (see the module docstring): governance writes are skipped.
     sts.grants.token_exchange._record_issued = _skip_recording
     setattr(sts.grants.token_exchange, "allocate_token_status", _no_status)  # noqa: B010
     print("BENCH ONLY: audit and lineage writes are SKIPPED in this process", flush=True)
-    run_server(
-        app,
-        server=args.server,
-        bind=args.bind,
-        workers=args.workers,
-        threads=args.threads,
-        access_log=False,
-    )
+    return app
+
+
+def main() -> None:
+    from bench.servers import serve_in_this_process
+
+    serve_in_this_process("BENCH ONLY: sts without audit/lineage", "127.0.0.1:8091", _build)
 
 
 if __name__ == "__main__":

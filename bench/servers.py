@@ -10,12 +10,36 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
+
+
+def serve_in_this_process(description: str, default_bind: str, build: Callable[[], Any]) -> None:
+    """The command line of a bench-only server (floor, no-governance): the options that
+    :func:`command_for` passes, then ``build()``'s app served exactly as ``sts serve`` does."""
+    import argparse
+
+    from sts.cli.serve import SERVERS, run_server
+
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--bind", default=default_bind)
+    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--server", choices=SERVERS, default=SERVERS[0])
+    parser.add_argument("--threads", type=int, default=2)
+    args = parser.parse_args()
+    run_server(
+        build(),
+        server=args.server,
+        bind=args.bind,
+        workers=args.workers,
+        threads=args.threads,
+        access_log=False,
+    )
 
 
 def free_port() -> int:

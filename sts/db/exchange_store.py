@@ -83,7 +83,7 @@ class ExchangeStore:
         self.add_status_list = prepare(queries.ADD_STATUS_LIST)
         self.insert_issued_token = prepare(queries.INSERT_ISSUED_TOKEN)
         self.insert_audit = prepare(queries.INSERT_AUDIT)
-        self.insert_client_assertion = prepare(queries.insert_client_assertion_once(dialect.name))
+        self.insert_client_assertion = prepare(queries.INSERT_CLIENT_ASSERTION_ONCE[dialect.name])
         self._blocks: dict[int, Prepared] = {}
         self._blocks_lock = threading.Lock()
 

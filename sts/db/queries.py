@@ -194,30 +194,34 @@ INSERT_AUDIT = _insert_values(
 ADD_STATUS_LIST = _insert_values(StatusList, ("size", "next_idx", "created_at"))
 
 
-def insert_client_assertion_once(dialect_name: str) -> Insert:
-    """RFC 7523 §3: a JWT assertion is used once. ``ON CONFLICT DO NOTHING``: a replay
-    inserts no row (rowcount 0) instead of failing the transaction."""
+def _insert_client_assertion_once(dialect_name: str) -> Insert:
     values: dict[str, Any] = {name: bindparam(name) for name in ("client_id", "jti", "expires_at")}
-    if dialect_name == "postgresql":
-        return postgresql_insert(ClientAssertion).values(values).on_conflict_do_nothing()
-    return sqlite_insert(ClientAssertion).values(values).on_conflict_do_nothing()
+    insert_for = postgresql_insert if dialect_name == "postgresql" else sqlite_insert
+    # preserve_rowcount: SQLAlchemy keeps an INSERT's rowcount only when asked to.
+    statement = insert_for(ClientAssertion).values(values).on_conflict_do_nothing()
+    return statement.execution_options(preserve_rowcount=True)
 
 
-_INSERT_ASSERTION = insert(ClientAssertion)
-_INSERT_AUDIT = insert(AuditRecord)
+# RFC 7523 §3: a JWT assertion is used once. ``ON CONFLICT DO NOTHING``: a replay inserts
+# no row (rowcount 0) instead of failing the transaction. Per dialect (SQLite, PostgreSQL).
+INSERT_CLIENT_ASSERTION_ONCE = {
+    dialect: _insert_client_assertion_once(dialect) for dialect in ("sqlite", "postgresql")
+}
 
 
 def record_client_assertion(
     session: Session, client_id: str, jti: str, expires_at: datetime
-) -> None:
-    """RFC 7523 §3: the primary key makes a replayed assertion fail the transaction."""
-    session.connection().execute(
-        _INSERT_ASSERTION, {"client_id": client_id, "jti": jti, "expires_at": expires_at}
+) -> bool:
+    """False when this (client, jti) was already recorded: a replay."""
+    statement = INSERT_CLIENT_ASSERTION_ONCE[session.get_bind().dialect.name]
+    result = session.connection().execute(
+        statement, {"client_id": client_id, "jti": jti, "expires_at": expires_at}
     )
+    return bool(result.rowcount)
 
 
 def record_audit(session: Session, values: dict[str, Any]) -> None:
-    session.connection().execute(_INSERT_AUDIT, values)
+    session.connection().execute(INSERT_AUDIT, values)
 
 
 # ---- signing key lifecycle (rotation, retirement, compromise) -----------------------

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from sts import errors
@@ -44,17 +43,14 @@ def scheme_of(client: AuthenticatedClient) -> str:
 
 
 def record_assertion_once(session: Session, client: AuthenticatedClient) -> None:
-    """RFC 7523 §3: a client assertion's jti is accepted once (the primary key refuses a
-    replay). A no-op for secret-based methods."""
+    """RFC 7523 §3: a client assertion's jti is accepted once. A no-op for secret-based
+    methods."""
     if client.assertion_jti is None or client.assertion_expires_at is None:
         return
     assert client.client_id is not None
-    try:
-        with session.begin_nested():
-            queries.record_client_assertion(
-                session, client.client_id, client.assertion_jti, client.assertion_expires_at
-            )
-    except IntegrityError:
+    if not queries.record_client_assertion(
+        session, client.client_id, client.assertion_jti, client.assertion_expires_at
+    ):
         raise errors.InvalidClient(
             "The client assertion was already used.", scheme="Bearer", reason="client.replay"
-        ) from None
+        )

@@ -25,6 +25,7 @@ from sts.db import queries
 from sts.db.locks import begin_write
 from sts.endpoints import NO_STORE, Response
 from sts.endpoints.revocation import find_token
+from sts.protocol import require_form_encoded
 from sts.protocol.exchange import single_values
 from sts.ratelimit import RateLimiter
 from sts.revocation import revoke_credential, revoke_token
@@ -58,8 +59,7 @@ def handle_exposure_report(
 ) -> Response:
     if not limiter.allow(source_address):
         raise TooManyReports(reason="exposure.rate_limited")
-    if content_type != "application/x-www-form-urlencoded":
-        raise errors.InvalidRequest("The body must be application/x-www-form-urlencoded.")
+    require_form_encoded(content_type)
     params = single_values(form)
     token = params.get("token")
     if not token:

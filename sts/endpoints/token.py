@@ -11,7 +11,7 @@ from collections.abc import Callable, Sequence
 from sts import errors
 from sts.endpoints import Response
 from sts.grants import token_exchange
-from sts.protocol import GRANT_TOKEN_EXCHANGE
+from sts.protocol import GRANT_TOKEN_EXCHANGE, require_form_encoded
 from sts.services import Services
 
 GrantHandler = Callable[[Services, Sequence[tuple[str, str]], str | None], Response]
@@ -25,12 +25,7 @@ def handle_token_request(
     form: Sequence[tuple[str, str]],
     authorization: str | None,
 ) -> Response:
-    # RFC 6749 §3.2: parameters are sent with application/x-www-form-urlencoded.
-    if content_type != "application/x-www-form-urlencoded":
-        raise errors.InvalidRequest(
-            "The request body must be application/x-www-form-urlencoded.",
-            reason="request.content_type",
-        )
+    require_form_encoded(content_type)  # RFC 6749 §3.2
     grant_types = [value for name, value in form if name == "grant_type"]
     if not grant_types:
         raise errors.InvalidRequest("Missing grant_type.", reason="request.grant_type_missing")

@@ -1,6 +1,20 @@
-"""Wire-format constants: grant types and token-type URNs (RFC 8693 §3)."""
+"""Wire-format constants: grant types and token-type URNs (RFC 8693 §3), and the one media
+type every sts endpoint that takes parameters accepts."""
 
 from __future__ import annotations
+
+from sts.errors import InvalidRequest
+
+# RFC 6749 §3.2, RFC 7009 §2.1, RFC 7662 §2.1: parameters are sent form-encoded in a POST.
+FORM_MEDIA_TYPE = "application/x-www-form-urlencoded"
+
+
+def require_form_encoded(content_type: str) -> None:
+    if content_type != FORM_MEDIA_TYPE:
+        raise InvalidRequest(
+            f"The request body must be {FORM_MEDIA_TYPE}.", reason="request.content_type"
+        )
+
 
 GRANT_TOKEN_EXCHANGE = "urn:ietf:params:oauth:grant-type:token-exchange"
 

@@ -7,6 +7,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from sts.errors import InvalidRequest
+from sts.protocol import require_form_encoded
 from sts.protocol.exchange import ClientCredentials, single_values
 
 # RFC 7009 §2.1 / §4.1.2 registered hints, plus sts's own for service credentials.
@@ -21,12 +22,7 @@ class TokenRequest:
 
 
 def parse_token_request(content_type: str, form: Sequence[tuple[str, str]]) -> TokenRequest:
-    # RFC 7009 §2.1 / RFC 7662 §2.1: parameters are sent form-encoded in a POST.
-    if content_type != "application/x-www-form-urlencoded":
-        raise InvalidRequest(
-            "The request body must be application/x-www-form-urlencoded.",
-            reason="request.content_type",
-        )
+    require_form_encoded(content_type)
     params = single_values(form)
     token = params.get("token")
     # RFC 7009 §2.1 / RFC 7662 §2.1: "token" is REQUIRED.

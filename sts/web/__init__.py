@@ -13,6 +13,7 @@ from werkzeug.exceptions import HTTPException, MethodNotAllowed, NotFound
 from sts import errors
 from sts.endpoints import Response as EndpointResponse
 from sts.endpoints import health, jwks, metadata
+from sts.protocol import FORM_MEDIA_TYPE
 from sts.services import Services
 
 log = logging.getLogger("sts.web")
@@ -86,7 +87,6 @@ def register_web(app: Flask, services: Services) -> None:
     app.register_error_handler(Exception, handle_exception)
 
 
-FORM_MEDIA_TYPE = "application/x-www-form-urlencoded"
 MAX_FORM_FIELDS = 64  # an exchange has about ten; more is abuse, not a request
 
 
