@@ -59,6 +59,9 @@ class Settings:
     # How often a process checks the rules generation counter (the bound on how long a
     # rules change takes to reach a running service).
     rules_refresh_interval: float = 1.0
+    # SQLite only: how often each process's background thread checkpoints the WAL into the
+    # database file (sts.db.checkpoint); commits never do it on the request path.
+    sqlite_checkpoint_interval: float = 0.25
     # Where `sts rules migration` writes rules revisions and `sts db upgrade` finds them
     # (relative to the working directory): a deployment keeps them in its own repository.
     rules_migrations_dir: Path = Path("migrations/versions/rules")
@@ -143,6 +146,7 @@ class Settings:
             "STS_ISSUER_JWKS_CACHE_TTL": str(self.issuer_jwks_cache_ttl),
             "STS_ISSUER_JWKS_MIN_REFRESH": str(self.issuer_jwks_min_refresh),
             "STS_RULES_REFRESH_INTERVAL": str(self.rules_refresh_interval),
+            "STS_SQLITE_CHECKPOINT_INTERVAL": str(self.sqlite_checkpoint_interval),
             "STS_RULES_MIGRATIONS_DIR": str(self.rules_migrations_dir),
             "STS_STATUS_LIST_TTL": str(self.status_list_ttl),
             "STS_EXPOSURE_RATE_LIMIT": str(self.exposure_rate_limit),
@@ -183,6 +187,7 @@ class Settings:
             "STS_ISSUER_JWKS_CACHE_TTL": ("issuer_jwks_cache_ttl", _parse_positive_int),
             "STS_ISSUER_JWKS_MIN_REFRESH": ("issuer_jwks_min_refresh", _parse_non_negative_int),
             "STS_RULES_REFRESH_INTERVAL": ("rules_refresh_interval", _parse_seconds),
+            "STS_SQLITE_CHECKPOINT_INTERVAL": ("sqlite_checkpoint_interval", _parse_seconds),
             "STS_RULES_MIGRATIONS_DIR": ("rules_migrations_dir", Path),
             "STS_STATUS_LIST_TTL": ("status_list_ttl", _parse_positive_int),
             "STS_EXPOSURE_RATE_LIMIT": ("exposure_rate_limit", _parse_positive_int),

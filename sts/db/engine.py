@@ -9,6 +9,8 @@ from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session, sessionmaker
 
+from sts.db.checkpoint import SAFETY_NET_PAGES
+
 
 def make_engine(url: str, **overrides: Any) -> Engine:
     """Create the engine. SQLite: WAL journal, ``synchronous=NORMAL``, a busy timeout and
@@ -53,6 +55,8 @@ def _make_sqlite_engine(url: str, **overrides: Any) -> Engine:
         cursor.execute("PRAGMA synchronous=NORMAL")
         cursor.execute("PRAGMA foreign_keys=ON")
         cursor.execute("PRAGMA busy_timeout=10000")
+        # Checkpoints run in a background thread (sts.db.checkpoint), not inside a commit.
+        cursor.execute(f"PRAGMA wal_autocheckpoint={SAFETY_NET_PAGES}")
         cursor.close()
 
     @event.listens_for(engine, "begin")

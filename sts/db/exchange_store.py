@@ -20,13 +20,14 @@ from datetime import datetime
 from types import TracebackType
 from typing import Any
 
-from sqlalchemy import Engine
+from sqlalchemy import Engine, event
 from sqlalchemy.engine import Dialect
 from sqlalchemy.exc import DBAPIError, StatementError
 from sqlalchemy.sql import ClauseElement
 from sqlalchemy.sql.compiler import SQLCompiler
 
 from sts.db import queries
+from sts.db.checkpoint import WalCheckpointer
 from sts.db.locks import SqliteWriteGate, sqlite_write_gate
 
 # At DEBUG, every statement the exchange runs (never its parameters: they name tokens).
@@ -64,16 +65,19 @@ class Prepared:
 class ExchangeStore:
     """The exchange's statements for one engine, and the factory of its transactions."""
 
-    def __init__(self, engine: Engine) -> None:
+    def __init__(self, engine: Engine, checkpoint_interval: float = 0.25) -> None:
         self.engine = engine
         dialect = engine.dialect
         self.is_sqlite = dialect.name == "sqlite"
-        database = engine.url.database
-        self.gate: SqliteWriteGate | None = (
-            sqlite_write_gate(database)
-            if self.is_sqlite and database and database != ":memory:"
-            else None
-        )
+        database = engine.url.database if self.is_sqlite else None
+        path = database if database and database != ":memory:" else None
+        self.gate: SqliteWriteGate | None = None
+        self.checkpointer: WalCheckpointer | None = None
+        if path:
+            self.gate = sqlite_write_gate(path)
+            checkpointer = WalCheckpointer(path, checkpoint_interval, self.gate)
+            self.checkpointer = checkpointer
+            event.listen(engine, "engine_disposed", lambda _engine: checkpointer.stop())
         self.dbapi_error: type[Exception] = dialect.loaded_dbapi.Error
         self.pipelines = dialect.driver == "psycopg"
         prepare = self._prepare
@@ -123,6 +127,8 @@ class ExchangeTransaction:
 
     def __enter__(self) -> ExchangeTransaction:
         store = self.store
+        if store.checkpointer is not None:
+            store.checkpointer.ensure_running()  # once per process (after a fork too)
         if self.write and store.gate is not None:
             store.gate.acquire()
             self._gate_held = True

@@ -27,6 +27,11 @@ REFUSALS = [
     ("status-size-huge", {"STS_STATUS_LIST_SIZE": "33554432"}, "STS_STATUS_LIST_SIZE must be"),
     ("retention", {"STS_AUDIT_RETENTION": "-1"}, "STS_AUDIT_RETENTION must not be negative"),
     (
+        "checkpoint-interval-zero",
+        {"STS_SQLITE_CHECKPOINT_INTERVAL": "0"},
+        "STS_SQLITE_CHECKPOINT_INTERVAL must be between 0 and 3600 seconds",
+    ),
+    (
         "prod-http-issuer",
         {"STS_ENV": "production", "STS_ISSUER": "http://sts.example.com", **VALID},
         "STS_ISSUER must use https in production",
@@ -138,6 +143,13 @@ def test_revocation_settings_are_read() -> None:
     assert (settings.status_list_ttl, settings.status_list_size) == (30, 1024)
     assert (settings.lineage_retention, settings.audit_retention) == (3600, 86400)
     assert settings.describe()["STS_STATUS_LIST_TTL"] == "30"
+
+
+def test_sqlite_checkpoint_interval_is_read() -> None:
+    settings = Settings.from_env({"STS_SQLITE_CHECKPOINT_INTERVAL": "0.5"})
+    assert settings.sqlite_checkpoint_interval == 0.5
+    assert settings.describe()["STS_SQLITE_CHECKPOINT_INTERVAL"] == "0.5"
+    assert Settings().sqlite_checkpoint_interval == 0.25
 
 
 def test_describe_never_shows_secrets() -> None:
