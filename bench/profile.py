@@ -33,7 +33,12 @@ from bench.world import DEFAULT_POSTGRES, database_url, peer_tokens, seed
 # frame wins; frames that match nothing inherit their caller's category.
 DATABASE_MARKERS = ("/sqlalchemy/", "/psycopg/", "/psycopg_binary/", "sqlite3", "/sts/db/")
 STEP_RULES: list[tuple[str, Callable[[str, str], bool]]] = [
-    ("parse", lambda f, fn: f.endswith("sts/protocol/exchange.py") or fn == "form_items"),
+    (
+        "parse",
+        lambda f, fn: (
+            f.endswith("sts/protocol/exchange.py") or fn in ("form_items", "parse_form", "_handle")
+        ),
+    ),
     ("client auth", lambda f, fn: f.endswith("sts/grants/client_auth.py")),
     ("verify", lambda f, fn: fn in ("present", "verify_jwt") or fn == "parse_api_key"),
     ("policy", lambda f, fn: "/sts/policy/" in f or f.endswith("sts/trust.py")),
@@ -42,7 +47,8 @@ STEP_RULES: list[tuple[str, Callable[[str, str], bool]]] = [
     (
         "response",
         lambda f, fn: (
-            fn in ("to_flask",) or f.endswith(("/json/encoder.py", "flask/json/provider.py"))
+            fn in ("to_flask", "_respond", "json_bytes")
+            or f.endswith(("/json/encoder.py", "flask/json/provider.py"))
         ),
     ),
     ("logging", lambda f, fn: "/logging/" in f),

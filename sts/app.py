@@ -62,13 +62,13 @@ def build_services(settings: Settings, clock: Clock = system_clock) -> Services:
 
 
 def create_app(settings: Settings | None = None, *, clock: Clock = system_clock) -> Flask:
-    from sts.web import register_web  # the only package that imports flask's request
+    from sts.web import MAX_BODY_BYTES, register_web  # the only package using flask.request
 
     settings = settings or Settings.from_env()
     configure_logging(settings)
     services = build_services(settings, clock)
     app = Flask("sts", instance_path=str(settings.instance_dir.resolve()))
-    app.config["MAX_CONTENT_LENGTH"] = 64 * 1024  # tokens are small; refuse huge bodies
+    app.config["MAX_CONTENT_LENGTH"] = MAX_BODY_BYTES
     app.extensions["sts"] = services
     register_web(app, services)
     return app

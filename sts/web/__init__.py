@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import json
 import logging
 from typing import Any
 from urllib.parse import parse_qsl
 
-from flask import Flask, Response, json, request
+from flask import Flask, Response, request
 from sqlalchemy.exc import SQLAlchemyError
 from werkzeug.exceptions import HTTPException, MethodNotAllowed, NotFound
 
@@ -19,44 +20,54 @@ from sts.services import Services
 log = logging.getLogger("sts.web")
 
 
+def json_bytes(body: dict[str, Any]) -> bytes:
+    """Every JSON body sts sends: compact, keys sorted, ASCII (as Flask's provider)."""
+    return json.dumps(body, separators=(",", ":"), sort_keys=True, ensure_ascii=True).encode()
+
+
 def to_flask(result: EndpointResponse) -> Response:
     if result.raw is not None:
         raw = Response(result.raw, status=result.status)
         raw.headers.update(result.headers)
         return raw
-    response = Response(
-        json.dumps(result.body, separators=(",", ":")),
-        status=result.status,
-        mimetype="application/json",
-    )
+    response = Response(json_bytes(result.body), status=result.status, mimetype=JSON_MEDIA_TYPE)
     for name, value in result.headers.items():
         response.headers[name] = value
     return response
 
 
-def render_error(error: errors.OAuthError) -> Response:
+def error_response(error: errors.OAuthError) -> EndpointResponse:
     """The one place errors become responses (RFC 6749 §5.2 shape, never cached)."""
     headers = {"Cache-Control": "no-store", "Pragma": "no-cache", **error.headers()}
-    return to_flask(EndpointResponse(error.status_code, error.body(), headers))
+    return EndpointResponse(error.status_code, error.body(), headers)
 
 
-def handle_exception(exc: Exception) -> Response:
+def render_error(error: errors.OAuthError) -> Response:
+    return to_flask(error_response(error))
+
+
+def oauth_error_for(exc: Exception, method: str, path: str) -> errors.OAuthError:
+    """What the caller is told about any exception; unexpected ones are logged here."""
     if isinstance(exc, errors.OAuthError):
-        return render_error(exc)
+        return exc
     if isinstance(exc, MethodNotAllowed):
-        return render_error(errors.MethodNotAllowed(sorted(exc.valid_methods or [])))
+        return errors.MethodNotAllowed(sorted(exc.valid_methods or []))
     if isinstance(exc, NotFound):
-        return render_error(errors.NotFound())
+        return errors.NotFound()
     if isinstance(exc, HTTPException):
         generic = errors.InvalidRequest(exc.description or "The request is invalid.")
         generic.status_code = exc.code or 400  # type: ignore[misc]
-        return render_error(generic)
+        return generic
     if isinstance(exc, SQLAlchemyError):
         # Fail closed: the database is down or refused; the caller may retry.
-        log.error("database error on %s %s: %s", request.method, request.path, type(exc).__name__)
-        return render_error(errors.TemporarilyUnavailable())
-    log.exception("unhandled error on %s %s", request.method, request.path)
-    return render_error(errors.ServerError())
+        log.error("database error on %s %s: %s", method, path, type(exc).__name__)
+        return errors.TemporarilyUnavailable()
+    log.exception("unhandled error on %s %s", method, path)
+    return errors.ServerError()
+
+
+def handle_exception(exc: Exception) -> Response:
+    return render_error(oauth_error_for(exc, request.method, request.path))
 
 
 def register_web(app: Flask, services: Services) -> None:
@@ -88,6 +99,8 @@ def register_web(app: Flask, services: Services) -> None:
 
 
 MAX_FORM_FIELDS = 64  # an exchange has about ten; more is abuse, not a request
+MAX_BODY_BYTES = 64 * 1024  # tokens are small; refuse huge bodies (413)
+JSON_MEDIA_TYPE = "application/json"
 
 
 def form_items() -> list[tuple[str, str]]:
@@ -99,7 +112,12 @@ def form_items() -> list[tuple[str, str]]:
     (the endpoints refuse them). RFC 6749 Appendix B: UTF-8, refused when invalid."""
     if request.mimetype != FORM_MEDIA_TYPE:
         return []
-    body = request.get_data(cache=False)
+    return parse_form(request.get_data(cache=False))
+
+
+def parse_form(body: bytes) -> list[tuple[str, str]]:
+    """A ``application/x-www-form-urlencoded`` body as (name, value) pairs, or
+    invalid_request (see :func:`form_items`)."""
     try:
         return parse_qsl(
             body.decode("utf-8"),
