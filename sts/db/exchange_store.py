@@ -129,12 +129,15 @@ class ExchangeTransaction:
         store = self.store
         if store.checkpointer is not None:
             store.checkpointer.ensure_running()  # once per process (after a fork too)
-        if self.write and store.gate is not None:
-            store.gate.acquire()
-            self._gate_held = True
         try:
             self._connection = store.engine.raw_connection()  # pool checkout (+ pre-ping)
             self._cursor = self._connection.cursor()
+            # The checkout happens before the gate: the gate is held only for the statements
+            # (the pool has more connections than a worker has threads, so no thread holds
+            # the gate while waiting for a connection).
+            if self.write and store.gate is not None:
+                store.gate.acquire()
+                self._gate_held = True
             if store.is_sqlite:
                 # The sqlite3 module's own transaction handling is off (see engine.py).
                 self._run("BEGIN IMMEDIATE" if self.write else "BEGIN", ())

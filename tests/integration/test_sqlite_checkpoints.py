@@ -124,5 +124,6 @@ def test_the_wal_starts_over_once_the_checkpoint_catches_up(tmp_path: Path) -> N
     # reaches the WAL's end, so the next writer never starts the WAL over: it only grows.
     never_restarted = write_while_checkpointing(tmp_path / "a.db", restart_pages=10**9)
     restarted = write_while_checkpointing(tmp_path / "b.db", restart_pages=64)
-    assert never_restarted > 400 * 2 * PAGE * 0.9
+    # (Measured: 77-91 pages against 524-957; the latter varies because a checkpoint now
+    # and then finishes in a writer's pause and the WAL starts over by luck.)
     assert restarted * 3 < never_restarted
