@@ -4,8 +4,9 @@ In WAL mode a commit only appends to the ``-wal`` file; a *checkpoint* copies th
 back into the database file and, with ``synchronous=NORMAL``, fsyncs the WAL before and the
 database after. SQLite's default runs it inside whichever commit pushes the WAL past 1,000
 pages: on this project's exchange (~15 pages per commit) one exchange in ~65 paid 11-15 ms
-of fsync, inside the write gate, so the other worker waited as well; that was the p99
-(``python -m bench latency``, see bench/README.md).
+of fsync, inside the write gate, so the other worker waited as well: single exchanges
+back to back had a p99 of 20-22 ms against a median of 1.6 (``python -m bench.profile``,
+see bench/README.md).
 
 Here every connection's automatic checkpoint is raised to a safety net
 (``SAFETY_NET_PAGES``) and one daemon thread per process checkpoints every ``interval``

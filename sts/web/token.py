@@ -86,7 +86,10 @@ class DirectToken:
     def _handle(self, environ: dict[str, Any], length: int) -> EndpointResponse:
         # Werkzeug's own parse, so the media type compares as request.mimetype would.
         mimetype = parse_options_header(environ.get("CONTENT_TYPE", ""))[0].lower()
-        body = environ["wsgi.input"].read(length) if length else b""
+        try:
+            body = environ["wsgi.input"].read(length) if length else b""
+        except OSError:  # the client went away mid-body (Werkzeug: 400 as well)
+            body = b""
         if len(body) != length:
             raise errors.InvalidRequest("The request body is incomplete.", reason="request.form")
         form = parse_form(body) if mimetype == FORM_MEDIA_TYPE else []
