@@ -35,9 +35,7 @@ DATABASE_MARKERS = ("/sqlalchemy/", "/psycopg/", "/psycopg_binary/", "sqlite3", 
 STEP_RULES: list[tuple[str, Callable[[str, str], bool]]] = [
     (
         "parse",
-        lambda f, fn: (
-            f.endswith("sts/protocol/exchange.py") or fn in ("form_items", "parse_form", "_handle")
-        ),
+        lambda f, fn: f.endswith("sts/protocol/exchange.py") or fn in ("form_items", "parse_form"),
     ),
     ("client auth", lambda f, fn: f.endswith("sts/grants/client_auth.py")),
     ("verify", lambda f, fn: fn in ("present", "verify_jwt") or fn == "parse_api_key"),
