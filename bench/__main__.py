@@ -566,27 +566,26 @@ def main(argv: list[str] | None = None) -> int:
                 f"{profiled.scenario} ({samples} CPU samples; the run was slowed by py-spy):"
             )
         print(pyspy.render(totals, samples, cpu))
+    save_results(args, started, {"rows": [row.as_dict() for row in rows], "table": table})
+    return 0 if all(r.result for r in rows) else 1
+
+
+def save_results(args: argparse.Namespace, started: float, content: dict[str, Any]) -> None:
+    """``bench/results/<mode>-<UTC time>.json``, and ``--json`` when given: the mode, when it
+    started, how long it took and its settings, then ``content``; prints where it went."""
     document = {
         "mode": args.mode,
         "started": started,
         "elapsed_s": round(time.time() - started, 1),
         "settings": settings_of(args),
-        "rows": [row.as_dict() for row in rows],
-        "table": table,
+        **content,
     }
-    paths = write_results(args, started, document)
-    print(f"\n{time.time() - started:.0f} s; results: {', '.join(map(str, paths))}")
-    return 0 if all(r.result for r in rows) else 1
-
-
-def write_results(args: argparse.Namespace, started: float, document: dict[str, Any]) -> list[Path]:
-    """``bench/results/<mode>-<UTC time>.json``, and ``--json`` when given."""
     RESULTS.mkdir(exist_ok=True)
     stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime(started))
     paths = [RESULTS / f"{args.mode}-{stamp}.json", *([args.json] if args.json else [])]
     for path in paths:
         path.write_text(json.dumps(document, indent=2, default=str))
-    return paths
+    print(f"\n{time.time() - started:.0f} s; results: {', '.join(map(str, paths))}")
 
 
 def settings_of(args: argparse.Namespace) -> dict[str, Any]:
@@ -678,19 +677,17 @@ def run_soak(args: argparse.Namespace) -> int:
         )
     if failure:
         print(f"FAILED: {failure}")
-    document = {
-        "mode": "soak",
-        "started": started,
-        "elapsed_s": round(time.time() - started, 1),
-        "settings": settings_of(args),
-        **notes,
-        "failure": failure,
-        "summary": summary,
-        "samples": [s.as_dict() for s in samples],
-        "load": result.as_dict() if result else None,
-    }
-    paths = write_results(args, started, document)
-    print(f"\n{time.time() - started:.0f} s; results: {', '.join(map(str, paths))}")
+    save_results(
+        args,
+        started,
+        {
+            **notes,
+            "failure": failure,
+            "summary": summary,
+            "samples": [s.as_dict() for s in samples],
+            "load": result.as_dict() if result else None,
+        },
+    )
     if failure or result is None or summary is None:
         return 1
     return 1 if result.errors or summary["pids_changed"] else 0
@@ -752,17 +749,11 @@ def run_latency(args: argparse.Namespace) -> int:
             print(f"FAILED {row.server}: {row.failure}")
     if failure:
         print(f"FAILED: {failure}")
-    document = {
-        "mode": "latency",
-        "started": started,
-        "elapsed_s": round(time.time() - started, 1),
-        "settings": settings_of(args),
-        "failure": failure,
-        "rows": [row.as_dict() for row in rows],
-        "table": table,
-    }
-    paths = write_results(args, started, document)
-    print(f"\n{time.time() - started:.0f} s; results: {', '.join(map(str, paths))}")
+    save_results(
+        args,
+        started,
+        {"failure": failure, "rows": [row.as_dict() for row in rows], "table": table},
+    )
     return 0 if rows and not failure and all(r.result for r in rows) else 1
 
 

@@ -295,6 +295,18 @@ class ProcessResult:
     # finished - sent, successes: what a closed-loop style (coordinated-omission) count sees
     from_send: array[float] = field(default_factory=lambda: array("d"))
 
+    def count(self, good: bool, latency: float, kind: str, detail: str) -> None:
+        """One measured request: its latency when it succeeded, else its error (the first
+        three kept as samples)."""
+        self.requests += 1
+        if good:
+            self.ok += 1
+            self.latencies.append(latency)
+        else:
+            self.errors[kind] += 1
+            if len(self.samples) < 3:
+                self.samples.append(f"{kind}: {detail}")
+
     def merge(self, other: ProcessResult) -> None:
         self.ok += other.ok
         self.requests += other.requests
@@ -418,10 +430,7 @@ def _thread_loop(
 ) -> None:
     client = Client(spec.port, spec.timeout)
     requests, count = spec.requests, len(spec.requests)
-    latencies: list[float] = []
-    ok = attempted = connects = 0
-    errors: Counter[str] = Counter()
-    samples: list[str] = []
+    part = ProcessResult()
     index = offset
     clock = time.perf_counter
     try:
@@ -430,38 +439,33 @@ def _thread_loop(
             if started >= end:
                 break
             connects_before = client.connects
-            try:
-                status, body = client.request(requests[index % count])
-                good = is_success(status, body)
-                kind = "" if good else f"HTTP {status}"
-                detail = "" if good else body[:200].decode(errors="replace")
-            except (OSError, HttpError) as exc:
-                good, kind, detail = False, type(exc).__name__, str(exc)
-                client.close()
-                time.sleep(0.01)  # a refused connection must not spin
+            good, kind, detail = _send(client, requests[index % count])
+            if not good and not kind.startswith("HTTP "):
+                time.sleep(0.01)  # no answer (refused, broken): a retry must not spin
             finished = clock()
             index += 1
             if measure_from <= started and finished <= end:
-                attempted += 1
-                connects += client.connects - connects_before
-                if good:
-                    ok += 1
-                    latencies.append(finished - started)
-                else:
-                    errors[kind] += 1
-                    if len(samples) < 3:
-                        samples.append(f"{kind}: {detail}")
+                part.connects += client.connects - connects_before
+                part.count(good, finished - started, kind, detail)
                 if progress is not None:
                     progress.add(slot, good)
     finally:
         client.close()
     with lock:
-        result.ok += ok
-        result.requests += attempted
-        result.latencies.extend(latencies)
-        result.errors.update(errors)
-        result.samples.extend(samples[: 3 - len(result.samples)])
-        result.connects += connects
+        result.merge(part)
+
+
+def _send(client: Client, raw: bytes) -> tuple[bool, str, str]:
+    """(success, error kind, error detail) of one request; a broken connection is closed
+    so that the next request reconnects."""
+    try:
+        status, body = client.request(raw)
+    except (OSError, HttpError) as exc:
+        client.close()
+        return False, type(exc).__name__, str(exc)
+    if is_success(status, body):
+        return True, "", ""
+    return False, f"HTTP {status}", body[:200].decode(errors="replace")
 
 
 def open_loop_thread(
@@ -502,29 +506,16 @@ def open_loop_thread(
                 time.sleep(due - now)
             sent = clock()
             connects_before = client.connects
-            try:
-                status, body = client.request(requests[(offset + k - 1) % count])
-                good = is_success(status, body)
-                kind = "" if good else f"HTTP {status}"
-                detail = "" if good else body[:200].decode(errors="replace")
-            except (OSError, HttpError) as exc:
-                good, kind, detail = False, type(exc).__name__, str(exc)
-                client.close()
+            good, kind, detail = _send(client, requests[(offset + k - 1) % count])
             finished = clock()
             if not measured:
                 continue
-            part.requests += 1
             part.connects += client.connects - connects_before
             part.send_lags.append(sent - due)
             part.late += schedule.is_late(sent, k - 1)
+            part.count(good, finished - due, kind, detail)
             if good:
-                part.ok += 1
-                part.latencies.append(finished - due)
                 part.from_send.append(finished - sent)
-            else:
-                part.errors[kind] += 1
-                if len(part.samples) < 3:
-                    part.samples.append(f"{kind}: {detail}")
             if progress is not None:
                 progress.add(slot, good)
     finally:

@@ -48,7 +48,9 @@ def build_services(settings: Settings, clock: Clock = system_clock) -> Services:
         settings=settings,
         engine=engine,
         session_factory=session_factory,
-        exchange_store=ExchangeStore(engine, settings.sqlite_checkpoint_interval),
+        exchange_store=ExchangeStore(
+            engine, checkpoint_interval=settings.sqlite_checkpoint_interval
+        ),
         keyring=keyring,
         clock=clock,
         trust=TrustConfigCache(session_factory, settings.rules_refresh_interval),

@@ -65,7 +65,7 @@ class Prepared:
 class ExchangeStore:
     """The exchange's statements for one engine, and the factory of its transactions."""
 
-    def __init__(self, engine: Engine, checkpoint_interval: float = 0.25) -> None:
+    def __init__(self, engine: Engine, *, checkpoint_interval: float) -> None:
         self.engine = engine
         dialect = engine.dialect
         self.is_sqlite = dialect.name == "sqlite"

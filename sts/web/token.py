@@ -20,7 +20,6 @@ from werkzeug.http import HTTP_STATUS_CODES, parse_options_header
 from sts import errors
 from sts.endpoints import Response as EndpointResponse
 from sts.endpoints import metadata, token
-from sts.protocol import FORM_MEDIA_TYPE
 from sts.services import Services
 from sts.web import (
     JSON_MEDIA_TYPE,
@@ -92,11 +91,10 @@ class DirectToken:
             body = b""
         if len(body) != length:
             raise errors.InvalidRequest("The request body is incomplete.", reason="request.form")
-        form = parse_form(body) if mimetype == FORM_MEDIA_TYPE else []
         return token.handle_token_request(
             self.services,
             content_type=mimetype,
-            form=form,
+            form=parse_form(mimetype, body),
             authorization=environ.get("HTTP_AUTHORIZATION"),
         )
 
