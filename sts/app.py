@@ -49,7 +49,9 @@ def build_services(settings: Settings, clock: Clock = system_clock) -> Services:
         engine=engine,
         session_factory=session_factory,
         exchange_store=ExchangeStore(
-            engine, checkpoint_interval=settings.sqlite_checkpoint_interval
+            engine,
+            checkpoint_interval=settings.sqlite_checkpoint_interval,
+            status_block=settings.status_index_block,
         ),
         keyring=keyring,
         clock=clock,

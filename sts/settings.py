@@ -72,6 +72,10 @@ class Settings:
     # Exposure reports accepted per source address per minute, per process.
     exposure_rate_limit: int = 10
     status_list_size: int = 131072
+    # Status-list indexes a process claims at once (sts.db.status_indexes): exchanges take
+    # theirs from the block instead of all queueing on the list's counter row. At most
+    # this many entries go unused per process start or minute without exchanges.
+    status_index_block: int = 64
     # ``sts gc``: keep lineage (issued_tokens) this long after a token expired, and audit
     # records this long after they were written.
     lineage_retention: int = 7 * 86400
@@ -151,6 +155,7 @@ class Settings:
             "STS_STATUS_LIST_TTL": str(self.status_list_ttl),
             "STS_EXPOSURE_RATE_LIMIT": str(self.exposure_rate_limit),
             "STS_STATUS_LIST_SIZE": str(self.status_list_size),
+            "STS_STATUS_INDEX_BLOCK": str(self.status_index_block),
             "STS_LINEAGE_RETENTION": str(self.lineage_retention),
             "STS_AUDIT_RETENTION": str(self.audit_retention),
             "STS_LOG_LEVEL": self.log_level,
@@ -190,8 +195,9 @@ class Settings:
             "STS_SQLITE_CHECKPOINT_INTERVAL": ("sqlite_checkpoint_interval", _parse_seconds),
             "STS_RULES_MIGRATIONS_DIR": ("rules_migrations_dir", Path),
             "STS_STATUS_LIST_TTL": ("status_list_ttl", _parse_positive_int),
-            "STS_EXPOSURE_RATE_LIMIT": ("exposure_rate_limit", _parse_positive_int),
-            "STS_STATUS_LIST_SIZE": ("status_list_size", _parse_positive_int),
+            "STS_EXPOSURE_RATE_LIMIT": ("exposure_rate_limit", _parse_positive_count),
+            "STS_STATUS_LIST_SIZE": ("status_list_size", _parse_positive_count),
+            "STS_STATUS_INDEX_BLOCK": ("status_index_block", _parse_positive_count),
             "STS_LINEAGE_RETENTION": ("lineage_retention", _parse_non_negative_int),
             "STS_AUDIT_RETENTION": ("audit_retention", _parse_non_negative_int),
             "STS_LOG_LEVEL": ("log_level", _parse_log_level),
@@ -235,6 +241,10 @@ def validate(settings: Settings) -> Settings:
     if settings.status_list_size % 8 or not 8 <= settings.status_list_size <= 1 << 24:
         raise ConfigurationError(
             "STS_STATUS_LIST_SIZE", "must be a multiple of 8 between 8 and 16777216"
+        )
+    if not 1 <= settings.status_index_block <= min(settings.status_list_size, 4096):
+        raise ConfigurationError(
+            "STS_STATUS_INDEX_BLOCK", "must be between 1 and 4096, and at most STS_STATUS_LIST_SIZE"
         )
     if settings.key_passphrase is not None and len(settings.key_passphrase) < 12:
         raise ConfigurationError("STS_KEY_PASSPHRASE", "must be at least 12 characters long")
@@ -348,6 +358,13 @@ def _parse_positive_int(raw: str) -> int:
     value = _parse_non_negative_int(raw)
     if value == 0:
         raise ValueError("must be a positive whole number of seconds")
+    return value
+
+
+def _parse_positive_count(raw: str) -> int:
+    value = _parse_non_negative_int(raw)
+    if value == 0:
+        raise ValueError("must be a positive whole number")
     return value
 
 

@@ -1,9 +1,10 @@
 """Token status lists: index allocation (in the exchange's transaction) and publication.
 
-Indexes come from ``status_lists.next_idx``, advanced under a row lock inside the
-exchange's transaction: two replicas can never hand out the same index, an index is
-never reused while its list is served, and a full list is never written again (a new
-one is started). The unique (list, index) index on ``issued_tokens`` is the safety net.
+Indexes come from ``status_lists.next_idx``, advanced by a block at a time under a row
+lock inside an exchange's transaction (sts.db.status_indexes): two replicas can never hand
+out the same index, an index is never reused while its list is served, and a full list is
+never written again (a new one is started). The unique (list, index) index on
+``issued_tokens`` is the safety net.
 """
 
 from __future__ import annotations
@@ -39,13 +40,17 @@ class TokenStatus:
 def allocate_token_status(
     transaction: ExchangeTransaction, issuer: str, size: int, now: datetime
 ) -> TokenStatus:
-    """The next free entry of the open list (a new list when none is open)."""
-    claimed = transaction.claim_status_index()
-    if claimed is None:  # none open yet, or the open one just filled up
-        transaction.add_status_list(size, now)
-        claimed = transaction.claim_status_index()
-        assert claimed is not None
-    list_id, idx = claimed
+    """A free entry: from a block this process holds, else from a new block of the open
+    list (a new list when none is open)."""
+    taken = transaction.status_index()
+    if taken is None:
+        if not transaction.claim_status_block(now):  # none open yet, or the last one is full
+            transaction.add_status_list(size, now)
+            claimed = transaction.claim_status_block(now)
+            assert claimed
+        taken = transaction.status_index()
+        assert taken is not None
+    list_id, idx = taken
     return TokenStatus(list_id, idx, status_claim(status_list_uri(issuer, list_id), idx))
 
 

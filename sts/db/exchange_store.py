@@ -29,6 +29,7 @@ from sqlalchemy.sql.compiler import SQLCompiler
 from sts.db import queries
 from sts.db.checkpoint import WalCheckpointer
 from sts.db.locks import SqliteWriteGate, sqlite_write_gate
+from sts.db.status_indexes import IndexBlock, StatusIndexPool
 
 # At DEBUG, every statement the exchange runs (never its parameters: they name tokens).
 log = logging.getLogger(__name__)
@@ -65,8 +66,9 @@ class Prepared:
 class ExchangeStore:
     """The exchange's statements for one engine, and the factory of its transactions."""
 
-    def __init__(self, engine: Engine, *, checkpoint_interval: float) -> None:
+    def __init__(self, engine: Engine, *, checkpoint_interval: float, status_block: int) -> None:
         self.engine = engine
+        self.status_indexes = StatusIndexPool(status_block)
         dialect = engine.dialect
         self.is_sqlite = dialect.name == "sqlite"
         database = engine.url.database if self.is_sqlite else None
@@ -83,7 +85,7 @@ class ExchangeStore:
         prepare = self._prepare
         self.credential_by_key_id = prepare(queries.CREDENTIAL_BY_KEY_ID)
         self.parent_revocation_state = prepare(queries.PARENT_REVOCATION_STATE)
-        self.claim_status_index = prepare(queries.CLAIM_STATUS_INDEX)
+        self.claim_status_block = prepare(queries.CLAIM_STATUS_BLOCK)
         self.add_status_list = prepare(queries.ADD_STATUS_LIST)
         self.insert_issued_token = prepare(queries.INSERT_ISSUED_TOKEN)
         self.insert_audit = prepare(queries.INSERT_AUDIT)
@@ -124,6 +126,7 @@ class ExchangeTransaction:
         self._pipeline: Any = None
         self._pipeline_context: Any = None
         self._gate_held = False
+        self._claimed: list[IndexBlock] = []  # the pool's only once this transaction commits
 
     def __enter__(self) -> ExchangeTransaction:
         store = self.store
@@ -184,10 +187,27 @@ class ExchangeTransaction:
         values = {"client_id": client_id, "jti": jti, "expires_at": expires_at}
         return self._execute_counting(self.store.insert_client_assertion, values) > 0
 
-    def claim_status_index(self) -> tuple[int, int] | None:
-        """(list id, index) from the open status list, or None when none is open."""
-        row = self._one(self.store.claim_status_index, {})
-        return None if row is None else (int(row[0]), int(row[1]) - 1)
+    def status_index(self) -> tuple[int, int] | None:
+        """(list id, index): from a block this transaction claimed, else from the process's
+        committed blocks; None when neither has one left (claim a block)."""
+        for block in self._claimed:
+            taken = block.take()
+            if taken is not None:
+                return taken
+        return self.store.status_indexes.take()
+
+    def claim_status_block(self, now: datetime) -> bool:
+        """Claim the next block of the open status list for this transaction; False when
+        no list is open (add one)."""
+        pool = self.store.status_indexes
+        row = self._one(self.store.claim_status_block, {"block": pool.block, "now": now})
+        if row is None:
+            return False
+        list_id, next_idx, size = (int(value) for value in row)
+        self._claimed.append(
+            IndexBlock(list_id, next_idx - pool.block, min(next_idx, size), pool.monotonic())
+        )
+        return True
 
     def add_status_list(self, size: int, now: datetime) -> None:
         self._execute(self.store.add_status_list, {"size": size, "next_idx": 0, "created_at": now})
@@ -207,6 +227,9 @@ class ExchangeTransaction:
         except self.store.dbapi_error as exc:
             raise self._wrap("COMMIT", exc) from exc
         self._release_gate()  # after a failure, only once the rollback has run (_close)
+        claimed, self._claimed = self._claimed, []
+        for block in claimed:  # committed: what this transaction left is the process's now
+            self.store.status_indexes.give(block)
 
     # ---- plumbing --------------------------------------------------------------------
 

@@ -174,9 +174,12 @@ class IssuedToken(Base):
 class StatusList(Base):
     """A Token Status List (draft-ietf-oauth-status-list): ``size`` one-bit entries.
 
-    ``next_idx`` is the allocation counter, advanced inside each exchange's transaction
-    (row-locked), so replicas never hand out the same index. A full list is never written
-    to again; a retired one is no longer served. Ids are never reused.
+    ``next_idx`` is the allocation counter, advanced by a block of indexes at a time inside
+    an exchange's transaction (row-locked), so replicas never hand out the same index
+    (sts.db.status_indexes); it may pass ``size`` on the last block. ``last_claim_at`` is
+    when the last block was claimed: a full list is retired only well after it. A full
+    list is never written to again; a retired one is no longer served. Ids are never
+    reused.
     """
 
     __tablename__ = "status_lists"
@@ -186,6 +189,7 @@ class StatusList(Base):
     next_idx: Mapped[int] = mapped_column(Integer, default=0)
     created_at: Mapped[datetime]
     retired_at: Mapped[datetime | None]
+    last_claim_at: Mapped[datetime | None]
 
 
 class Revocation(Base):

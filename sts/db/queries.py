@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import (
@@ -428,16 +428,22 @@ _OPEN_STATUS_LIST = (
     .limit(1)
     .scalar_subquery()
 )
-# (list id, next_idx after the claim) from the open list in ONE statement, or no row when
-# none is open. Concurrent exchanges on PostgreSQL queue on the row lock and re-check
-# ``next_idx < size`` after it, so no index is handed out twice.
-CLAIM_STATUS_INDEX = (
+# A block of indexes from the open list in ONE statement (sts.db.status_indexes): returns
+# (list id, next_idx after the claim, size), so the block is [next_idx - block, min(next_idx,
+# size)); no row when none is open. The counter may pass ``size`` on a list's last block;
+# only ``next_idx < size`` counts as open, so no index is handed out twice. Concurrent
+# claims on PostgreSQL queue on the row lock and re-check ``next_idx < size`` after it.
+CLAIM_STATUS_BLOCK = (
     update(StatusList)
     .where(StatusList.id == _OPEN_STATUS_LIST, StatusList.next_idx < StatusList.size)
-    .values(next_idx=StatusList.next_idx + 1)
-    .returning(StatusList.id, StatusList.next_idx)
+    .values(next_idx=StatusList.next_idx + bindparam("block"), last_claim_at=bindparam("now"))
+    .returning(StatusList.id, StatusList.next_idx, StatusList.size)
     .execution_options(synchronize_session=False)
 )
+# A full list is retired only this long after its last block was claimed: a process uses a
+# block for at most BLOCK_MAX_AGE (60 s) after claiming it, so no token is issued into a
+# list that is no longer served, even with replicas' clocks minutes apart.
+RETIRE_AFTER_LAST_CLAIM = timedelta(minutes=10)
 
 
 def served_status_list(session: Session, list_id: int) -> StatusList | None:
@@ -500,7 +506,7 @@ def delete_old_audit(session: Session, cutoff: datetime) -> int:
 
 def retire_spent_status_lists(session: Session, now: datetime) -> int:
     """Retire full lists (no index will ever be allocated from them again) none of whose
-    tokens is still unexpired."""
+    tokens is still unexpired, and whose last block no process may still be using."""
     live = select(IssuedToken.jti).where(
         IssuedToken.status_list_id == StatusList.id, IssuedToken.expires_at >= now
     )
@@ -509,6 +515,10 @@ def retire_spent_status_lists(session: Session, now: datetime) -> int:
         .where(
             StatusList.retired_at.is_(None),
             StatusList.next_idx >= StatusList.size,
+            or_(
+                StatusList.last_claim_at.is_(None),
+                StatusList.last_claim_at < now - RETIRE_AFTER_LAST_CLAIM,
+            ),
             ~live.exists(),
         )
         .values(retired_at=now)

@@ -11,12 +11,13 @@ import base64
 import json
 import threading
 import zlib
+from datetime import timedelta
 from typing import Any
 
 import jwt as pyjwt
 from sqlalchemy import select, update
 
-from sts.db.models import IssuedToken
+from sts.db.models import IssuedToken, StatusList
 from sts.status_list import allocate_token_status
 from tests.conftest import TEST_ISSUER
 from tests.integration.test_introspection import second_instance
@@ -177,3 +178,64 @@ def test_lineage_rows_record_the_status_entry(world: World) -> None:
     with world.app.extensions["sts"].session_factory() as session:
         row = session.scalars(select(IssuedToken).where(IssuedToken.jti == jti)).one()
     assert (row.status_list_id, row.status_idx) == (1, idx)
+
+
+def counter_of(world: World, list_id: int) -> tuple[int, Any]:
+    with world.app.extensions["sts"].session_factory() as session:
+        row = session.get(StatusList, list_id)
+        assert row is not None
+        return row.next_idx, row.last_claim_at
+
+
+def test_exchanges_take_indexes_from_a_claimed_block_not_the_counter(world: World) -> None:
+    block = world.app.extensions["sts"].settings.status_index_block
+    first = world.chain()
+    assert counter_of(world, 1) == (block, world.clock())  # one block claimed, one claim time
+    world.clock.advance(5)
+    rest = world.chain() + world.chain()
+    assert [status_of(token)[1] for token in first + rest] == list(range(9))
+    assert counter_of(world, 1) == (block, world.clock() - timedelta(seconds=5))
+
+
+def test_replicas_claim_disjoint_blocks(world: World) -> None:
+    block = world.app.extensions["sts"].settings.status_index_block
+    mine: list[str] = []
+    theirs: list[str] = []
+    with second_instance(world) as other:
+        own_client = world.client
+        for _ in range(3):  # interleaved: each replica keeps to its own block
+            mine += world.chain()
+            world.client = other.test_client()
+            try:
+                theirs += world.chain()
+            finally:
+                world.client = own_client
+    assert sorted(status_of(token)[1] for token in mine) == list(range(9))
+    assert sorted(status_of(token)[1] for token in theirs) == list(range(block, block + 9))
+    assert counter_of(world, 1)[0] == 2 * block
+
+
+def test_a_block_claimed_by_a_rolled_back_transaction_is_never_used(world: World) -> None:
+    services = world.app.extensions["sts"]
+    with services.exchange_store.write() as transaction:
+        taken = allocate_token_status(transaction, TEST_ISSUER, 64, world.clock())
+        # no commit: the claim is rolled back, and so is the block
+    assert (taken.list_id, taken.idx) == (1, 0)
+    with services.session_factory() as session:
+        assert session.scalars(select(StatusList)).all() == []
+    assert services.exchange_store.status_indexes.take() is None
+    token = world.chain()[0]
+    assert status_of(token)[1] == 0  # claimed afresh, from the counter the rollback restored
+
+
+def test_a_block_is_not_used_after_its_maximum_age(world: World) -> None:
+    services = world.app.extensions["sts"]
+    pool = services.exchange_store.status_indexes
+    block = services.settings.status_index_block
+    ticks = [1000.0]
+    pool.monotonic = lambda: ticks[0]  # the process clock the pool reads, driven here
+    first = world.chain()
+    ticks[0] += pool.max_age + 1  # the rest of block 0 is too old now: left unused
+    second = world.chain()
+    assert [status_of(token)[1] for token in first] == [0, 1, 2]
+    assert [status_of(token)[1] for token in second] == [block, block + 1, block + 2]

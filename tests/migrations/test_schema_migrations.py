@@ -63,7 +63,9 @@ def test_service_refuses_after_a_downgrade(empty_database_url: str, make_setting
     upgrade(config)
     downgrade(config, "base")
     settings = make_settings(empty_database_url, auto_migrate=False)
-    with pytest.raises(StartupError, match=r"empty \(no revision\) but sts needs 0002_revocation"):
+    with pytest.raises(
+        StartupError, match=r"empty \(no revision\) but sts needs 0003_status_blocks"
+    ):
         create_app(settings)
     engine.dispose()
 
@@ -103,4 +105,24 @@ def test_revocation_revision_downgrades_keeping_lineage(empty_database_url: str)
         ]
     upgrade(config)
     assert schema_is_at_head(engine, config)[0]
+    engine.dispose()
+
+
+def test_status_blocks_revision_keeps_the_lists(empty_database_url: str) -> None:
+    engine = make_engine(empty_database_url)
+    config = alembic_config(engine)
+    upgrade(config, "0002_revocation")
+    with engine.begin() as connection:
+        connection.execute(
+            text("INSERT INTO status_lists (id, size, next_idx, created_at) VALUES (1, 8, 3, :n)"),
+            {"n": "2026-11-28 12:00:00"},
+        )
+    upgrade(config)
+    listed = "SELECT id, next_idx, last_claim_at FROM status_lists"
+    with engine.connect() as connection:
+        assert connection.execute(text(listed)).all() == [(1, 3, None)]
+    downgrade(config, "0002_revocation")
+    assert "last_claim_at" not in {c["name"] for c in inspect(engine).get_columns("status_lists")}
+    with engine.connect() as connection:
+        assert connection.execute(text("SELECT id, next_idx FROM status_lists")).all() == [(1, 3)]
     engine.dispose()

@@ -26,6 +26,17 @@ REFUSALS = [
     ("status-size-odd", {"STS_STATUS_LIST_SIZE": "12"}, "STS_STATUS_LIST_SIZE must be a multiple"),
     ("status-size-huge", {"STS_STATUS_LIST_SIZE": "33554432"}, "STS_STATUS_LIST_SIZE must be"),
     ("retention", {"STS_AUDIT_RETENTION": "-1"}, "STS_AUDIT_RETENTION must not be negative"),
+    ("status-block-zero", {"STS_STATUS_INDEX_BLOCK": "0"}, "STS_STATUS_INDEX_BLOCK must be a"),
+    (
+        "status-block-over-size",
+        {"STS_STATUS_LIST_SIZE": "64", "STS_STATUS_INDEX_BLOCK": "72"},
+        "STS_STATUS_INDEX_BLOCK must be between 1 and 4096, and at most STS_STATUS_LIST_SIZE",
+    ),
+    (
+        "status-block-huge",
+        {"STS_STATUS_INDEX_BLOCK": "4097"},
+        "STS_STATUS_INDEX_BLOCK must be between 1 and 4096",
+    ),
     (
         "checkpoint-interval-zero",
         {"STS_SQLITE_CHECKPOINT_INTERVAL": "0"},
@@ -136,11 +147,14 @@ def test_revocation_settings_are_read() -> None:
         {
             "STS_STATUS_LIST_TTL": "30",
             "STS_STATUS_LIST_SIZE": "1024",
+            "STS_STATUS_INDEX_BLOCK": "16",
             "STS_LINEAGE_RETENTION": "3600",
             "STS_AUDIT_RETENTION": "86400",
         }
     )
     assert (settings.status_list_ttl, settings.status_list_size) == (30, 1024)
+    assert settings.status_index_block == 16 and Settings().status_index_block == 64
+    assert settings.describe()["STS_STATUS_INDEX_BLOCK"] == "16"
     assert (settings.lineage_retention, settings.audit_retention) == (3600, 86400)
     assert settings.describe()["STS_STATUS_LIST_TTL"] == "30"
 
