@@ -64,7 +64,7 @@ def test_service_refuses_after_a_downgrade(empty_database_url: str, make_setting
     downgrade(config, "base")
     settings = make_settings(empty_database_url, auto_migrate=False)
     with pytest.raises(
-        StartupError, match=r"empty \(no revision\) but sts needs 0003_status_blocks"
+        StartupError, match=r"empty \(no revision\) but sts needs 0003_exchange_writes"
     ):
         create_app(settings)
     engine.dispose()
