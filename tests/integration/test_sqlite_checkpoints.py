@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import sqlite3
+import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -90,40 +91,60 @@ def test_the_background_thread_copies_the_wal_into_the_database(
     assert not thread.is_alive()
 
 
-def write_while_checkpointing(path: Path, restart_pages: int) -> int:
-    """400 commits of ~2 pages each through the write gate, as exchanges do, with the
-    checkpoint thread running; returns the WAL file's size at the end."""
-    setup = sqlite3.connect(path, isolation_level=None)
-    setup.execute("PRAGMA journal_mode=WAL")
-    setup.execute("CREATE TABLE t (id INTEGER PRIMARY KEY, blob BLOB)")
-    setup.close()
+def wal_salt(path: Path) -> bytes:
+    """The WAL header's salts: SQLite draws new ones each time the WAL starts over."""
+    with open(str(path) + "-wal", "rb") as wal:
+        return wal.read(24)[16:24]
+
+
+def test_a_long_wal_is_checkpointed_again_behind_the_write_gate(tmp_path: Path) -> None:
+    """Step 2: a checkpoint beside the writers ends behind the frames they commit
+    meanwhile, and SQLite starts the WAL over only after a checkpoint that reached its
+    end; so once the WAL is past ``restart_pages`` the checkpoint runs again with the
+    writers held back. Driven step by step (no timing): the test holds the gate, as a
+    writer would, and sees which checkpoint waits for it."""
+    path = tmp_path / "a.db"
     writer = sqlite3.connect(path, isolation_level=None)
-    writer.execute("PRAGMA wal_autocheckpoint=0")  # only the thread checkpoints
+    writer.execute("PRAGMA journal_mode=WAL")
+    writer.execute("PRAGMA wal_autocheckpoint=0")  # only the checkpointer checkpoints
+    writer.execute("CREATE TABLE t (id INTEGER PRIMARY KEY, blob BLOB)")
     gate = sqlite_write_gate(str(path))
-    checkpointer = WalCheckpointer(str(path), 0.01, gate, restart_pages=restart_pages)
-    checkpointer.ensure_running()
-    try:
-        for i in range(400):
+    checkpointer = WalCheckpointer(str(path), 3600, gate, restart_pages=64)
+    connection = sqlite3.connect(path, timeout=0, check_same_thread=False)
+
+    def commit(count: int) -> None:
+        for _ in range(count):
             gate.acquire()
             try:
                 writer.execute("BEGIN IMMEDIATE")
-                writer.execute("INSERT INTO t VALUES (?, ?)", (i, bytes(6000)))
+                writer.execute("INSERT INTO t (blob) VALUES (?)", (bytes(6000),))
                 writer.execute("COMMIT")
             finally:
                 gate.release()
-            time.sleep(0.001)
-        assert checkpointer.runs > 0
-        return wal_of(path).stat().st_size  # measured before the last close removes it
+
+    def checkpoint_while_a_writer_holds_the_gate() -> bool:
+        """Did the checkpoint have to wait for the gate?"""
+        gate.acquire()
+        round_ = threading.Thread(target=checkpointer.checkpoint, args=(connection,))
+        try:
+            round_.start()
+            round_.join(0.5)
+            waited = round_.is_alive()
+        finally:
+            gate.release()
+        round_.join(5)
+        assert not round_.is_alive()
+        return waited
+
+    try:
+        commit(10)  # ~30 pages: step 1 only, beside the writer
+        assert checkpoint_while_a_writer_holds_the_gate() is False
+        commit(30)  # ~120 pages: past restart_pages
+        assert checkpoint_while_a_writer_holds_the_gate() is True
+        assert checkpointer.runs == 2
+        before = wal_salt(path)
+        commit(1)
+        assert wal_salt(path) != before  # fully checkpointed: the next writer started over
     finally:
-        checkpointer.stop()
+        connection.close()
         writer.close()
-
-
-def test_the_wal_starts_over_once_the_checkpoint_catches_up(tmp_path: Path) -> None:
-    # Without step 2 (behind the write gate) a checkpoint running beside the writers never
-    # reaches the WAL's end, so the next writer never starts the WAL over: it only grows.
-    never_restarted = write_while_checkpointing(tmp_path / "a.db", restart_pages=10**9)
-    restarted = write_while_checkpointing(tmp_path / "b.db", restart_pages=64)
-    # (Measured: 77-91 pages against 524-957; the latter varies because a checkpoint now
-    # and then finishes in a writer's pause and the WAL starts over by luck.)
-    assert restarted * 3 < never_restarted
