@@ -5,15 +5,18 @@ check blocks, claim a status-list index, insert the lineage row and the audit ro
 the Session and Core each costs 0.1-0.2 ms of SQLAlchemy CPU; the driver itself needs
 about 10 µs (``python -m bench.profile``: the database was half of an exchange's CPU).
 So the statements are still built with Core from the models (``sts.db.queries``), but
-compiled ONCE per dialect and executed on the pooled DBAPI connection. Pooling, pre-ping
-on checkout and invalidation of a broken connection stay SQLAlchemy's; driver errors are
-raised as SQLAlchemy's ``DBAPIError`` subclasses, like any other database error.
+compiled ONCE per dialect and executed on the pooled DBAPI connection (on SQLite, a write
+transaction uses the process's one write connection, see ``ExchangeStore.writer``).
+Pooling, pre-ping on checkout and invalidation of a broken connection stay SQLAlchemy's;
+driver errors are raised as SQLAlchemy's ``DBAPIError`` subclasses, like any other
+database error.
 """
 
 from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import threading
 from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime
@@ -75,11 +78,14 @@ class ExchangeStore:
         path = database if database and database != ":memory:" else None
         self.gate: SqliteWriteGate | None = None
         self.checkpointer: WalCheckpointer | None = None
+        self._writer: Any = None  # this process's SQLite write connection (see writer())
+        self._writer_pid = 0
+        self._inherited: list[Any] = []
         if path:
             self.gate = sqlite_write_gate(path)
             checkpointer = WalCheckpointer(path, checkpoint_interval, self.gate)
             self.checkpointer = checkpointer
-            event.listen(engine, "engine_disposed", lambda _engine: checkpointer.stop())
+            event.listen(engine, "engine_disposed", self._on_engine_disposed)
         self.dbapi_error: type[Exception] = dialect.loaded_dbapi.Error
         self.pipelines = dialect.driver == "psycopg"
         prepare = self._prepare
@@ -92,6 +98,37 @@ class ExchangeStore:
         self.insert_client_assertion = prepare(queries.INSERT_CLIENT_ASSERTION_ONCE[dialect.name])
         self._blocks: dict[int, Prepared] = {}
         self._blocks_lock = threading.Lock()
+
+    def writer(self) -> Any:
+        """This process's one SQLite write connection; only used behind the write gate.
+
+        The gate already lets one thread of a process write at a time, so one connection
+        serves them all, and it stays the same from one exchange to the next. That saves
+        the pool checkout, and it keeps the connection's page cache: SQLite drops a
+        connection's whole cache whenever ANOTHER connection has committed since its
+        last transaction (python -m bench: +0.1-0.2 ms per exchange), and with a pool the
+        threads of one process took turns with different connections.
+        """
+        if self._writer_pid != os.getpid():
+            if self._writer is not None:
+                # Opened by the parent before a fork: never used (nor closed) here.
+                self._inherited.append(self._writer)
+            self._writer, self._writer_pid = None, os.getpid()
+        if self._writer is None:
+            self._writer = self.engine.raw_connection()
+        return self._writer
+
+    def drop_writer(self) -> None:
+        """Close the write connection (after an error it could not roll back)."""
+        writer, self._writer = self._writer, None
+        if writer is not None and self._writer_pid == os.getpid():
+            with contextlib.suppress(Exception):
+                writer.close()
+
+    def _on_engine_disposed(self, _engine: Engine) -> None:
+        if self.checkpointer is not None:
+            self.checkpointer.stop()
+        self.drop_writer()
 
     def _prepare(self, statement: ClauseElement) -> Prepared:
         return Prepared(statement, self.engine.dialect)
@@ -126,6 +163,8 @@ class ExchangeTransaction:
         self._pipeline: Any = None
         self._pipeline_context: Any = None
         self._gate_held = False
+        self._dedicated = False  # on the process's SQLite write connection
+        self._committed = False
         self._claimed: list[IndexBlock] = []  # the pool's only once this transaction commits
 
     def __enter__(self) -> ExchangeTransaction:
@@ -133,14 +172,14 @@ class ExchangeTransaction:
         if store.checkpointer is not None:
             store.checkpointer.ensure_running()  # once per process (after a fork too)
         try:
-            self._connection = store.engine.raw_connection()  # pool checkout (+ pre-ping)
-            self._cursor = self._connection.cursor()
-            # The checkout happens before the gate: the gate is held only for the statements
-            # (the pool has more connections than a worker has threads, so no thread holds
-            # the gate while waiting for a connection).
             if self.write and store.gate is not None:
                 store.gate.acquire()
                 self._gate_held = True
+                self._connection = store.writer()
+                self._dedicated = True
+            else:
+                self._connection = store.engine.raw_connection()  # pool checkout (+ pre-ping)
+            self._cursor = self._connection.cursor()
             if store.is_sqlite:
                 # The sqlite3 module's own transaction handling is off (see engine.py).
                 self._run("BEGIN IMMEDIATE" if self.write else "BEGIN", ())
@@ -226,6 +265,7 @@ class ExchangeTransaction:
             self._end_pipeline()
         except self.store.dbapi_error as exc:
             raise self._wrap("COMMIT", exc) from exc
+        self._committed = True
         self._release_gate()  # after a failure, only once the rollback has run (_close)
         claimed, self._claimed = self._claimed, []
         for block in claimed:  # committed: what this transaction left is the process's now
@@ -276,6 +316,9 @@ class ExchangeTransaction:
         invalidated = dialect.is_disconnect(exc, self._connection.driver_connection, self._cursor)
         if invalidated:
             self._connection.invalidate(exc)
+            if self._dedicated:
+                self.store.drop_writer()
+                self._connection = None
         error: StatementError = DBAPIError.instance(
             sql,
             None,
@@ -297,12 +340,23 @@ class ExchangeTransaction:
             # A statement's own error was raised already; the pool's reset rolls back.
             with contextlib.suppress(self.store.dbapi_error):
                 self._end_pipeline()
-            if self._connection is not None:
+            if self._dedicated:
+                self._end_on_writer()
+            elif self._connection is not None:
                 # Back to the pool, whose reset-on-return rolls back anything uncommitted.
                 self._connection.close()
         finally:
             self._connection = self._cursor = None
             self._release_gate()
+
+    def _end_on_writer(self) -> None:
+        """The write connection stays open: roll back what did not commit, or drop it."""
+        if self._connection is None or self._committed:
+            return
+        try:
+            self._connection.rollback()
+        except self.store.dbapi_error:
+            self.store.drop_writer()
 
     def _release_gate(self) -> None:
         if self._gate_held and self.store.gate is not None:
