@@ -17,7 +17,6 @@ error code and a description that does not reveal the rules.
 from __future__ import annotations
 
 import logging
-import secrets
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime
@@ -42,7 +41,13 @@ from sts.protocol.exchange import TokenExchangeRequest, parse_token_exchange_req
 from sts.revocation import refuse_blocked_identities
 from sts.services import Services
 from sts.status_list import TokenStatus, allocate_token_status
-from sts.tokens.claims import act_depth, actor_claim, build_claims, compute_lifetime
+from sts.tokens.claims import (
+    act_depth,
+    actor_claim,
+    build_claims,
+    compute_lifetime,
+    new_token_id,
+)
 from sts.tokens.mint import mint_access_token
 from sts.tokens.verify import VerifiedJwt, refuse
 from sts.trust import TrustConfig
@@ -215,7 +220,7 @@ def issue(
                 issuer=settings.issuer,
                 subject=resolved_subject.facts.subject,
                 decision=decision,
-                jti=secrets.token_urlsafe(18),
+                jti=new_token_id(now),
                 now=now,
                 lifetime=lifetime.seconds,
                 client_id=client.client_id,

@@ -12,7 +12,7 @@ from sts.credentials import (
     parse_api_key,
     secret_matches,
 )
-from sts.tokens.claims import act_depth, actor_claim, compute_lifetime
+from sts.tokens.claims import act_depth, actor_claim, compute_lifetime, new_token_id
 
 NOW = datetime(2026, 1, 1, tzinfo=UTC)
 
@@ -81,3 +81,20 @@ def test_secret_hash_is_not_the_secret() -> None:
     assert "a-secret" not in hashed
     assert is_secret_hash(hashed)
     assert not is_secret_hash("a-secret-of-decent-length")
+
+
+def test_token_ids_sort_by_issuance_and_never_repeat() -> None:
+    # RFC 7519 §4.1.7: unique; sts also puts the issuance millisecond first.
+    times = [NOW + timedelta(milliseconds=step) for step in (0, 1, 999, 1000, 86_400_000)]
+    ids = [new_token_id(moment) for moment in times]
+    assert ids == sorted(ids)
+    assert ids[0][:12] == f"{int(NOW.timestamp() * 1000):012x}"
+    same_moment = {new_token_id(NOW) for _ in range(10_000)}
+    assert len(same_moment) == 10_000
+    assert all(len(token_id) == 28 for token_id in same_moment)
+    # The random part: 16 base64url characters (96 bits), different for every id.
+    assert len({token_id[12:] for token_id in same_moment}) == 10_000
+    assert all(set(token_id[12:]) <= set(BASE64URL) for token_id in same_moment)
+
+
+BASE64URL = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
