@@ -22,7 +22,8 @@ import sys
 import tempfile
 import time
 from collections import Counter
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -152,11 +153,31 @@ def drive(app: Any, environs: Iterable[Callable[[], dict[str, Any]]]) -> int:
     return ok
 
 
-def main(argv: list[str] | None = None) -> int:
-    from pyinstrument import Profiler
-
+@contextmanager
+def app_in_process(
+    database: str, postgres_url: str, pool: int, scenario: str
+) -> Iterator[tuple[Any, list[Callable[[], dict[str, Any]]]]]:
+    """The real app (built as ``sts serve`` builds it) on a seeded throw-away database, and
+    one WSGI environ factory per pre-built request of ``scenario``; disposed at the end."""
     from sts.app import create_app
     from sts.settings import Settings
+
+    with tempfile.TemporaryDirectory(prefix="sts-bench-") as tmp:
+        workdir = Path(tmp)
+        with database_url(database, workdir, postgres_url) as url:
+            world = seed(database, workdir, url, pool, peer_tokens(None, pool))
+            app = create_app(Settings.from_env(world.env))
+            try:
+                if scenario == "re-exchange":
+                    _premint_in_process(app, world)
+                requests = SCENARIOS[scenario].build(world, 8080)
+                yield app, [make_environ(8080, raw) for raw in requests]
+            finally:
+                app.extensions["sts"].engine.dispose()
+
+
+def main(argv: list[str] | None = None) -> int:
+    from pyinstrument import Profiler
 
     parser = argparse.ArgumentParser(prog="python -m bench.profile")
     parser.add_argument("--database", choices=("sqlite", "postgresql"), default="sqlite")
@@ -171,40 +192,31 @@ def main(argv: list[str] | None = None) -> int:
         help="BENCH ONLY: monkeypatch _record_issued to a no-op (as bench.no_governance)",
     )
     args = parser.parse_args(argv)
-    with tempfile.TemporaryDirectory(prefix="sts-profile-") as tmp:
-        workdir = Path(tmp)
-        with database_url(args.database, workdir, args.postgres_url) as url:
-            world = seed(args.database, workdir, url, 1000, peer_tokens(None, 1000))
-            app = create_app(Settings.from_env(world.env))
-            if args.skip_governance:
-                import bench.no_governance
-                import sts.grants.token_exchange
+    with app_in_process(args.database, args.postgres_url, 1000, args.scenario) as (app, environs):
+        if args.skip_governance:
+            import bench.no_governance
+            import sts.grants.token_exchange
 
-                # BENCH-ONLY MONKEYPATCH, in this profiling process only.
-                sts.grants.token_exchange._record_issued = bench.no_governance._skip_recording
-            if args.scenario == "re-exchange":
-                _premint_in_process(app, world)
-            requests = SCENARIOS[args.scenario].build(world, 8080)
-            environs = [make_environ(8080, raw) for raw in requests]
-            cycle = [environs[i % len(environs)] for i in range(args.requests)]
-            drive(app, environs[:100])  # warm caches (rules, JWKS, compiled SQL)
-            profiler = Profiler(interval=args.interval, async_mode="disabled")
-            cpu0, wall0 = time.process_time(), time.perf_counter()
-            profiler.start()
-            ok = drive(app, cycle)
-            profiler.stop()
-            cpu, wall = time.process_time() - cpu0, time.perf_counter() - wall0
-            # The same loop without the profiler, best of 3: the cost per exchange.
-            plain_wall = plain_cpu = float("inf")
-            for _ in range(3):
-                cpu1, wall1 = time.process_time(), time.perf_counter()
-                drive(app, cycle)
-                plain_cpu = min(plain_cpu, (time.process_time() - cpu1) / len(cycle) * 1000)
-                plain_wall = min(plain_wall, (time.perf_counter() - wall1) / len(cycle) * 1000)
-            # Each exchange timed on its own: the tail a single caller sees (a checkpoint
-            # or any other stall inside one request shows up here, not in the means).
-            tail = latency_percentiles(single_exchange_times(app, cycle))
-            app.extensions["sts"].engine.dispose()
+            # BENCH-ONLY MONKEYPATCH, in this profiling process only.
+            sts.grants.token_exchange._record_issued = bench.no_governance._skip_recording
+        cycle = [environs[i % len(environs)] for i in range(args.requests)]
+        drive(app, environs[:100])  # warm caches (rules, JWKS, compiled SQL)
+        profiler = Profiler(interval=args.interval, async_mode="disabled")
+        cpu0, wall0 = time.process_time(), time.perf_counter()
+        profiler.start()
+        ok = drive(app, cycle)
+        profiler.stop()
+        cpu, wall = time.process_time() - cpu0, time.perf_counter() - wall0
+        # The same loop without the profiler, best of 3: the cost per exchange.
+        plain_wall = plain_cpu = float("inf")
+        for _ in range(3):
+            cpu1, wall1 = time.process_time(), time.perf_counter()
+            drive(app, cycle)
+            plain_cpu = min(plain_cpu, (time.process_time() - cpu1) / len(cycle) * 1000)
+            plain_wall = min(plain_wall, (time.perf_counter() - wall1) / len(cycle) * 1000)
+        # Each exchange timed on its own: the tail a single caller sees (a checkpoint
+        # or any other stall inside one request shows up here, not in the means).
+        tail = latency_percentiles(single_exchange_times(app, cycle))
     session = profiler.last_session
     root = session.root_frame() if session else None
     totals: Counter[str] = Counter()

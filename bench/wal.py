@@ -21,16 +21,13 @@ from __future__ import annotations
 import argparse
 import secrets
 import sys
-import tempfile
 import time
 from datetime import datetime
-from pathlib import Path
 
 from sqlalchemy import Engine, text
 
-from bench.profile import drive, make_environ
-from bench.scenarios import SCENARIOS
-from bench.world import DEFAULT_POSTGRES, database_url, peer_tokens, seed
+from bench.profile import app_in_process, drive
+from bench.world import DEFAULT_POSTGRES
 
 DAY_MS = 86_400_000
 
@@ -114,33 +111,26 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _run(args: argparse.Namespace) -> str:
-    from sts.app import create_app
-    from sts.settings import Settings
-
-    with tempfile.TemporaryDirectory(prefix="sts-wal-") as tmp:
-        workdir = Path(tmp)
-        with database_url(args.database, workdir, args.postgres_url) as url:
-            world = seed(args.database, workdir, url, args.pool, peer_tokens(None, args.pool))
-            app = create_app(Settings.from_env(world.env))
-            engine = app.extensions["sts"].engine
-            requests = SCENARIOS["ci-deploy"].build(world, 8080)
-            environs = [make_environ(8080, raw) for raw in requests]
-            drive(app, environs[:10])  # the first status list and block, warm caches
-            with engine.begin() as connection:
-                for statement in _prefill_sql(engine.dialect.name, args.ids, args.prefill):
-                    connection.execute(text(statement))
-            start = _wal_position(engine, checkpoint=True)
-            cycle = [environs[10 + i % (len(environs) - 10)] for i in range(args.requests)]
-            # (A subject token may be presented again: ci-deploy tokens are not one-time.)
-            cpu0, wall0 = time.process_time(), time.perf_counter()
-            ok = drive(app, cycle)
-            cpu = (time.process_time() - cpu0) / args.requests * 1000
-            wall = (time.perf_counter() - wall0) / args.requests * 1000
-            end = _wal_position(engine, checkpoint=False)
-            wal = ""
-            if start is not None and end is not None:
-                wal = f", WAL {_wal_bytes(engine, start, end) / args.requests:.0f} B per exchange"
-            engine.dispose()
+    with app_in_process(args.database, args.postgres_url, args.pool, "ci-deploy") as (
+        app,
+        environs,
+    ):
+        engine = app.extensions["sts"].engine
+        drive(app, environs[:10])  # the first status list and block, warm caches
+        with engine.begin() as connection:
+            for statement in _prefill_sql(engine.dialect.name, args.ids, args.prefill):
+                connection.execute(text(statement))
+        start = _wal_position(engine, checkpoint=True)
+        # (A subject token may be presented again: ci-deploy tokens are not one-time.)
+        cycle = [environs[10 + i % (len(environs) - 10)] for i in range(args.requests)]
+        cpu0, wall0 = time.process_time(), time.perf_counter()
+        ok = drive(app, cycle)
+        cpu = (time.process_time() - cpu0) / args.requests * 1000
+        wall = (time.perf_counter() - wall0) / args.requests * 1000
+        end = _wal_position(engine, checkpoint=False)
+        wal = ""
+        if start is not None and end is not None:
+            wal = f", WAL {_wal_bytes(engine, start, end) / args.requests:.0f} B per exchange"
     return (
         f"{args.database}, {args.ids} ids, {args.prefill} tokens on record: {ok}/{args.requests}"
         f" ok; {cpu:.3f} ms CPU, {wall:.3f} ms wall per exchange{wal}"

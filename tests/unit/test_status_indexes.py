@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import os
-
 import pytest
 
 from sts.db.status_indexes import IndexBlock, StatusIndexPool
+from tests.forking import in_forked_child
 
 
 def test_indexes_come_from_the_oldest_block_first_and_each_once() -> None:
@@ -39,17 +38,7 @@ def test_blocks_older_than_the_maximum_age_are_dropped() -> None:
 def test_a_forked_child_never_uses_its_parents_blocks() -> None:
     pool = StatusIndexPool(4, monotonic=lambda: 0.0)
     pool.give(IndexBlock(1, 0, 4, 0.0))
-    read, write = os.pipe()
-    pid = os.fork()
-    if pid == 0:  # the child: report what it would take, and leave without cleanup
-        try:
-            os.write(write, repr(pool.take()).encode())
-        finally:
-            os._exit(0)
-    os.close(write)
-    reported = os.read(read, 100).decode()
-    os.waitpid(pid, 0)
-    os.close(read)
+    reported = in_forked_child(lambda: repr(pool.take()))
     assert reported == "None"
     assert pool.take() == (1, 0)  # the parent still holds its block
 
