@@ -125,7 +125,9 @@ class IssuerKeyCache:
                 and now - last < self._min_refresh
                 and (entry is not None or not force)
             ):
-                return None  # refreshed (or tried) too recently
+                # Refreshed (or tried) too recently: what that attempt left, which is the
+                # fresh entry when another thread fetched while this one waited for the lock.
+                return entry
             self._attempted[uri] = now
             try:
                 keys = import_public_key_set(self._fetcher(uri, self._timeout))

@@ -6,6 +6,8 @@ import base64
 import hashlib
 import hmac
 import json
+import threading
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -188,6 +190,36 @@ def test_unknown_kid_refetches_the_issuer_jwks_at_most_once_per_interval(world: 
     for _ in range(5):  # a flood of junk kids does not hammer the issuer
         world.exchange(unknown_kid(world), audience=DEPLOY)
     assert world.ci.fetches == fetched + 1
+
+
+def test_concurrent_first_exchanges_share_one_jwks_fetch(world: World) -> None:
+    """Exchanges that arrive together on a cold cache wait for the one fetch and use it
+    (they used to get 503: the waiting threads saw "fetched too recently" and no entry)."""
+    cache = world.app.extensions["sts"].issuer_keys
+    cache.monotonic = lambda: 1000.0  # every thread sees the same moment
+    fetch = cache._fetcher
+
+    def slow_fetch(uri: str, timeout: float) -> Any:
+        time.sleep(0.2)  # the others arrive while this fetch is on the wire
+        return fetch(uri, timeout)
+
+    cache._fetcher = slow_fetch
+    tokens = [world.ci_token() for _ in range(4)]
+    statuses: list[int] = []
+    threads = [
+        threading.Thread(
+            target=lambda token=token: statuses.append(
+                world.exchange(token, audience=DEPLOY).status_code
+            )
+        )
+        for token in tokens
+    ]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(10)
+    assert statuses == [200] * 4
+    assert world.ci.fetches == 1
 
 
 def test_own_token_for_a_different_audience_chain(world: World) -> None:
