@@ -21,7 +21,7 @@ import threading
 from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime
 from types import TracebackType
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlalchemy import Engine, event
 from sqlalchemy.engine import Dialect
@@ -31,8 +31,11 @@ from sqlalchemy.sql.compiler import SQLCompiler
 
 from sts.db import queries
 from sts.db.checkpoint import WalCheckpointer
+from sts.db.group_commit import GroupCommit
 from sts.db.locks import SqliteWriteGate, sqlite_write_gate
 from sts.db.status_indexes import IndexBlock, StatusIndexPool
+
+T = TypeVar("T")
 
 # At DEBUG, every statement the exchange runs (never its parameters: they name tokens).
 log = logging.getLogger(__name__)
@@ -78,6 +81,7 @@ class ExchangeStore:
         path = database if database and database != ":memory:" else None
         self.gate: SqliteWriteGate | None = None
         self.checkpointer: WalCheckpointer | None = None
+        self.group_commit: GroupCommit | None = None
         self._writer: Any = None  # this process's SQLite write connection (see writer())
         self._writer_pid = 0
         self._inherited: list[Any] = []
@@ -85,6 +89,7 @@ class ExchangeStore:
             self.gate = sqlite_write_gate(path)
             checkpointer = WalCheckpointer(path, checkpoint_interval, self.gate)
             self.checkpointer = checkpointer
+            self.group_commit = GroupCommit(self.write)
             event.listen(engine, "engine_disposed", self._on_engine_disposed)
         self.dbapi_error: type[Exception] = dialect.loaded_dbapi.Error
         self.pipelines = dialect.driver == "psycopg"
@@ -121,9 +126,15 @@ class ExchangeStore:
     def drop_writer(self) -> None:
         """Close the write connection (after an error it could not roll back)."""
         writer, self._writer = self._writer, None
-        if writer is not None and self._writer_pid == os.getpid():
-            with contextlib.suppress(Exception):
-                writer.close()
+        if writer is None:
+            return
+        if self._writer_pid != os.getpid():
+            # The parent's, seen by a forked child (engine disposed in a new worker): kept,
+            # never closed here; a collected connection would close itself in this process.
+            self._inherited.append(writer)
+            return
+        with contextlib.suppress(Exception):
+            writer.close()
 
     def _on_engine_disposed(self, _engine: Engine) -> None:
         if self.checkpointer is not None:
@@ -141,6 +152,18 @@ class ExchangeStore:
                     queries.active_blocks_statement(pairs)
                 )
         return prepared
+
+    def run_write(self, work: Callable[[ExchangeTransaction], T]) -> T:
+        """``work(transaction)`` in a write transaction, committed; its result once the
+        COMMIT has returned. Raises what ``work`` raised (its writes rolled back) or the
+        database's error. On a SQLite file, the work of concurrent threads shares one
+        transaction (sts.db.group_commit); elsewhere each runs in its own."""
+        if self.group_commit is not None:
+            return self.group_commit.run(work)
+        with self.write() as transaction:
+            result = work(transaction)
+            transaction.commit()
+        return result
 
     def write(self) -> ExchangeTransaction:
         """A write transaction: on SQLite, behind the write gate and ``BEGIN IMMEDIATE``
@@ -270,6 +293,22 @@ class ExchangeTransaction:
         claimed, self._claimed = self._claimed, []
         for block in claimed:  # committed: what this transaction left is the process's now
             self.store.status_indexes.give(block)
+
+    # ---- savepoints: several pieces of work in one transaction (sts.db.group_commit) ----
+
+    def savepoint(self) -> int:
+        """Start a savepoint; the mark to give :meth:`rollback_to_savepoint`."""
+        self._run("SAVEPOINT work", ())
+        return len(self._claimed)
+
+    def release_savepoint(self) -> None:
+        self._run("RELEASE SAVEPOINT work", ())
+
+    def rollback_to_savepoint(self, mark: int) -> None:
+        """Undo what ran since :meth:`savepoint`, status-list blocks claimed included."""
+        del self._claimed[mark:]
+        self._run("ROLLBACK TO SAVEPOINT work", ())
+        self._run("RELEASE SAVEPOINT work", ())
 
     # ---- plumbing --------------------------------------------------------------------
 

@@ -44,14 +44,18 @@ class SqliteWriteGate:
     serialises threads of one process (flock is per open file, so it would not).
 
     Opened lazily per process: a descriptor inherited across ``fork`` would share one lock
-    between the parent and the children.
+    between the parent and the children. For the same reason a forked child starts with a
+    fresh thread lock: one held by a parent's thread at the fork would never be released.
     """
 
     def __init__(self, path: str) -> None:
         self.path = path
-        self._thread_lock = threading.Lock()
         self._fd: int | None = None
         self._pid = 0
+        self._after_fork()
+
+    def _after_fork(self) -> None:
+        self._thread_lock = threading.Lock()
         self._owner: int | None = None
 
     def acquire(self) -> None:
@@ -88,6 +92,14 @@ def sqlite_write_gate(database: str) -> SqliteWriteGate:
         if gate is None:
             gate = _GATES[database] = SqliteWriteGate(database + ".writelock")
         return gate
+
+
+def _gates_after_fork() -> None:
+    for gate in _GATES.values():
+        gate._after_fork()  # the descriptor is replaced on first use (pid check)
+
+
+os.register_at_fork(after_in_child=_gates_after_fork)
 
 
 def begin_write(session: Session) -> None:

@@ -73,6 +73,15 @@ DENY_DESCRIPTIONS = {
 
 
 @dataclass(frozen=True)
+class Granted:
+    """What the exchange's transaction decided and recorded: the claims to sign."""
+
+    claims: dict[str, Any]
+    decision: Allow
+    lifetime: int  # seconds
+
+
+@dataclass(frozen=True)
 class PresentedApiKey:
     key: str
     key_id: str
@@ -165,73 +174,72 @@ def issue(
     # The key ring may refresh (and run a due rotation step under its own write lock):
     # that must happen before this transaction takes the SQLite write gate, never inside.
     key = services.keyring.signing_key()
+
+    def decide_and_record(transaction: ExchangeTransaction) -> Granted:
+        if client.assertion_jti is not None:
+            _record_assertion(transaction, client)
+        resolved_subject = resolve(transaction, subject, "subject", settings.issuer)
+        _note_resolved_subject(entry, resolved_subject)
+        resolved_actor = resolve(transaction, actor, "actor", settings.issuer) if actor else None
+        if resolved_actor is not None:
+            entry.actor = resolved_actor.facts.subject
+        refuse_blocked_identities(
+            transaction,
+            client.client_id,
+            resolved_subject.facts,
+            resolved_actor.facts if resolved_actor else None,
+            key.kid,
+        )
+        facts = ExchangeFacts(
+            subject=resolved_subject.facts,
+            actor=resolved_actor.facts if resolved_actor else None,
+            client_id=client.client_id,
+            targets=request.targets,
+            scopes=request.scopes,
+        )
+        decision = evaluate(trust.rules, facts)
+        if isinstance(decision, Deny):
+            raise _deny_error(decision, entry)
+        entry.rule_id, entry.rule_version = decision.rule.id, decision.rule.version
+        lifetime = compute_lifetime(
+            rule_max_ttl=decision.max_ttl,
+            global_cap=settings.max_token_ttl,
+            now=now,
+            subject_expires_at=resolved_subject.expires_at,
+            actor_expires_at=resolved_actor.expires_at if resolved_actor else None,
+        )
+        if lifetime.seconds < 1:
+            raise errors.InvalidRequest(
+                f"The {lifetime.limited_by.replace('_', ' ')} expires too soon.",
+                reason=f"{lifetime.limited_by}.expires_too_soon",
+            )
+        act = (
+            actor_claim(
+                resolved_actor.facts.subject, resolved_actor.facts.issuer, resolved_subject.act
+            )
+            if resolved_actor
+            else resolved_subject.act
+        )
+        status = allocate_token_status(transaction, settings.issuer, settings.status_list_size, now)
+        claims = build_claims(
+            issuer=settings.issuer,
+            subject=resolved_subject.facts.subject,
+            decision=decision,
+            jti=new_token_id(now),
+            now=now,
+            lifetime=lifetime.seconds,
+            client_id=client.client_id,
+            act=act,
+            subject_claims=resolved_subject.facts.claims,
+            status=status.claim,
+        )
+        _record_issued(transaction, decision, resolved_subject, claims, key.kid, entry, now, status)
+        return Granted(claims, decision, lifetime.seconds)
+
     try:
-        with services.exchange_store.write() as transaction:
-            if client.assertion_jti is not None:
-                _record_assertion(transaction, client)
-            resolved_subject = resolve(transaction, subject, "subject", settings.issuer)
-            _note_resolved_subject(entry, resolved_subject)
-            resolved_actor = (
-                resolve(transaction, actor, "actor", settings.issuer) if actor else None
-            )
-            if resolved_actor is not None:
-                entry.actor = resolved_actor.facts.subject
-            refuse_blocked_identities(
-                transaction,
-                client.client_id,
-                resolved_subject.facts,
-                resolved_actor.facts if resolved_actor else None,
-                key.kid,
-            )
-            facts = ExchangeFacts(
-                subject=resolved_subject.facts,
-                actor=resolved_actor.facts if resolved_actor else None,
-                client_id=client.client_id,
-                targets=request.targets,
-                scopes=request.scopes,
-            )
-            decision = evaluate(trust.rules, facts)
-            if isinstance(decision, Deny):
-                raise _deny_error(decision, entry)
-            entry.rule_id, entry.rule_version = decision.rule.id, decision.rule.version
-            lifetime = compute_lifetime(
-                rule_max_ttl=decision.max_ttl,
-                global_cap=settings.max_token_ttl,
-                now=now,
-                subject_expires_at=resolved_subject.expires_at,
-                actor_expires_at=resolved_actor.expires_at if resolved_actor else None,
-            )
-            if lifetime.seconds < 1:
-                raise errors.InvalidRequest(
-                    f"The {lifetime.limited_by.replace('_', ' ')} expires too soon.",
-                    reason=f"{lifetime.limited_by}.expires_too_soon",
-                )
-            act = (
-                actor_claim(
-                    resolved_actor.facts.subject, resolved_actor.facts.issuer, resolved_subject.act
-                )
-                if resolved_actor
-                else resolved_subject.act
-            )
-            status = allocate_token_status(
-                transaction, settings.issuer, settings.status_list_size, now
-            )
-            claims = build_claims(
-                issuer=settings.issuer,
-                subject=resolved_subject.facts.subject,
-                decision=decision,
-                jti=new_token_id(now),
-                now=now,
-                lifetime=lifetime.seconds,
-                client_id=client.client_id,
-                act=act,
-                subject_claims=resolved_subject.facts.claims,
-                status=status.claim,
-            )
-            _record_issued(
-                transaction, decision, resolved_subject, claims, key.kid, entry, now, status
-            )
-            transaction.commit()
+        # Committed when this returns (with the writes of other threads of this process
+        # that were ready at the same time, on SQLite: sts.db.group_commit).
+        granted = services.exchange_store.run_write(decide_and_record)
     except SQLAlchemyError as exc:
         log.error("exchange refused: database error %s", type(exc).__name__)
         raise errors.TemporarilyUnavailable(reason="database.unavailable") from None
@@ -239,6 +247,7 @@ def issue(
         if refusal.reason == "keys.compromised":
             services.keyring.expire()  # the next exchange re-reads the keys first
         raise
+    claims, decision = granted.claims, granted.decision
     jti = claims["jti"]
     # Signed once its lineage and audit rows are committed, and outside the SQLite write
     # lock (the signature needs nothing from the database). A failure here leaves a
@@ -254,7 +263,7 @@ def issue(
         "access_token": access_token,
         "issued_token_type": request.requested_token_type,
         "token_type": "Bearer",
-        "expires_in": lifetime.seconds,
+        "expires_in": granted.lifetime,
         "scope": " ".join(decision.scopes),
     }
     return Response(200, body, dict(NO_STORE))
@@ -410,16 +419,18 @@ def record_refusal(
     entry.decision = "deny"
     entry.reason = error.reason
     entry.detail = error.detail
+
+    def record(transaction: ExchangeTransaction) -> None:
+        if client is not None and client.assertion_jti is not None:
+            # Already recorded (False) means this request was the replay: nothing to add.
+            assert client.client_id and client.assertion_expires_at
+            transaction.record_client_assertion(
+                client.client_id, client.assertion_jti, client.assertion_expires_at
+            )
+        transaction.record_audit(entry.values())
+
     try:
-        with services.exchange_store.write() as transaction:
-            if client is not None and client.assertion_jti is not None:
-                # Already recorded (False) means this request was the replay: nothing to add.
-                assert client.client_id and client.assertion_expires_at
-                transaction.record_client_assertion(
-                    client.client_id, client.assertion_jti, client.assertion_expires_at
-                )
-            transaction.record_audit(entry.values())
-            transaction.commit()
+        services.exchange_store.run_write(record)
     except SQLAlchemyError as exc:
         log.error("could not record refusal %s: %s", error.reason, type(exc).__name__)
     log.info(

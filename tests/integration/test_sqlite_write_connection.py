@@ -4,11 +4,13 @@ page cache that only another process's commits invalidate."""
 
 from __future__ import annotations
 
+import gc
 from typing import Any
 
 import pytest
 from sqlalchemy import func, select
 
+from sts.cli.serve import _forget_inherited_connections
 from sts.db.models import StatusList
 from tests.forking import in_forked_child
 from tests.integration.world import DEPLOY, World
@@ -70,3 +72,26 @@ def test_the_engines_end_closes_the_kept_connection(world: World) -> None:
     assert kept.dbapi_connection is None  # closed, not merely forgotten
     assert world.exchange(world.ci_token(), audience=DEPLOY).status_code == 200
     assert services.exchange_store.writer() is not kept
+
+
+def test_a_worker_forgetting_its_inherited_connections_keeps_the_parents_writer(
+    world: World,
+) -> None:
+    """A new worker disposes the engine it inherited (sts.cli.serve): the parent's write
+    connection is set aside there, neither used nor closed (SQLite connections do not
+    cross a fork), and the child opens its own."""
+    store = world.app.extensions["sts"].exchange_store
+    parents = writer_after_an_exchange(world)
+
+    def forget_then_write() -> str:  # in the child
+        _forget_inherited_connections(world.app)
+        gc.collect()
+        kept = any(connection is parents for connection in store._inherited)
+        open_here = parents.dbapi_connection is not None
+        with store.write() as transaction:
+            transaction.add_status_list(8, world.clock())
+            transaction.commit()
+        return f"kept={kept} open={open_here} own={store.writer() is not parents}"
+
+    assert in_forked_child(forget_then_write) == "kept=True open=True own=True"
+    assert store.writer() is parents
