@@ -48,7 +48,9 @@ class _Pending(Generic[T]):
 
     def __init__(self, work: Work[T]) -> None:
         self.work = work
-        self.woken = threading.Event()
+        # Only a thread that waits needs one (made while queueing): a lone exchange, the
+        # common case, never creates or sets an Event.
+        self.woken: threading.Event | None = None
         self.leads = False  # woken to lead the next batch, not with a result
         self.result: T | None = None
         self.error: BaseException | None = None
@@ -87,8 +89,10 @@ class GroupCommit:
         with self._mutex:
             self._queue.append(pending)
             leads = not self._leading
+            if not leads:
+                pending.woken = threading.Event()
             self._leading = True
-        if not leads:
+        if pending.woken is not None:
             pending.woken.wait()
             if not pending.leads:
                 return pending.outcome()
@@ -116,13 +120,15 @@ class GroupCommit:
             self.works += len(batch)
             with self._mutex:
                 if self._queue:
-                    successor = self._queue[0]
+                    successor = self._queue[0]  # queued while this one led: it waits
                     successor.leads = True
+                    assert successor.woken is not None
                     successor.woken.set()
                 else:
                     self._leading = False
             for pending in batch:
-                pending.woken.set()
+                if pending.woken is not None:
+                    pending.woken.set()
 
     def _take_batch(self) -> list[_Pending[Any]]:
         with self._mutex:
