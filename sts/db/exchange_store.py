@@ -32,7 +32,7 @@ from sqlalchemy.sql.compiler import SQLCompiler
 from sts.db import queries
 from sts.db.checkpoint import WalCheckpointer
 from sts.db.group_commit import GroupCommit
-from sts.db.locks import SqliteWriteGate, sqlite_write_gate
+from sts.db.locks import SIGNING_KEYS_LOCK, SqliteWriteGate, lock_key, sqlite_write_gate
 from sts.db.status_indexes import IndexBlock, StatusIndexPool
 
 T = TypeVar("T")
@@ -101,6 +101,9 @@ class ExchangeStore:
         self.insert_issued_token = prepare(queries.INSERT_ISSUED_TOKEN)
         self.insert_audit = prepare(queries.INSERT_AUDIT)
         self.insert_client_assertion = prepare(queries.INSERT_CLIENT_ASSERTION_ONCE[dialect.name])
+        self.share_signing_keys_lock = (
+            prepare(queries.SHARE_SIGNING_KEYS_LOCK) if dialect.name == "postgresql" else None
+        )
         self._blocks: dict[int, Prepared] = {}
         self._blocks_lock = threading.Lock()
 
@@ -226,6 +229,15 @@ class ExchangeTransaction:
         self._close()
 
     # ---- the statements ------------------------------------------------------------
+
+    def hold_signing_keys_shared(self) -> None:
+        """Until this transaction ends, no key lifecycle step (a compromise above all) can
+        commit: one that began first is waited for, one that begins later waits. On
+        PostgreSQL a shared advisory lock, queued with the first reads; on SQLite the
+        write gate already excludes every other writer."""
+        prepared = self.store.share_signing_keys_lock
+        if prepared is not None:
+            self._execute(prepared, {"key": lock_key(SIGNING_KEYS_LOCK)})
 
     def credential_by_key_id(self, key_id: str) -> tuple[Any, ...] | None:
         """(id, name, owner_subject, secret_hash, disabled) of a service credential."""

@@ -15,6 +15,10 @@ from typing import Any
 from sqlalchemy import text
 from sqlalchemy.orm import Session
 
+# The named lock of the signing keys' lifecycle (bootstrap, rotation steps, retirement,
+# compromise): exclusive there; exchanges on PostgreSQL hold it shared (queries).
+SIGNING_KEYS_LOCK = "signing-keys"
+
 
 def lock_key(name: str) -> int:
     return zlib.crc32(name.encode()) & 0x7FFFFFFF

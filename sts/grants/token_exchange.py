@@ -176,6 +176,10 @@ def issue(
     key = services.keyring.signing_key()
 
     def decide_and_record(transaction: ExchangeTransaction) -> Granted:
+        # Before the block check below: a compromise of ``key`` either commits first (and
+        # this exchange sees the key's block) or waits for this commit (and revokes this
+        # token with the others the key signed).
+        transaction.hold_signing_keys_shared()
         if client.assertion_jti is not None:
             _record_assertion(transaction, client)
         resolved_subject = resolve(transaction, subject, "subject", settings.issuer)

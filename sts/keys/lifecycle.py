@@ -18,7 +18,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from sts.clock import Clock
 from sts.db import queries
-from sts.db.locks import begin_exclusive
+from sts.db.locks import SIGNING_KEYS_LOCK, begin_exclusive
 from sts.db.models import SigningKey
 from sts.errors import ConfigurationError, StartupError
 from sts.keys.keystore import DatabaseKeyStore, FileKeyStore, KeyStore, resolve_key_passphrase
@@ -43,7 +43,7 @@ from sts.settings import Settings, decode_key_encryption_key
 
 log = logging.getLogger(__name__)
 
-LOCK_NAME = "signing-keys"
+LOCK_NAME = SIGNING_KEYS_LOCK
 MIN_PASSPHRASE_LENGTH = 12
 
 

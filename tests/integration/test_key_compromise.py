@@ -2,16 +2,23 @@
 
 from __future__ import annotations
 
+import threading
+from collections.abc import Callable
 from datetime import timedelta
+from typing import Any
 
+import jwt as pyjwt
 import pytest
 from sqlalchemy import select
 
 from sts.app import create_app
+from sts.db import queries
 from sts.db.models import AuditRecord, IssuedToken, Revocation, SigningKey
+from sts.grants import token_exchange
 from sts.keys.keystore import make_keystore
 from sts.keys.lifecycle import KeyLifecycleError, compromise
 from tests.conftest import TEST_ISSUER, FixedClock
+from tests.integration.world import DEPLOY, World
 from tests.keys_helpers import ROTATION, kids, sign, verify
 
 
@@ -127,3 +134,89 @@ def test_compromised_pending_key_leaves_the_active_key_signing(  # type: ignore[
         assert pending not in kids(services.keyring.jwks())
     finally:
         services.engine.dispose()
+
+
+# ---- a compromise racing an exchange: one of them waits for the other -------------------
+
+
+def paused_inside(
+    monkeypatch: pytest.MonkeyPatch, module: Any, name: str
+) -> tuple[threading.Event, threading.Event]:
+    """Make ``module.name`` stop (inside its caller's transaction) until released."""
+    inside, go_on = threading.Event(), threading.Event()
+    original = getattr(module, name)
+
+    def paused(*args: Any, **kwargs: Any) -> Any:
+        inside.set()
+        assert go_on.wait(10)
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(module, name, paused)
+    return inside, go_on
+
+
+def in_thread(target: Callable[[], Any]) -> tuple[threading.Thread, list[Any]]:
+    outcome: list[Any] = []
+    thread = threading.Thread(target=lambda: outcome.append(target()))
+    thread.start()
+    return thread, outcome
+
+
+def compromise_of(world: World, kid: str) -> Callable[[], Any]:
+    settings = world.app.extensions["sts"].settings
+    return lambda: compromise(
+        world.app.extensions["sts"].session_factory,
+        make_keystore(settings),
+        "ES256",
+        kid,
+        world.clock,
+    )
+
+
+def test_a_compromise_waits_for_an_exchange_in_flight_then_revokes_its_token(
+    world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    services = world.app.extensions["sts"]
+    kid = services.keyring.signing_key().kid
+    inside, go_on = paused_inside(monkeypatch, token_exchange, "allocate_token_status")
+    exchange, response = in_thread(lambda: world.exchange(world.ci_token(), audience=DEPLOY))
+    assert inside.wait(10)  # the exchange's transaction is open, its checks passed
+    compromising, result = in_thread(compromise_of(world, kid))
+    compromising.join(0.5)
+    assert compromising.is_alive()  # waits for the exchange
+    go_on.set()
+    exchange.join(10)
+    compromising.join(10)
+    assert response[0].status_code == 200
+    token = response[0].json["access_token"]
+    assert pyjwt.get_unverified_header(token)["kid"] == kid
+    assert result[0].tokens_revoked >= 1
+    with services.session_factory() as session:
+        row = session.get(
+            IssuedToken, pyjwt.decode(token, options={"verify_signature": False})["jti"]
+        )
+        assert row is not None and row.revoked_at is not None  # revoked with the others
+    assert not world.is_active(token)
+
+
+def test_an_exchange_that_begins_during_a_compromise_waits_then_is_refused(
+    world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    services = world.app.extensions["sts"]
+    kid = services.keyring.signing_key().kid
+    inside, go_on = paused_inside(monkeypatch, queries, "add_audit_record")
+    compromising, result = in_thread(compromise_of(world, kid))
+    assert inside.wait(10)  # the compromise is made, not yet committed
+    exchange, response = in_thread(lambda: world.exchange(world.ci_token(), audience=DEPLOY))
+    exchange.join(0.5)
+    assert exchange.is_alive()  # waits for the compromise
+    go_on.set()
+    compromising.join(10)
+    exchange.join(10)
+    assert result[0].kid == kid
+    assert response[0].status_code == 503
+    assert response[0].json["error"] == "temporarily_unavailable"
+    assert world.audit_rows()[-1]["reason"] == "keys.compromised"
+    retry = world.exchange(world.ci_token(), audience=DEPLOY)  # signed by the new key
+    assert retry.status_code == 200
+    assert pyjwt.get_unverified_header(retry.json["access_token"])["kid"] == result[0].new_kid
