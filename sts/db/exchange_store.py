@@ -104,6 +104,7 @@ class ExchangeStore:
         self.share_signing_keys_lock = (
             prepare(queries.SHARE_SIGNING_KEYS_LOCK) if dialect.name == "postgresql" else None
         )
+        self.signing_keys_lock_key = {"key": lock_key(SIGNING_KEYS_LOCK)}
         self._blocks: dict[int, Prepared] = {}
         self._blocks_lock = threading.Lock()
 
@@ -237,7 +238,7 @@ class ExchangeTransaction:
         write gate already excludes every other writer."""
         prepared = self.store.share_signing_keys_lock
         if prepared is not None:
-            self._execute(prepared, {"key": lock_key(SIGNING_KEYS_LOCK)})
+            self._execute(prepared, self.store.signing_keys_lock_key)
 
     def credential_by_key_id(self, key_id: str) -> tuple[Any, ...] | None:
         """(id, name, owner_subject, secret_hash, disabled) of a service credential."""

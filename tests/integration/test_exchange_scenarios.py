@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import base64
-import json
 from typing import Any
 
 import pytest
@@ -11,13 +9,7 @@ from sqlalchemy import update
 
 from sts.db.models import IssuedToken
 from sts.protocol import TOKEN_TYPE_ACCESS_TOKEN, TOKEN_TYPE_JWT
-from tests.integration.world import DEPLOY, OTHER_PROJECT, PROJECT, VAULT, World
-
-
-def claims_of(token: str) -> dict[str, Any]:
-    payload = token.split(".")[1]
-    return json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
-
+from tests.integration.world import DEPLOY, OTHER_PROJECT, PROJECT, VAULT, World, claims_of
 
 # ---- CI runner: a deploy token only for the right repository, ref and environment ----
 

@@ -14,7 +14,6 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
-import jwt as pyjwt
 import pytest
 from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
@@ -23,7 +22,7 @@ from sts.audit import AuditEntry
 from sts.db.exchange_store import ExchangeStore, ExchangeTransaction
 from sts.db.models import AuditRecord, IssuedToken, StatusList
 from tests.forking import in_forked_child
-from tests.integration.world import DEPLOY, World
+from tests.integration.world import DEPLOY, World, claims_of
 
 sqlite_only = pytest.mark.parametrize("empty_database_url", ["sqlite"], indirect=True)
 
@@ -327,10 +326,7 @@ def test_concurrent_exchanges_each_get_their_lineage_and_audit(world: World) -> 
     assert [response.status_code for response in responses] == [200] * len(tokens), [
         r.json for r in responses
     ]
-    jtis = {
-        pyjwt.decode(response.json["access_token"], options={"verify_signature": False})["jti"]
-        for response in responses
-    }
+    jtis = {claims_of(response.json["access_token"])["jti"] for response in responses}
     assert len(jtis) == len(tokens)
     with world.app.extensions["sts"].session_factory() as session:
         lineage = session.scalars(select(IssuedToken).where(IssuedToken.jti.in_(jtis))).all()

@@ -17,7 +17,7 @@ from sts.db import admin
 from sts.db.models import IssuedToken, Revocation
 from sts.grants.client_auth import JWT_BEARER_ASSERTION
 from tests.conftest import TEST_ISSUER
-from tests.integration.world import CI_SECRET, DEPLOY, PROJECT, RULES, VAULT, World
+from tests.integration.world import CI_SECRET, DEPLOY, PROJECT, RULES, VAULT, World, claims_of
 
 
 @contextmanager
@@ -148,7 +148,7 @@ def test_inactive_when_an_ancestor_is_revoked(world: World) -> None:
     # As if the parent were revoked while this child was being minted (the revocation's
     # lineage walk could not see the uncommitted child): the ancestor check catches it.
     tokens = world.chain()
-    root = pyjwt.decode(tokens[0], options={"verify_signature": False})["jti"]
+    root = claims_of(tokens[0])["jti"]
     with world.app.extensions["sts"].session_factory() as session:
         session.execute(
             update(IssuedToken).where(IssuedToken.jti == root).values(revoked_at=world.clock())

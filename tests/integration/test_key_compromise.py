@@ -18,7 +18,7 @@ from sts.grants import token_exchange
 from sts.keys.keystore import make_keystore
 from sts.keys.lifecycle import KeyLifecycleError, compromise
 from tests.conftest import TEST_ISSUER, FixedClock
-from tests.integration.world import DEPLOY, World
+from tests.integration.world import DEPLOY, World, claims_of
 from tests.keys_helpers import ROTATION, kids, sign, verify
 
 
@@ -162,6 +162,25 @@ def in_thread(target: Callable[[], Any]) -> tuple[threading.Thread, list[Any]]:
     return thread, outcome
 
 
+def second_waits_for_first(
+    first: Callable[[], Any],
+    paused: tuple[threading.Event, threading.Event],
+    second: Callable[[], Any],
+) -> tuple[Any, Any]:
+    """Start ``first`` and let it stop inside its transaction; start ``second`` and check it
+    is still waiting half a second later; let ``first`` go on. What each returned."""
+    inside, go_on = paused
+    first_thread, first_outcome = in_thread(first)
+    assert inside.wait(10)
+    second_thread, second_outcome = in_thread(second)
+    second_thread.join(0.5)
+    assert second_thread.is_alive()  # waits for the first
+    go_on.set()
+    first_thread.join(10)
+    second_thread.join(10)
+    return first_outcome[0], second_outcome[0]
+
+
 def compromise_of(world: World, kid: str) -> Callable[[], Any]:
     settings = world.app.extensions["sts"].settings
     return lambda: compromise(
@@ -178,23 +197,17 @@ def test_a_compromise_waits_for_an_exchange_in_flight_then_revokes_its_token(
 ) -> None:
     services = world.app.extensions["sts"]
     kid = services.keyring.signing_key().kid
-    inside, go_on = paused_inside(monkeypatch, token_exchange, "allocate_token_status")
-    exchange, response = in_thread(lambda: world.exchange(world.ci_token(), audience=DEPLOY))
-    assert inside.wait(10)  # the exchange's transaction is open, its checks passed
-    compromising, result = in_thread(compromise_of(world, kid))
-    compromising.join(0.5)
-    assert compromising.is_alive()  # waits for the exchange
-    go_on.set()
-    exchange.join(10)
-    compromising.join(10)
-    assert response[0].status_code == 200
-    token = response[0].json["access_token"]
+    response, result = second_waits_for_first(
+        lambda: world.exchange(world.ci_token(), audience=DEPLOY),  # its checks passed
+        paused_inside(monkeypatch, token_exchange, "allocate_token_status"),
+        compromise_of(world, kid),
+    )
+    assert response.status_code == 200
+    token = response.json["access_token"]
     assert pyjwt.get_unverified_header(token)["kid"] == kid
-    assert result[0].tokens_revoked >= 1
+    assert result.tokens_revoked >= 1
     with services.session_factory() as session:
-        row = session.get(
-            IssuedToken, pyjwt.decode(token, options={"verify_signature": False})["jti"]
-        )
+        row = session.get(IssuedToken, claims_of(token)["jti"])
         assert row is not None and row.revoked_at is not None  # revoked with the others
     assert not world.is_active(token)
 
@@ -204,19 +217,15 @@ def test_an_exchange_that_begins_during_a_compromise_waits_then_is_refused(
 ) -> None:
     services = world.app.extensions["sts"]
     kid = services.keyring.signing_key().kid
-    inside, go_on = paused_inside(monkeypatch, queries, "add_audit_record")
-    compromising, result = in_thread(compromise_of(world, kid))
-    assert inside.wait(10)  # the compromise is made, not yet committed
-    exchange, response = in_thread(lambda: world.exchange(world.ci_token(), audience=DEPLOY))
-    exchange.join(0.5)
-    assert exchange.is_alive()  # waits for the compromise
-    go_on.set()
-    compromising.join(10)
-    exchange.join(10)
-    assert result[0].kid == kid
-    assert response[0].status_code == 503
-    assert response[0].json["error"] == "temporarily_unavailable"
+    result, response = second_waits_for_first(
+        compromise_of(world, kid),  # made, not yet committed
+        paused_inside(monkeypatch, queries, "add_audit_record"),
+        lambda: world.exchange(world.ci_token(), audience=DEPLOY),
+    )
+    assert result.kid == kid
+    assert response.status_code == 503
+    assert response.json["error"] == "temporarily_unavailable"
     assert world.audit_rows()[-1]["reason"] == "keys.compromised"
     retry = world.exchange(world.ci_token(), audience=DEPLOY)  # signed by the new key
     assert retry.status_code == 200
-    assert pyjwt.get_unverified_header(retry.json["access_token"])["kid"] == result[0].new_kid
+    assert pyjwt.get_unverified_header(retry.json["access_token"])["kid"] == result.new_kid

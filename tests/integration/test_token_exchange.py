@@ -3,7 +3,6 @@ client authentication (RFC 6749 §2.3, RFC 7523), records, and failure modes."""
 
 from __future__ import annotations
 
-import base64
 import json
 import logging
 from typing import Any
@@ -16,12 +15,7 @@ from sqlalchemy.engine import make_url
 from sts.db.models import AuditRecord, IssuedToken
 from sts.protocol import TOKEN_TYPE_ID_TOKEN, TOKEN_TYPE_JWT
 from tests.conftest import TEST_ISSUER
-from tests.integration.world import CI_SECRET, DEPLOY, VAULT, World
-
-
-def claims_of(token: str) -> dict[str, Any]:
-    payload = token.split(".")[1]
-    return json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
+from tests.integration.world import CI_SECRET, DEPLOY, VAULT, World, claims_of
 
 
 def assert_error(response, status: int, error: str) -> dict[str, Any]:  # type: ignore[no-untyped-def]

@@ -4,6 +4,7 @@ through sts's own admin functions into the real database."""
 from __future__ import annotations
 
 import base64
+import json
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -255,6 +256,15 @@ class World:
                 {c.name: getattr(row, c.name) for c in AuditRecord.__table__.columns}
                 for row in rows
             ]
+
+
+def claims_of(token: str) -> dict[str, Any]:
+    """A JWT's claims, unverified (the tests check signatures where that is the point)."""
+    payload = token.split(".")[1]
+    claims: dict[str, Any] = json.loads(
+        base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4))
+    )
+    return claims
 
 
 def seed_world(app: Flask, clock: FixedClock, ci: TestIssuer, agents: TestIssuer) -> World:
