@@ -4,9 +4,9 @@ This module exists so that the benchmark can measure what recording costs. It bu
 real app exactly as ``sts serve`` does, then MONKEYPATCHES
 ``sts.grants.token_exchange._record_issued`` with a no-op in THIS PROCESS ONLY (the bench's
 second server). The exchange still opens and commits its transaction (and still reads
-what it reads); only the lineage row and the audit row of a granted exchange are not
-written. sts itself has no setting to do this, on purpose: a token without its lineage
-and audit cannot be revoked or investigated.
+what it reads, the block check included); only the lineage row and the audit row of a
+granted exchange are not written. sts itself has no setting to do this, on purpose: a
+token without its lineage and audit cannot be revoked or investigated.
 
     STS_...=... python -m bench.no_governance --bind 127.0.0.1:8091 --workers 2
 """
@@ -18,8 +18,10 @@ from typing import Any
 import sts.grants.token_exchange
 
 
-def _skip_recording(*_args: Any, **_kwargs: Any) -> None:
-    """BENCH ONLY: stands in for ``_record_issued`` (no lineage row, no audit row)."""
+def _skip_recording(transaction: Any, *_args: Any, identities: Any, **_kwargs: Any) -> Any:
+    """BENCH ONLY: stands in for ``_record_issued``: the same block check (on PostgreSQL
+    also sent with the COMMIT), but no lineage row and no audit row."""
+    return transaction.check_blocks(identities)
 
 
 def _no_status(*_args: Any, **_kwargs: Any) -> Any:

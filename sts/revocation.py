@@ -17,7 +17,6 @@ from sqlalchemy.orm import Session
 from sts import errors
 from sts.audit import AuditEntry, record
 from sts.db import queries
-from sts.db.exchange_store import ExchangeTransaction
 from sts.db.models import ServiceCredential
 from sts.policy.evaluate import TokenFacts
 
@@ -52,19 +51,22 @@ def identities_of(
     return identities
 
 
-def refuse_blocked_identities(
-    transaction: ExchangeTransaction,
+def exchange_identities(
     client_id: str | None,
     subject: TokenFacts,
     actor: TokenFacts | None,
     signing_kid: str,
-) -> None:
-    """Inside the exchange's transaction: one indexed query for blocks on any identity
-    the exchange involves, and on the key about to sign. An offboarded identity gets no
-    new token; a key marked compromised after this process last read its key ring signs
-    nothing more (the caller retries once the ring has moved to the new key)."""
-    identities = [*identities_of(client_id, subject, actor), ("key", signing_kid)]
-    blocked = transaction.active_blocks(identities)
+) -> list[tuple[str, str]]:
+    """What an exchange's block check covers: every identity it involves, and the key
+    about to sign."""
+    return [*identities_of(client_id, subject, actor), ("key", signing_kid)]
+
+
+def refuse_if_blocked(blocked: Sequence[str]) -> None:
+    """The refusal for the blocks an exchange's check found (nothing was recorded for
+    it). An offboarded identity gets no new token; a key marked compromised after this
+    process last read its key ring signs nothing more (the caller retries once the ring
+    has moved to the new key)."""
     if not blocked:
         return
     if "client" in blocked:

@@ -106,7 +106,8 @@ class ExchangeStore:
         )
         self.signing_keys_lock_key = {"key": lock_key(SIGNING_KEYS_LOCK)}
         self._blocks: dict[int, Prepared] = {}
-        self._blocks_lock = threading.Lock()
+        self._records: dict[int, Prepared] = {}  # PostgreSQL: record_unless_blocked
+        self._prepared_lock = threading.Lock()
 
     def writer(self) -> Any:
         """This process's one SQLite write connection; only used behind the write gate.
@@ -149,12 +150,19 @@ class ExchangeStore:
         return Prepared(statement, self.engine.dialect)
 
     def active_blocks(self, pairs: int) -> Prepared:
-        prepared = self._blocks.get(pairs)
+        return self._per_pairs(self._blocks, queries.active_blocks_statement, pairs)
+
+    def record_unless_blocked(self, pairs: int) -> Prepared:
+        return self._per_pairs(self._records, queries.record_unless_blocked_statement, pairs)
+
+    def _per_pairs(
+        self, cache: dict[int, Prepared], build: Callable[[int], ClauseElement], pairs: int
+    ) -> Prepared:
+        """A statement for ``pairs`` identities, compiled once."""
+        prepared = cache.get(pairs)
         if prepared is None:
-            with self._blocks_lock:
-                prepared = self._blocks[pairs] = self._prepare(
-                    queries.active_blocks_statement(pairs)
-                )
+            with self._prepared_lock:
+                prepared = cache[pairs] = self._prepare(build(pairs))
         return prepared
 
     def run_write(self, work: Callable[[ExchangeTransaction], T]) -> T:
@@ -179,6 +187,28 @@ class ExchangeStore:
         return ExchangeTransaction(self, write=False)
 
 
+class Blocks:
+    """The blocks an exchange's check found: known once its transaction has committed.
+
+    On PostgreSQL the check travels with the writes and the COMMIT (one round trip), so
+    its rows are read when the COMMIT has returned; on SQLite they are known at once.
+    """
+
+    __slots__ = ("_kinds",)
+
+    def __init__(self, kinds: list[str] | None = None) -> None:
+        self._kinds = kinds
+
+    def set(self, rows: Sequence[tuple[Any, ...]]) -> None:
+        self._kinds = [str(row[0]) for row in rows]
+
+    def kinds(self) -> list[str]:
+        """The kinds of the un-lifted blocks found (empty: none)."""
+        if self._kinds is None:
+            raise RuntimeError("blocks read before their transaction committed")
+        return self._kinds
+
+
 class ExchangeTransaction:
     """One transaction on one pooled connection; rolled back unless :meth:`commit` ran."""
 
@@ -193,6 +223,7 @@ class ExchangeTransaction:
         self._dedicated = False  # on the process's SQLite write connection
         self._committed = False
         self._claimed: list[IndexBlock] = []  # the pool's only once this transaction commits
+        self._deferred: list[tuple[Any, Blocks]] = []  # (cursor, Blocks) read after COMMIT
 
     def __enter__(self) -> ExchangeTransaction:
         store = self.store
@@ -257,6 +288,31 @@ class ExchangeTransaction:
         rows = self._all(prepared, queries.active_blocks_params(identities))
         return [str(kind) for kind, _value in rows]
 
+    def check_blocks(self, identities: Sequence[tuple[str, str]]) -> Blocks:
+        """:meth:`active_blocks`, with nothing recorded; on PostgreSQL read after COMMIT."""
+        prepared = self.store.active_blocks(len(identities))
+        return self._deferred_rows(prepared, queries.active_blocks_params(identities))
+
+    def record_unless_blocked(
+        self,
+        identities: Sequence[tuple[str, str]],
+        issued_token: Mapping[str, Any],
+        audit: Mapping[str, Any],
+    ) -> Blocks:
+        """A token's lineage and audit rows, recorded only if none of ``identities`` (at
+        least one) is blocked; the blocks found. On PostgreSQL one statement (the check
+        and both inserts see one snapshot) sent with the COMMIT; on SQLite, behind the
+        write lock, the check and then the inserts."""
+        if not self.store.is_sqlite:
+            values = {**queries.active_blocks_params(identities), **issued_token}
+            values.update({f"audit_{name}": value for name, value in audit.items()})
+            return self._deferred_rows(self.store.record_unless_blocked(len(identities)), values)
+        kinds = self.active_blocks(identities)
+        if not kinds:
+            self.record_issued_token(issued_token)
+            self.record_audit(audit)
+        return Blocks(kinds)
+
     def record_client_assertion(self, client_id: str, jti: str, expires_at: datetime) -> bool:
         """False when this (client, jti) was already recorded: a replay."""
         values = {"client_id": client_id, "jti": jti, "expires_at": expires_at}
@@ -303,6 +359,10 @@ class ExchangeTransaction:
             raise self._wrap("COMMIT", exc) from exc
         self._committed = True
         self._release_gate()  # after a failure, only once the rollback has run (_close)
+        deferred, self._deferred = self._deferred, []
+        for cursor, blocks in deferred:  # their results came back with the COMMIT's
+            blocks.set(cursor.fetchall())
+            cursor.close()
         claimed, self._claimed = self._claimed, []
         for block in claimed:  # committed: what this transaction left is the process's now
             self.store.status_indexes.give(block)
@@ -331,6 +391,24 @@ class ExchangeTransaction:
 
     def _all(self, prepared: Prepared, values: Mapping[str, Any]) -> list[tuple[Any, ...]]:
         return self._run(prepared.sql, prepared.params(values), fetch=True)
+
+    def _deferred_rows(self, prepared: Prepared, values: Mapping[str, Any]) -> Blocks:
+        """A statement whose rows are only needed after COMMIT: in a pipeline, it is
+        queued on a cursor of its own and read once the COMMIT's sync has brought its
+        results back (no round trip of its own); otherwise read at once."""
+        if self._pipeline is None:
+            blocks = Blocks()
+            blocks.set(self._all(prepared, values))
+            return blocks
+        cursor = self._connection.cursor()
+        self._deferred.append((cursor, blocks := Blocks()))
+        if log.isEnabledFor(logging.DEBUG):
+            log.debug("%s", prepared.sql)
+        try:
+            cursor.execute(prepared.sql, prepared.params(values))
+        except self.store.dbapi_error as exc:
+            raise self._wrap(prepared.sql, exc) from exc
+        return blocks
 
     def _execute(self, prepared: Prepared, values: Mapping[str, Any]) -> None:
         """A statement whose result nobody reads: in a pipeline, it is only queued."""
@@ -399,6 +477,7 @@ class ExchangeTransaction:
                 self._connection.close()
         finally:
             self._connection = self._cursor = None
+            self._deferred = []
             self._release_gate()
 
     def _end_on_writer(self) -> None:

@@ -194,10 +194,48 @@ ISSUED_TOKEN_FIELDS = (
     "status_idx",
 )
 INSERT_ISSUED_TOKEN = _insert_values(IssuedToken, ISSUED_TOKEN_FIELDS)
-INSERT_AUDIT = _insert_values(
-    AuditRecord, [column.name for column in AuditRecord.__table__.columns if column.name != "id"]
-)
+AUDIT_FIELDS = tuple(column.name for column in AuditRecord.__table__.columns if column.name != "id")
+INSERT_AUDIT = _insert_values(AuditRecord, AUDIT_FIELDS)
 ADD_STATUS_LIST = _insert_values(StatusList, ("size", "next_idx", "created_at"))
+
+
+def record_unless_blocked_statement(pairs: int) -> Select[str, str]:
+    """PostgreSQL: a token's lineage row and its audit row, inserted only if none of
+    ``pairs`` (kind, value) identities is blocked (bound as in
+    :func:`active_blocks_statement`), in ONE statement, so one snapshot sees the blocks
+    and takes the inserts; it returns the blocks found (nothing is inserted then).
+
+    Lineage values are bound by their names, audit values as ``audit_<name>``; the audit
+    row's ``issued_jti`` is the inserted lineage row's. Data-modifying CTEs run once and to
+    completion whether or not the outer query reads them (PostgreSQL, "WITH Queries",
+    7.8.4). Each bind carries its column's type (rendered as a cast), as an INSERT ...
+    SELECT gives PostgreSQL no column to infer a parameter's type from.
+    """
+    blocked = active_blocks_statement(pairs).cte("blocked")
+    tokens, audit = IssuedToken.__table__.c, AuditRecord.__table__.c
+    lineage = (
+        insert(IssuedToken)
+        .from_select(
+            ISSUED_TOKEN_FIELDS,
+            select(
+                *(bindparam(name, type_=tokens[name].type) for name in ISSUED_TOKEN_FIELDS)
+            ).where(~select(blocked.c.kind).exists()),
+        )
+        .returning(IssuedToken.jti)
+        .cte("lineage")
+    )
+    audited = insert(AuditRecord).from_select(
+        AUDIT_FIELDS,
+        select(
+            *(
+                lineage.c.jti
+                if name == "issued_jti"
+                else bindparam(f"audit_{name}", type_=audit[name].type)
+                for name in AUDIT_FIELDS
+            )
+        ),
+    )
+    return select(blocked.c.kind, blocked.c.value).add_cte(lineage, audited.cte("audit"))
 
 
 def _insert_client_assertion_once(dialect_name: str) -> Insert:

@@ -5,9 +5,11 @@
 3. verify the subject and actor tokens: signature, issuer, audience, times (no I/O but
    a cached issuer JWKS);
 4. in ONE database transaction (``sts.db.exchange_store``): resolve what only the database
-   knows (credential, lineage and revocation of a parent, blocks), evaluate the rules
-   (pure), build the claims (pure), claim a status-list index and record the lineage and
-   audit rows; commit;
+   knows (credential, lineage and revocation of a parent), evaluate the rules (pure),
+   build the claims (pure), claim a status-list index, and record the lineage and audit
+   rows unless an identity involved or the signing key is blocked (on PostgreSQL the
+   check and both rows are one statement, sent with the COMMIT); commit; refuse if a
+   block was found (then nothing was recorded for the token);
 5. sign, outside the transaction (and the SQLite write lock), and only then respond.
 
 Every refusal is recorded too, with its private reason; the caller sees only the RFC
@@ -27,7 +29,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from sts import errors
 from sts.audit import AuditEntry
 from sts.credentials import looks_like_api_key, parse_api_key, secret_matches
-from sts.db.exchange_store import ExchangeTransaction
+from sts.db.exchange_store import Blocks, ExchangeTransaction
 from sts.endpoints import NO_STORE, Response
 from sts.grants.client_auth import AuthenticatedClient, authenticate_client
 from sts.policy.evaluate import Allow, Deny, ExchangeFacts, TokenFacts, evaluate
@@ -38,7 +40,7 @@ from sts.protocol import (
     TOKEN_TYPE_JWT,
 )
 from sts.protocol.exchange import TokenExchangeRequest, parse_token_exchange_request
-from sts.revocation import refuse_blocked_identities
+from sts.revocation import exchange_identities, refuse_if_blocked
 from sts.services import Services
 from sts.status_list import TokenStatus, allocate_token_status
 from sts.tokens.claims import (
@@ -79,6 +81,7 @@ class Granted:
     claims: dict[str, Any]
     decision: Allow
     lifetime: int  # seconds
+    blocks: Blocks  # found by the check that guarded the records: read after COMMIT
 
 
 @dataclass(frozen=True)
@@ -176,9 +179,9 @@ def issue(
     key = services.keyring.signing_key()
 
     def decide_and_record(transaction: ExchangeTransaction) -> Granted:
-        # Before the block check below: a compromise of ``key`` either commits first (and
-        # this exchange sees the key's block) or waits for this commit (and revokes this
-        # token with the others the key signed).
+        # Before the block check (a later statement): a compromise of ``key`` either
+        # commits first (and the check sees the key's block) or waits for this commit (and
+        # revokes this token with the others the key signed).
         transaction.hold_signing_keys_shared()
         if client.assertion_jti is not None:
             _record_assertion(transaction, client)
@@ -187,13 +190,6 @@ def issue(
         resolved_actor = resolve(transaction, actor, "actor", settings.issuer) if actor else None
         if resolved_actor is not None:
             entry.actor = resolved_actor.facts.subject
-        refuse_blocked_identities(
-            transaction,
-            client.client_id,
-            resolved_subject.facts,
-            resolved_actor.facts if resolved_actor else None,
-            key.kid,
-        )
         facts = ExchangeFacts(
             subject=resolved_subject.facts,
             actor=resolved_actor.facts if resolved_actor else None,
@@ -237,13 +233,27 @@ def issue(
             subject_claims=resolved_subject.facts.claims,
             status=status.claim,
         )
-        _record_issued(transaction, decision, resolved_subject, claims, key.kid, entry, now, status)
-        return Granted(claims, decision, lifetime.seconds)
+        identities = exchange_identities(
+            client.client_id, facts.subject, facts.actor, signing_kid=key.kid
+        )
+        blocks = _record_issued(
+            transaction,
+            decision,
+            resolved_subject,
+            claims,
+            key.kid,
+            entry,
+            now,
+            status,
+            identities=identities,
+        )
+        return Granted(claims, decision, lifetime.seconds, blocks)
 
     try:
         # Committed when this returns (with the writes of other threads of this process
         # that were ready at the same time, on SQLite: sts.db.group_commit).
         granted = services.exchange_store.run_write(decide_and_record)
+        refuse_if_blocked(granted.blocks.kinds())
     except SQLAlchemyError as exc:
         log.error("exchange refused: database error %s", type(exc).__name__)
         raise errors.TemporarilyUnavailable(reason="database.unavailable") from None
@@ -358,33 +368,34 @@ def _record_issued(
     entry: AuditEntry,
     now: datetime,
     status: TokenStatus,
-) -> None:
-    """Lineage and audit, in the exchange's transaction: no token without both."""
+    *,
+    identities: Sequence[tuple[str, str]],
+) -> Blocks:
+    """Lineage and audit, in the exchange's transaction: no token without both, and
+    neither while one of ``identities`` is blocked (the blocks found are returned)."""
     act = claims.get("act")
-    transaction.record_issued_token(
-        {
-            "jti": claims["jti"],
-            "parent_jti": subject.parent_jti,
-            "credential_id": subject.credential_id,
-            "subject": claims["sub"],
-            "subject_issuer": subject.facts.issuer,
-            "subject_token_id": subject.token_id,
-            "actor": act.get("sub") if isinstance(act, dict) else None,
-            "client_id": claims.get("client_id"),
-            "rule_id": decision.rule.id,
-            "rule_version": decision.rule.version,
-            "audience": list(decision.audiences),
-            "scope": " ".join(decision.scopes),
-            "kid": kid,
-            "issued_at": now,
-            "expires_at": datetime.fromtimestamp(claims["exp"], now.tzinfo),
-            "status_list_id": status.list_id,
-            "status_idx": status.idx,
-        },
-    )
+    lineage = {
+        "jti": claims["jti"],
+        "parent_jti": subject.parent_jti,
+        "credential_id": subject.credential_id,
+        "subject": claims["sub"],
+        "subject_issuer": subject.facts.issuer,
+        "subject_token_id": subject.token_id,
+        "actor": act.get("sub") if isinstance(act, dict) else None,
+        "client_id": claims.get("client_id"),
+        "rule_id": decision.rule.id,
+        "rule_version": decision.rule.version,
+        "audience": list(decision.audiences),
+        "scope": " ".join(decision.scopes),
+        "kid": kid,
+        "issued_at": now,
+        "expires_at": datetime.fromtimestamp(claims["exp"], now.tzinfo),
+        "status_list_id": status.list_id,
+        "status_idx": status.idx,
+    }
     # A copy: if the commit fails, the refusal is recorded from ``entry``, without this jti.
     granted = replace(entry, decision="allow", reason="granted", issued_jti=claims["jti"])
-    transaction.record_audit(granted.values())
+    return transaction.record_unless_blocked(identities, lineage, granted.values())
 
 
 def _deny_error(decision: Deny, entry: AuditEntry) -> errors.OAuthError:

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from sqlalchemy import func, select
-
 from sts.db.models import AuditRecord, IssuedToken, Revocation, StatusList
 from sts.db.queries import RETIRE_AFTER_LAST_CLAIM
 from sts.status_list import allocate_token_status
@@ -12,34 +10,29 @@ from tests.integration.test_offboarding import sts
 from tests.integration.world import CI_SUBJECT, World
 
 
-def count(world: World, model: type) -> int:
-    with world.app.extensions["sts"].session_factory() as session:
-        return int(session.scalar(select(func.count()).select_from(model)) or 0)
-
-
 def test_gc_deletes_only_what_is_past_its_retention(world: World) -> None:
     settings = world.app.extensions["sts"].settings
     world.chain()
     sts(world, "revoke", "--subject", CI_SUBJECT)
     sts(world, "revoke", "--lift", "--subject", CI_SUBJECT)
-    audit_before = count(world, AuditRecord)
+    audit_before = world.count(AuditRecord)
 
     kept = sts(world, "gc")  # nothing has expired long enough
     assert kept.exit_code == 0, kept.output
     assert "deleted 0 lineage row(s), 0 lifted block(s), 0 audit record(s)" in kept.output
-    assert count(world, IssuedToken) == 3
+    assert world.count(IssuedToken) == 3
 
     world.clock.advance(settings.max_token_ttl + settings.lineage_retention + 1)
     fresh = world.chain()  # live tokens are never collected
     collected = sts(world, "gc")
     assert "deleted 3 lineage row(s), 1 lifted block(s), 0 audit record(s)" in collected.output
-    assert count(world, IssuedToken) == 3
-    assert count(world, Revocation) == 0
+    assert world.count(IssuedToken) == 3
+    assert world.count(Revocation) == 0
     assert world.is_active(fresh[2])
 
     world.clock.advance(settings.audit_retention)
     sts(world, "gc")
-    assert count(world, AuditRecord) < audit_before
+    assert world.count(AuditRecord) < audit_before
 
 
 def test_gc_retires_full_lists_whose_tokens_have_all_expired(world: World) -> None:

@@ -9,6 +9,7 @@ import jwt as pyjwt
 from click.testing import CliRunner, Result
 
 from sts.cli import cli
+from sts.db.models import IssuedToken
 from tests.conftest import TEST_PASSPHRASE
 from tests.integration.world import CI_SUBJECT, DEPLOY, PROJECT, RULES, World
 
@@ -53,6 +54,23 @@ def test_offboarding_a_subject_revokes_its_chain_and_blocks_it(world: World) -> 
     assert "lifted 1 block(s)" in lifted.output
     assert world.exchange(world.ci_token(), audience=DEPLOY).status_code == 200
     assert not world.is_active(tokens[0])  # revoked stays revoked
+
+
+def test_a_blocked_exchange_records_its_refusal_and_no_token(world: World) -> None:
+    assert sts(world, "revoke", "--subject", CI_SUBJECT).exit_code == 0
+    tokens_before = world.count(IssuedToken)
+
+    refused = world.exchange(world.ci_token(), audience=DEPLOY)
+
+    assert refused.status_code == 400
+    assert "access_token" not in refused.json
+    assert world.count(IssuedToken) == tokens_before
+    last = world.audit_rows()[-1]
+    assert (last["decision"], last["reason"], last["issued_jti"]) == (
+        "deny",
+        "blocked.subject",
+        None,
+    )
 
 
 def test_offboarding_a_client(world: World) -> None:

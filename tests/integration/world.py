@@ -244,6 +244,13 @@ class World:
             session.commit()
         services.trust.invalidate()
 
+    def count(self, model: type[Any]) -> int:
+        """Rows of ``model`` on record."""
+        from sqlalchemy import func, select
+
+        with self.app.extensions["sts"].session_factory() as session:
+            return int(session.scalar(select(func.count()).select_from(model)) or 0)
+
     def audit_rows(self) -> list[dict[str, Any]]:
         from sqlalchemy import select
 

@@ -1,0 +1,141 @@
+"""The exchange's last write: lineage and audit rows, recorded only when no identity the
+exchange involves (nor the signing key) is blocked. On PostgreSQL the check and both
+inserts are one statement, queued with the COMMIT; its result is read after it."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Any
+
+import pytest
+from sqlalchemy import func, select, update
+from sqlalchemy.exc import IntegrityError
+
+from sts.audit import AuditEntry
+from sts.db.exchange_store import Blocks, ExchangeStore, ExchangeTransaction
+from sts.db.models import AuditRecord, IssuedToken, Revocation
+from sts.revocation import block_identity
+from tests.integration.world import World
+
+IDENTITIES = [("subject", "repo:acme/app"), ("client", "ci-runner"), ("key", "kid-1")]
+postgresql_only = pytest.mark.parametrize("empty_database_url", ["postgresql"], indirect=True)
+
+
+def store_of(world: World) -> ExchangeStore:
+    store: ExchangeStore = world.app.extensions["sts"].exchange_store
+    return store
+
+
+def lineage(world: World, jti: str) -> dict[str, Any]:
+    now = world.clock()
+    return {
+        "jti": jti,
+        "parent_jti": None,
+        "credential_id": None,
+        "subject": "repo:acme/app",
+        "subject_issuer": "https://ci.example",
+        "subject_token_id": "upstream-jti",
+        "actor": None,
+        "client_id": "ci-runner",
+        "rule_id": 1,
+        "rule_version": 1,
+        "audience": ["https://deploy.example"],
+        "scope": "deploy:write",
+        "kid": "kid-1",
+        "issued_at": now,
+        "expires_at": now + timedelta(minutes=5),
+        "status_list_id": None,
+        "status_idx": None,
+    }
+
+
+def granted(world: World, jti: str) -> dict[str, Any]:
+    entry = AuditEntry(at=world.clock(), decision="allow", reason="granted", issued_jti=jti)
+    return entry.values()
+
+
+def record(world: World, jti: str) -> Blocks:
+    def work(transaction: ExchangeTransaction) -> Blocks:
+        return transaction.record_unless_blocked(
+            IDENTITIES, lineage(world, jti), granted(world, jti)
+        )
+
+    return store_of(world).run_write(work)
+
+
+def on_record(world: World, jti: str) -> tuple[int, int]:
+    """(lineage rows, audit rows) of this jti."""
+    with world.app.extensions["sts"].session_factory() as session:
+        tokens = session.scalar(select(func.count()).where(IssuedToken.jti == jti))
+        audits = session.scalar(select(func.count()).where(AuditRecord.issued_jti == jti))
+        return int(tokens or 0), int(audits or 0)
+
+
+def block(world: World, kind: str, value: str) -> None:
+    with world.app.extensions["sts"].session_factory() as session:
+        block_identity(session, kind, value, "test", world.clock())
+        session.commit()
+
+
+def test_no_block_records_both_rows(world: World) -> None:
+    blocks = record(world, "jti-free")
+
+    assert blocks.kinds() == []
+    assert on_record(world, "jti-free") == (1, 1)
+
+
+def test_a_blocked_identity_records_nothing_and_is_reported(world: World) -> None:
+    block(world, "client", "ci-runner")
+
+    blocks = record(world, "jti-blocked")
+
+    assert blocks.kinds() == ["client"]
+    assert on_record(world, "jti-blocked") == (0, 0)
+
+
+def test_a_lifted_block_no_longer_counts(world: World) -> None:
+    block(world, "subject", "repo:acme/app")
+    with world.app.extensions["sts"].session_factory() as session:
+        session.execute(update(Revocation).values(lifted_at=world.clock()))
+        session.commit()
+
+    assert record(world, "jti-lifted").kinds() == []
+    assert on_record(world, "jti-lifted") == (1, 1)
+
+
+def test_a_failing_record_fails_the_commit_and_records_nothing(world: World) -> None:
+    record(world, "jti-twice")
+
+    # The same jti again: the lineage insert violates the primary key. On PostgreSQL the
+    # statement was only queued, so the error comes with the COMMIT; either way the caller
+    # gets the database's error and nothing of the second attempt is kept.
+    with pytest.raises(IntegrityError):
+        record(world, "jti-twice")
+    assert on_record(world, "jti-twice") == (1, 1)
+
+
+@postgresql_only
+def test_the_check_is_sent_with_the_commit_and_read_after_it(world: World) -> None:
+    store = store_of(world)
+    with store.write() as transaction:
+        transaction.hold_signing_keys_shared()
+        blocks = transaction.record_unless_blocked(
+            IDENTITIES, lineage(world, "jti-deferred"), granted(world, "jti-deferred")
+        )
+        with pytest.raises(RuntimeError, match="before their transaction committed"):
+            blocks.kinds()
+        transaction.commit()
+    assert blocks.kinds() == []
+    assert on_record(world, "jti-deferred") == (1, 1)
+
+
+@postgresql_only
+def test_a_rolled_back_check_records_nothing(world: World) -> None:
+    store = store_of(world)
+    with store.write() as transaction:
+        blocks = transaction.record_unless_blocked(
+            IDENTITIES, lineage(world, "jti-rolled-back"), granted(world, "jti-rolled-back")
+        )
+    with pytest.raises(RuntimeError):
+        blocks.kinds()
+    assert on_record(world, "jti-rolled-back") == (0, 0)
