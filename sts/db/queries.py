@@ -206,7 +206,10 @@ def record_unless_blocked_statement(pairs: int) -> Select[str, str]:
     and takes the inserts; it returns the blocks found (nothing is inserted then).
 
     Lineage values are bound by their names, audit values as ``audit_<name>``; the audit
-    row's ``issued_jti`` is the inserted lineage row's. Data-modifying CTEs run once and to
+    row's ``issued_jti`` is the inserted lineage row's, so there is an audit row exactly
+    when there is a lineage row, and there is one exactly when no block is returned:
+    ``blocked`` is read twice, so PostgreSQL materializes it once and both reads see the
+    same rows (an insert that fails raises, it does not skip). Data-modifying CTEs run once and to
     completion whether or not the outer query reads them (PostgreSQL, "WITH Queries",
     7.8.4). Each bind carries its column's type (rendered as a cast), as an INSERT ...
     SELECT gives PostgreSQL no column to infer a parameter's type from.

@@ -103,6 +103,17 @@ def test_a_lifted_block_no_longer_counts(world: World) -> None:
     assert on_record(world, "jti-lifted") == (1, 1)
 
 
+def test_the_check_alone_finds_blocks_and_records_nothing(world: World) -> None:
+    """``check_blocks`` (the bench's governance-OFF variant): the same check, no rows."""
+    block(world, "subject", "repo:acme/app")
+
+    blocks = store_of(world).run_write(lambda transaction: transaction.check_blocks(IDENTITIES))
+
+    assert blocks.kinds() == ["subject"]
+    assert world.count(IssuedToken) == 0
+    assert world.count(AuditRecord) == 0
+
+
 def test_a_failing_record_fails_the_commit_and_records_nothing(world: World) -> None:
     record(world, "jti-twice")
 
