@@ -39,11 +39,13 @@ from sts.db.locks import SqliteWriteGate
 log = logging.getLogger(__name__)
 
 # Step 2 holds every writer back for a few ms (two fsyncs): it runs only once the WAL has
-# grown past RESTART_PAGES (32 MB of 4 KiB pages; ~0.8 s of peak load on the bench
-# machine), so that stall is rare, while step 1 keeps the copying off the request path.
+# grown past RESTART_PAGES frames (one frame per changed page a commit: ~650 exchanges;
+# 8.4 MB with sts's 1 KiB pages, 32 MB in a database created with 4 KiB pages), so that
+# stall is rare, while step 1 keeps the copying off the request path.
 RESTART_PAGES = 8192
-# A connection still checkpoints by itself past this many WAL pages (64 MB): only if the
-# background thread is not running (a CLI command, or the thread stopped).
+# A connection still checkpoints by itself past this many WAL frames (17 MB with 1 KiB
+# pages, 64 MB with 4 KiB): only if the background thread is not running (a CLI command,
+# or the thread stopped).
 SAFETY_NET_PAGES = 16_384
 
 
