@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 from typing import Any
 
 from sqlalchemy import Engine, create_engine, event
-from sqlalchemy.engine import make_url
+from sqlalchemy.engine import Dialect, make_url
+from sqlalchemy.exc import InvalidatePoolError
 from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.pool import ConnectionPoolEntry
 
 from sts.db.checkpoint import SAFETY_NET_PAGES
 
@@ -22,11 +25,19 @@ from sts.db.checkpoint import SAFETY_NET_PAGES
 # at 4 KiB past ~1 KB.
 SQLITE_PAGE_SIZE = 1024
 
+# A pooled PostgreSQL connection is pinged on checkout only when it was last used longer
+# ago than this, or before some connection of the pool was found broken (HikariCP's
+# "alive bypass window", 500 ms by default, is the same idea). A ping is a round trip of
+# its own: pinging every checkout cost 9 % of an exchange's client CPU and 10 % of the
+# backend's (bench/README.md).
+PING_IDLE_AFTER = 0.5
 
-def make_engine(url: str, **overrides: Any) -> Engine:
+
+def make_engine(url: str, *, ping_idle_after: float = PING_IDLE_AFTER, **overrides: Any) -> Engine:
     """Create the engine. SQLite: WAL journal, ``synchronous=NORMAL``, a busy timeout,
     foreign keys on and 1 KiB pages for a new database. PostgreSQL: psycopg 3 with a small
-    pre-pinged pool per process.
+    pool per process whose connections are pinged on checkout when they may be stale
+    (:class:`StaleConnectionPing`).
 
     Durability trade-off (documented in the README): with WAL and ``synchronous=NORMAL`` a
     committed transaction survives a crash of the process but the last few commits may be
@@ -39,14 +50,71 @@ def make_engine(url: str, **overrides: Any) -> Engine:
     if parsed.drivername == "postgresql":
         url = str(parsed.set(drivername="postgresql+psycopg"))
     options: dict[str, Any] = {
-        "pool_pre_ping": True,  # recover by itself after the database restarts
         "pool_size": 5,
         "max_overflow": 5,
         "pool_recycle": 1800,
         "connect_args": {"connect_timeout": 5},
     }
     options.update(overrides)
-    return create_engine(url, **options)
+    engine = create_engine(url, **options)
+    if not options.get("pool_pre_ping"):
+        StaleConnectionPing(engine.dialect, ping_idle_after).listen(engine)
+    return engine
+
+
+class StaleConnectionPing:
+    """Recover by itself after the database restarts, without a round trip per checkout.
+
+    A connection is pinged on checkout (and replaced, with every other connection of the
+    pool, if the ping finds it dead, as SQLAlchemy's ``pool_pre_ping`` does) when it has
+    been idle for more than ``idle_after`` seconds, or when a connection of the pool has
+    been found broken since it was last used. So after an outage every connection is
+    checked before use: the outage itself broke the ones used during it, and the others
+    were idle. What is left is a connection whose server went away and came back within
+    ``idle_after`` of its last use, unnoticed by any other: the one exchange that uses it
+    next is refused (503 ``temporarily_unavailable``, no token) and invalidates it, which
+    gets the others pinged.
+    """
+
+    _USED_AT = "sts_used_at"
+
+    def __init__(self, dialect: Dialect, idle_after: float) -> None:
+        self.dialect = dialect
+        self.idle_after = idle_after
+        self.broken_at = float("-inf")
+
+    def listen(self, engine: Engine) -> None:
+        event.listen(engine, "connect", self._mark_used)
+        event.listen(engine, "checkin", self._mark_used)
+        event.listen(engine, "invalidate", self._note_broken)
+        event.listen(engine, "checkout", self._ping_if_stale)
+
+    def _mark_used(self, _dbapi_connection: Any, record: ConnectionPoolEntry) -> None:
+        record.info[self._USED_AT] = time.monotonic()
+
+    def _note_broken(
+        self, _dbapi_connection: Any, _record: ConnectionPoolEntry, exception: Any
+    ) -> None:
+        if exception is not None:
+            self.broken_at = time.monotonic()
+
+    def _ping_if_stale(
+        self, dbapi_connection: Any, record: ConnectionPoolEntry, _proxy: Any
+    ) -> None:
+        used_at = record.info.get(self._USED_AT)
+        if (
+            used_at is not None
+            and used_at > self.broken_at
+            and time.monotonic() - used_at <= self.idle_after
+        ):
+            return
+        try:
+            self.dialect.do_ping(dbapi_connection)
+        except self.dialect.loaded_dbapi.Error as exc:
+            if self.dialect.is_disconnect(exc, dbapi_connection, None):
+                # The pool replaces this connection and every one older than now.
+                raise InvalidatePoolError() from exc
+            raise
 
 
 def _make_sqlite_engine(url: str, **overrides: Any) -> Engine:

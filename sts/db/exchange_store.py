@@ -7,9 +7,9 @@ about 10 µs (``python -m bench.profile``: the database was half of an exchange'
 So the statements are still built with Core from the models (``sts.db.queries``), but
 compiled ONCE per dialect and executed on the pooled DBAPI connection (on SQLite, a write
 transaction uses the process's one write connection, see ``ExchangeStore.writer``).
-Pooling, pre-ping on checkout and invalidation of a broken connection stay SQLAlchemy's;
-driver errors are raised as SQLAlchemy's ``DBAPIError`` subclasses, like any other
-database error.
+Pooling, the ping of a stale connection on checkout (sts.db.engine) and invalidation of a
+broken connection stay SQLAlchemy's; driver errors are raised as SQLAlchemy's
+``DBAPIError`` subclasses, like any other database error.
 """
 
 from __future__ import annotations
@@ -236,15 +236,15 @@ class ExchangeTransaction:
                 self._connection = store.writer()
                 self._dedicated = True
             else:
-                self._connection = store.engine.raw_connection()  # pool checkout (+ pre-ping)
+                self._connection = store.engine.raw_connection()  # pool checkout (+ ping if stale)
             self._cursor = self._connection.cursor()
             if store.is_sqlite:
                 # The sqlite3 module's own transaction handling is off (see engine.py).
                 self._run("BEGIN IMMEDIATE" if self.write else "BEGIN", ())
             elif store.pipelines:
-                # psycopg pipeline mode: BEGIN goes with the first query, and the writes
-                # whose results nobody reads go with the COMMIT: 4 round trips per
-                # exchange instead of 7 (pre-ping, BEGIN, 3 queries, 2 inserts, COMMIT).
+                # psycopg pipeline mode: BEGIN goes with the first query, and the
+                # statements whose results are read after the COMMIT go with it: one
+                # round trip for an exchange from an external JWT (README).
                 self._pipeline_context = self._connection.driver_connection.pipeline()
                 self._pipeline = self._pipeline_context.__enter__()
         except BaseException:
