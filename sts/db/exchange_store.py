@@ -37,6 +37,9 @@ from sts.db.status_indexes import IndexBlock, StatusIndexPool
 
 T = TypeVar("T")
 
+# psycopg.pq.TransactionStatus.IDLE: no transaction open on the connection.
+_PG_IDLE = 0
+
 # At DEBUG, every statement the exchange runs (never its parameters: they name tokens).
 log = logging.getLogger(__name__)
 
@@ -242,11 +245,7 @@ class ExchangeTransaction:
                 # The sqlite3 module's own transaction handling is off (see engine.py).
                 self._run("BEGIN IMMEDIATE" if self.write else "BEGIN", ())
             elif store.pipelines:
-                # psycopg pipeline mode: BEGIN goes with the first query, and the
-                # statements whose results are read after the COMMIT go with it: one
-                # round trip for an exchange from an external JWT (README).
-                self._pipeline_context = self._connection.driver_connection.pipeline()
-                self._pipeline = self._pipeline_context.__enter__()
+                self._begin_pipeline()
         except BaseException:
             self._close()
             raise
@@ -259,6 +258,20 @@ class ExchangeTransaction:
         traceback: TracebackType | None,
     ) -> None:
         self._close()
+
+    def _begin_pipeline(self) -> None:
+        """psycopg pipeline mode: statements are sent without waiting for their results,
+        which come back at the next sync. BEGIN and COMMIT are the transaction's own
+        statements in the pipeline, on a connection switched to autocommit for the
+        transaction: psycopg's implicit BEGIN would sync (a round trip of its own), and so
+        would its commit() before the pipeline's closing sync. So an exchange from an
+        external JWT is one round trip: BEGIN, the signing-key lock, the fused block check
+        and writes, COMMIT, then the one sync (README: Database and durability)."""
+        driver = self._connection.driver_connection
+        driver.autocommit = True  # restored before the connection goes back (_close)
+        self._pipeline_context = driver.pipeline()
+        self._pipeline = self._pipeline_context.__enter__()
+        self._run("BEGIN", ())
 
     # ---- the statements ------------------------------------------------------------
 
@@ -350,11 +363,14 @@ class ExchangeTransaction:
         self._execute(self.store.insert_audit, values)
 
     def commit(self) -> None:
-        if log.isEnabledFor(logging.DEBUG):
-            log.debug("COMMIT")
         try:
-            self._connection.commit()
-            self._end_pipeline()
+            if self._pipeline is not None:
+                self._run("COMMIT", ())
+                self._end_pipeline()  # the sync: raises the first failed statement's error
+            else:
+                if log.isEnabledFor(logging.DEBUG):
+                    log.debug("COMMIT")
+                self._connection.commit()
         except self.store.dbapi_error as exc:
             raise self._wrap("COMMIT", exc) from exc
         self._committed = True
@@ -467,9 +483,8 @@ class ExchangeTransaction:
 
     def _close(self) -> None:
         try:
-            # A statement's own error was raised already; the pool's reset rolls back.
-            with contextlib.suppress(self.store.dbapi_error):
-                self._end_pipeline()
+            if self._pipeline_context is not None or self._autocommit_set():
+                self._end_pipelined_transaction()
             if self._dedicated:
                 self._end_on_writer()
             elif self._connection is not None:
@@ -479,6 +494,32 @@ class ExchangeTransaction:
             self._connection = self._cursor = None
             self._deferred = []
             self._release_gate()
+
+    def _autocommit_set(self) -> bool:
+        connection = self._connection
+        return bool(
+            self.store.pipelines
+            and connection is not None
+            and connection.driver_connection is not None
+            and connection.driver_connection.autocommit
+        )
+
+    def _end_pipelined_transaction(self) -> None:
+        """Leave pipeline mode, roll back what did not commit and give the connection back
+        as the pool handed it out (not in autocommit); one that cannot be is dropped. A
+        statement's own error was raised already."""
+        if self._pipeline is not None and not self._committed:
+            with contextlib.suppress(self.store.dbapi_error):
+                self._run("ROLLBACK", ())  # with the closing sync (skipped if aborted)
+        try:
+            with contextlib.suppress(self.store.dbapi_error):
+                self._end_pipeline()
+            driver = self._connection.driver_connection
+            if driver.info.transaction_status != _PG_IDLE:
+                driver.rollback()  # an aborted pipeline skipped the ROLLBACK above
+            driver.autocommit = False
+        except Exception as exc:
+            self._connection.invalidate(exc)
 
     def _end_on_writer(self) -> None:
         """The write connection stays open: roll back what did not commit, or drop it."""

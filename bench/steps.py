@@ -1,0 +1,167 @@
+"""CPU time per step of an exchange, in process, kernel and cache misses included.
+
+``bench.profile`` samples wall time, and ``bench.instructions`` counts user-space
+instructions; neither shows what a step costs in the kernel (SQLite's WAL writes) or in
+the cache misses it leaves for the steps after it. This times named functions with the
+calling thread's CPU clock (``time.thread_time_ns``) around each call, on the real app in
+process (built as ``bench.profile`` builds it), and prints µs per exchange; with
+``--governance`` also with governance OFF (bench only: ``bench.no_governance``'s stand-ins)
+beside it::
+
+    python -m bench.steps --database sqlite --scenario peer-shape --governance
+
+The wrappers are MONKEYPATCHED in this process for the run only and cost a few hundred
+nanoseconds each. A step's figure includes the steps nested in it (indented). "other
+threads" is the process's CPU beyond the request's thread: on SQLite, the WAL checkpoint
+thread.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+import time
+from collections import Counter
+from collections.abc import Callable, Iterator
+from contextlib import ExitStack, contextmanager
+from typing import Any
+
+from bench.profile import app_in_process, drive
+from bench.scenarios import SCENARIOS
+from bench.world import DEFAULT_POSTGRES
+
+# (label, module, attribute path). Indented labels run inside the step above them.
+STEPS: list[tuple[str, str, str]] = [
+    ("whole request", "sts.endpoints.token", "handle_token_request"),
+    ("verify the subject token", "sts.grants.token_exchange", "present"),
+    ("write transaction", "sts.db.exchange_store", "ExchangeStore.run_write"),
+    (
+        "  BEGIN (+ write gate, pool checkout)",
+        "sts.db.exchange_store",
+        "ExchangeTransaction.__enter__",
+    ),
+    ("  signing-key lock", "sts.db.exchange_store", "ExchangeTransaction.hold_signing_keys_shared"),
+    ("  resolve subject/actor", "sts.grants.token_exchange", "resolve"),
+    ("  rules", "sts.grants.token_exchange", "evaluate"),
+    ("  status-list index", "sts.grants.token_exchange", "allocate_token_status"),
+    ("  block check + lineage + audit", "sts.grants.token_exchange", "_record_issued"),
+    ("  COMMIT", "sts.db.exchange_store", "ExchangeTransaction.commit"),
+    ("  end of transaction", "sts.db.exchange_store", "ExchangeTransaction.__exit__"),
+    ("sign", "sts.grants.token_exchange", "mint_access_token"),
+]
+OTHER_THREADS = "other threads"
+
+
+@contextmanager
+def replaced(owner: Any, name: str, value: Any) -> Iterator[None]:
+    """``owner.name = value`` until the block ends."""
+    original = owner.__dict__[name] if isinstance(owner, type) else getattr(owner, name)
+    setattr(owner, name, value)
+    try:
+        yield
+    finally:
+        setattr(owner, name, original)
+
+
+def _timed(function: Callable[..., Any], label: str, totals: Counter[str]) -> Callable[..., Any]:
+    clock = time.thread_time_ns
+
+    def timed(*args: Any, **kwargs: Any) -> Any:
+        started = clock()
+        try:
+            return function(*args, **kwargs)
+        finally:
+            totals[label] += clock() - started
+
+    return timed
+
+
+@contextmanager
+def timing(totals: Counter[str]) -> Iterator[None]:
+    """Every step of STEPS adds its thread CPU (ns) to ``totals[label]`` until the end."""
+    with ExitStack() as stack:
+        for label, module_name, path in STEPS:
+            owner: Any = importlib.import_module(module_name)
+            *parents, name = path.split(".")
+            for parent in parents:
+                owner = getattr(owner, parent)
+            function = getattr(owner, name)
+            stack.enter_context(replaced(owner, name, _timed(function, label, totals)))
+        yield
+
+
+@contextmanager
+def governance_off() -> Iterator[None]:
+    """BENCH ONLY, this process, this block: ``bench.no_governance``'s stand-ins."""
+    import bench.no_governance as off
+    import sts.grants.token_exchange as exchange
+
+    with (
+        replaced(exchange, "_record_issued", off._skip_recording),
+        replaced(exchange, "allocate_token_status", off._no_status),
+    ):
+        yield
+
+
+def measure(app: Any, cycle: list[Callable[[], dict[str, Any]]], rounds: int) -> dict[str, float]:
+    """µs per exchange of each step, from the round whose whole process CPU was lowest."""
+    best: dict[str, float] = {}
+    for _ in range(rounds):
+        totals: Counter[str] = Counter()
+        with timing(totals):
+            process, thread = time.process_time_ns(), time.thread_time_ns()
+            ok = drive(app, cycle)
+            process, thread = time.process_time_ns() - process, time.thread_time_ns() - thread
+        if ok != len(cycle):
+            raise RuntimeError(f"{len(cycle) - ok} of {len(cycle)} exchanges failed")
+        per = {label: totals[label] / len(cycle) / 1000 for label, _, _ in STEPS}
+        per[OTHER_THREADS] = (process - thread) / len(cycle) / 1000
+        per["process"] = process / len(cycle) / 1000
+        if not best or per["process"] < best["process"]:
+            best = per
+    return best
+
+
+def report(columns: dict[str, dict[str, float]]) -> str:
+    names = list(columns)
+    lines = [
+        "| µs per exchange | " + " | ".join(names) + " |",
+        "|---|" + "---:|" * len(names),
+    ]
+    for label in [label for label, _, _ in STEPS] + [OTHER_THREADS, "process"]:
+        cells = " | ".join(f"{columns[name][label]:.1f}" for name in names)
+        lines.append(f"| {label} | {cells} |")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench.steps")
+    parser.add_argument("--database", choices=("sqlite", "postgresql"), default="sqlite")
+    parser.add_argument("--scenario", choices=list(SCENARIOS), default="ci-deploy")
+    parser.add_argument("--requests", type=int, default=3000)
+    parser.add_argument("--rounds", type=int, default=3, help="the lowest-CPU round is shown")
+    parser.add_argument("--pool", type=int, default=1000, help="subject tokens minted")
+    parser.add_argument("--postgres-url", default=DEFAULT_POSTGRES)
+    parser.add_argument(
+        "--governance", action="store_true", help="also with governance OFF (bench only)"
+    )
+    args = parser.parse_args(argv)
+    with app_in_process(args.database, args.postgres_url, args.pool, args.scenario) as (
+        app,
+        environs,
+    ):
+        cycle = [environs[i % len(environs)] for i in range(args.requests)]
+        drive(app, environs[: min(200, len(environs))])  # warm caches
+        columns = {"governance on": measure(app, cycle, args.rounds)}
+        if args.governance:
+            with governance_off():
+                drive(app, environs[: min(200, len(environs))])
+                columns["governance OFF (bench only)"] = measure(app, cycle, args.rounds)
+    print(f"{args.scenario} on {args.database}, {args.requests} exchanges, best of {args.rounds}")
+    print(report(columns))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
