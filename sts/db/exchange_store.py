@@ -506,17 +506,22 @@ class ExchangeTransaction:
 
     def _end_pipelined_transaction(self) -> None:
         """Leave pipeline mode, roll back what did not commit and give the connection back
-        as the pool handed it out (not in autocommit); one that cannot be is dropped. A
-        statement's own error was raised already."""
-        if self._pipeline is not None and not self._committed:
-            with contextlib.suppress(self.store.dbapi_error):
-                self._run("ROLLBACK", ())  # with the closing sync (skipped if aborted)
+        as the pool handed it out (not in autocommit); one that cannot be is dropped.
+        Nothing is raised from here: a statement's own error was raised already, and this
+        runs while it propagates."""
+        driver = self._connection.driver_connection
+        if driver is None:  # invalidated by a disconnect (_wrap)
+            return
         try:
-            with contextlib.suppress(self.store.dbapi_error):
-                self._end_pipeline()
-            driver = self._connection.driver_connection
+            if self._pipeline is not None:
+                if not self._committed:
+                    with contextlib.suppress(self.store.dbapi_error):
+                        # Goes with the closing sync; an aborted pipeline skips it.
+                        self._cursor.execute("ROLLBACK")
+                with contextlib.suppress(self.store.dbapi_error):
+                    self._end_pipeline()
             if driver.info.transaction_status != _PG_IDLE:
-                driver.rollback()  # an aborted pipeline skipped the ROLLBACK above
+                driver.rollback()  # the pipeline was aborted: the ROLLBACK above was skipped
             driver.autocommit = False
         except Exception as exc:
             self._connection.invalidate(exc)

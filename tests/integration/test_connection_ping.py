@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import psycopg
@@ -52,6 +53,20 @@ def terminate(admin: Engine, database: str) -> None:
         )
 
 
+@contextmanager
+def pool_with_window(url: str, window: float, size: int = 1) -> Iterator[Engine]:
+    """An engine as sts makes it, with this ping window and a pool of ``size``."""
+    engine = make_engine(url, ping_idle_after=window, pool_size=size, max_overflow=0)
+    try:
+        yield engine
+    finally:
+        engine.dispose()
+
+
+def database_of(url: str) -> str:
+    return make_url(url).database or ""
+
+
 def backend_pid(connection: Any) -> int:
     cursor = connection.cursor()
     cursor.execute("SELECT pg_backend_pid()")
@@ -63,8 +78,7 @@ def backend_pid(connection: Any) -> int:
 def test_a_recently_used_connection_is_not_pinged_an_idle_one_is(
     empty_database_url: str, admin: Engine
 ) -> None:
-    engine = make_engine(empty_database_url, ping_idle_after=0.3, pool_size=1, max_overflow=0)
-    try:
+    with pool_with_window(empty_database_url, 0.3) as engine:
         connection = engine.raw_connection()
         pid = backend_pid(connection)
         connection.close()  # back to the pool (its reset rolls back)
@@ -79,38 +93,32 @@ def test_a_recently_used_connection_is_not_pinged_an_idle_one_is(
         assert last_query(admin, pid) == PING
         assert backend_pid(connection) == pid  # the same connection: it was alive
         connection.close()
-    finally:
-        engine.dispose()
 
 
 def test_an_idle_connection_whose_server_went_away_is_replaced_on_checkout(
     empty_database_url: str, admin: Engine
 ) -> None:
-    engine = make_engine(empty_database_url, ping_idle_after=0.3, pool_size=1, max_overflow=0)
-    try:
+    with pool_with_window(empty_database_url, 0.3) as engine:
         connection = engine.raw_connection()
         old = backend_pid(connection)
         connection.close()
-        terminate(admin, make_url(empty_database_url).database or "")
+        terminate(admin, database_of(empty_database_url))
         time.sleep(0.4)
         connection = engine.raw_connection()  # pinged, found dead, replaced
         assert backend_pid(connection) != old
         connection.close()
-    finally:
-        engine.dispose()
 
 
 def test_a_connection_found_broken_gets_every_older_one_pinged(
     empty_database_url: str, admin: Engine
 ) -> None:
     # A window far longer than the test: only the broken connection can cause a ping.
-    engine = make_engine(empty_database_url, ping_idle_after=60, pool_size=2, max_overflow=0)
-    try:
+    with pool_with_window(empty_database_url, 60, size=2) as engine:
         first, second = engine.raw_connection(), engine.raw_connection()
         old = {backend_pid(first), backend_pid(second)}
         first.close()
         second.close()
-        terminate(admin, make_url(empty_database_url).database or "")
+        terminate(admin, database_of(empty_database_url))
 
         broken = engine.raw_connection()  # used a moment ago: not pinged, and dead
         with pytest.raises(psycopg.OperationalError) as failure:
@@ -121,8 +129,6 @@ def test_a_connection_found_broken_gets_every_older_one_pinged(
         other = engine.raw_connection()  # used before the break: pinged, replaced
         assert backend_pid(other) not in old
         other.close()
-    finally:
-        engine.dispose()
 
 
 def test_a_server_gone_since_the_last_exchange_refuses_one_exchange_then_recovers(
@@ -135,7 +141,7 @@ def test_a_server_gone_since_the_last_exchange_refuses_one_exchange_then_recover
     services.engine.dispose()  # one pooled connection from here on (requests run in turn)
     assert world.exchange(world.ci_token(), audience=DEPLOY).status_code == 200
     tokens_before = world.count(IssuedToken)
-    terminate(admin, make_url(empty_database_url).database or "")
+    terminate(admin, database_of(empty_database_url))
 
     refused = world.exchange(world.ci_token(), audience=DEPLOY)
     body = assert_error(refused, 503, "temporarily_unavailable")

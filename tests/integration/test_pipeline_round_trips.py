@@ -6,6 +6,7 @@ from its state there."""
 from __future__ import annotations
 
 import tempfile
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -15,7 +16,7 @@ from psycopg.pq import Trace, TransactionStatus
 from sqlalchemy import Engine, event
 from sqlalchemy.exc import IntegrityError
 
-from tests.integration.test_record_unless_blocked import record, store_of
+from tests.integration.test_record_unless_blocked import lineage, record, store_of
 from tests.integration.world import DEPLOY, World
 
 pytestmark = pytest.mark.parametrize("empty_database_url", ["postgresql"], indirect=True)
@@ -99,4 +100,22 @@ def test_connections_go_back_to_the_pool_as_they_came(world: World) -> None:
         assert transaction.parent_revocation_state("jti-once") == (True, False)
 
     # The same connections (none dropped and replaced), idle and not in autocommit.
+    assert pooled(engine) == before
+
+
+def test_an_error_seen_at_a_later_statement_is_the_one_raised(world: World) -> None:
+    """A queued statement fails; its error reaches the client while a later statement is
+    sent, or at the sync. Either way that error is what the caller gets (not one from the
+    clean-up), and the connection goes back to the pool as it came."""
+    engine = world.app.extensions["sts"].engine
+    store = store_of(world)
+    record(world, "jti-once")
+    before = pooled(engine)
+
+    with pytest.raises(IntegrityError), store.write() as transaction:
+        transaction.record_issued_token(lineage(world, "jti-once"))  # queued: a duplicate
+        time.sleep(0.05)  # its error is back on the socket by now
+        transaction.hold_signing_keys_shared()  # the next statement meets it
+        transaction.commit()
+
     assert pooled(engine) == before
