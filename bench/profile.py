@@ -176,15 +176,21 @@ def app_in_process(
                 app.extensions["sts"].engine.dispose()
 
 
+def in_process_parser(prog: str, *, requests: int) -> argparse.ArgumentParser:
+    """The options of every tool that drives the app in process (``app_in_process``)."""
+    parser = argparse.ArgumentParser(prog=prog)
+    parser.add_argument("--database", choices=("sqlite", "postgresql"), default="sqlite")
+    parser.add_argument("--scenario", choices=list(SCENARIOS), default="ci-deploy")
+    parser.add_argument("--requests", type=int, default=requests)
+    parser.add_argument("--postgres-url", default=DEFAULT_POSTGRES)
+    return parser
+
+
 def main(argv: list[str] | None = None) -> int:
     from pyinstrument import Profiler
 
-    parser = argparse.ArgumentParser(prog="python -m bench.profile")
-    parser.add_argument("--database", choices=("sqlite", "postgresql"), default="sqlite")
-    parser.add_argument("--scenario", choices=list(SCENARIOS), default="ci-deploy")
-    parser.add_argument("--requests", type=int, default=2000)
+    parser = in_process_parser("python -m bench.profile", requests=2000)
     parser.add_argument("--interval", type=float, default=0.0005, help="sampling, seconds")
-    parser.add_argument("--postgres-url", default=DEFAULT_POSTGRES)
     parser.add_argument("--html", type=Path, help="also write pyinstrument's HTML here")
     parser.add_argument(
         "--skip-governance",

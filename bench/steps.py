@@ -18,7 +18,6 @@ thread.
 
 from __future__ import annotations
 
-import argparse
 import importlib
 import sys
 import time
@@ -27,9 +26,7 @@ from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
 from typing import Any
 
-from bench.profile import app_in_process, drive
-from bench.scenarios import SCENARIOS
-from bench.world import DEFAULT_POSTGRES
+from bench.profile import app_in_process, drive, in_process_parser
 
 # (label, module, attribute path). Indented labels run inside the step above them.
 STEPS: list[tuple[str, str, str]] = [
@@ -136,13 +133,9 @@ def report(columns: dict[str, dict[str, float]]) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m bench.steps")
-    parser.add_argument("--database", choices=("sqlite", "postgresql"), default="sqlite")
-    parser.add_argument("--scenario", choices=list(SCENARIOS), default="ci-deploy")
-    parser.add_argument("--requests", type=int, default=3000)
+    parser = in_process_parser("python -m bench.steps", requests=3000)
     parser.add_argument("--rounds", type=int, default=3, help="the lowest-CPU round is shown")
     parser.add_argument("--pool", type=int, default=1000, help="subject tokens minted")
-    parser.add_argument("--postgres-url", default=DEFAULT_POSTGRES)
     parser.add_argument(
         "--governance", action="store_true", help="also with governance OFF (bench only)"
     )

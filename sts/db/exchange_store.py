@@ -37,9 +37,6 @@ from sts.db.status_indexes import IndexBlock, StatusIndexPool
 
 T = TypeVar("T")
 
-# psycopg.pq.TransactionStatus.IDLE: no transaction open on the connection.
-_PG_IDLE = 0
-
 # At DEBUG, every statement the exchange runs (never its parameters: they name tokens).
 log = logging.getLogger(__name__)
 
@@ -418,12 +415,7 @@ class ExchangeTransaction:
             return blocks
         cursor = self._connection.cursor()
         self._deferred.append((cursor, blocks := Blocks()))
-        if log.isEnabledFor(logging.DEBUG):
-            log.debug("%s", prepared.sql)
-        try:
-            cursor.execute(prepared.sql, prepared.params(values))
-        except self.store.dbapi_error as exc:
-            raise self._wrap(prepared.sql, exc) from exc
+        self._run(prepared.sql, prepared.params(values), cursor=cursor)
         return blocks
 
     def _execute(self, prepared: Prepared, values: Mapping[str, Any]) -> None:
@@ -442,13 +434,17 @@ class ExchangeTransaction:
         *,
         fetch: bool = False,
         count: bool = False,
+        cursor: Any = None,
     ) -> list[tuple[Any, ...]]:
+        """``sql`` on the transaction's cursor (or on ``cursor``, one whose results are
+        read later)."""
         if log.isEnabledFor(logging.DEBUG):
             log.debug("%s", sql)
+        cursor = cursor or self._cursor
         try:
-            self._cursor.execute(sql, params)
+            cursor.execute(sql, params)
             if fetch:  # every row (a RETURNING statement completes on SQLite)
-                return [tuple(row) for row in self._cursor.fetchall()]
+                return [tuple(row) for row in cursor.fetchall()]
             if count and self._pipeline is not None:
                 self._pipeline.sync()
         except self.store.dbapi_error as exc:
@@ -483,7 +479,7 @@ class ExchangeTransaction:
 
     def _close(self) -> None:
         try:
-            if self._pipeline_context is not None or self._autocommit_set():
+            if self.store.pipelines and self._connection is not None:
                 self._end_pipelined_transaction()
             if self._dedicated:
                 self._end_on_writer()
@@ -494,15 +490,6 @@ class ExchangeTransaction:
             self._connection = self._cursor = None
             self._deferred = []
             self._release_gate()
-
-    def _autocommit_set(self) -> bool:
-        connection = self._connection
-        return bool(
-            self.store.pipelines
-            and connection is not None
-            and connection.driver_connection is not None
-            and connection.driver_connection.autocommit
-        )
 
     def _end_pipelined_transaction(self) -> None:
         """Leave pipeline mode, roll back what did not commit and give the connection back
@@ -520,7 +507,8 @@ class ExchangeTransaction:
                         self._cursor.execute("ROLLBACK")
                 with contextlib.suppress(self.store.dbapi_error):
                     self._end_pipeline()
-            if driver.info.transaction_status != _PG_IDLE:
+            status = driver.info.transaction_status
+            if status != type(status).IDLE:
                 driver.rollback()  # the pipeline was aborted: the ROLLBACK above was skipped
             driver.autocommit = False
         except Exception as exc:

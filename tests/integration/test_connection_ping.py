@@ -77,13 +77,20 @@ def backend_pid(connection: Any) -> int:
     return pid
 
 
+def pooled_backend(engine: Engine) -> int:
+    """The backend pid of a connection the pool hands out, which goes back at once (the
+    pool's reset rolls back)."""
+    connection = engine.raw_connection()
+    pid = backend_pid(connection)
+    connection.close()
+    return pid
+
+
 def test_a_recently_used_connection_is_not_pinged_an_idle_one_is(
     empty_database_url: str, admin: Engine
 ) -> None:
     with pool_with_window(empty_database_url, WINDOW) as engine:
-        connection = engine.raw_connection()
-        pid = backend_pid(connection)
-        connection.close()  # back to the pool (its reset rolls back)
+        pid = pooled_backend(engine)
         assert last_query(admin, pid) == "ROLLBACK"
 
         connection = engine.raw_connection()  # used a moment ago: straight to work
@@ -101,9 +108,7 @@ def test_an_idle_connection_whose_server_went_away_is_replaced_on_checkout(
     empty_database_url: str, admin: Engine
 ) -> None:
     with pool_with_window(empty_database_url, WINDOW) as engine:
-        connection = engine.raw_connection()
-        old = backend_pid(connection)
-        connection.close()
+        old = pooled_backend(engine)
         terminate(admin, database_of(empty_database_url))
         time.sleep(WINDOW + 0.1)
         connection = engine.raw_connection()  # pinged, found dead, replaced
