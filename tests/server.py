@@ -14,7 +14,14 @@ import urllib.error
 import urllib.request
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
+
+
+def worker_pids(main_pid: int) -> set[int]:
+    """The server's workers: the main process's children."""
+    children = Path(f"/proc/{main_pid}/task/{main_pid}/children").read_text().split()
+    return {int(pid) for pid in children}
 
 
 def free_port() -> int:

@@ -18,8 +18,9 @@ worker drops the inherited pool so that it opens its own database connections.
 
 from __future__ import annotations
 
+import itertools
 import multiprocessing
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import click
@@ -29,6 +30,49 @@ from sts.cli.common import load_settings
 from sts.errors import StartupError
 
 SERVERS = ("gunicorn", "granian")
+# granian: every this-many-th response of a worker closes its keep-alive connection.
+KEEPALIVE_RECYCLE = 1000
+
+WSGIApp = Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]
+
+
+class RecycleKeepAliveConnections:
+    """WSGI middleware: every ``every``-th response of this worker carries ``Connection:
+    close``, so that its client reconnects and the kernel hands the new connection to
+    whichever worker accepts first.
+
+    Why: under granian a keep-alive connection stays for its whole life on the worker that
+    accepted it. Connections opened while one worker was down (a worker replaced after a
+    crash, a slow start) all sit on the other worker, and the new one serves nothing until
+    clients reconnect: throughput halves for good. Recycling spreads them again within
+    ``every`` x connections-per-worker requests. The close is announced in the response
+    (RFC 9112 §9.6: the server closes after sending it), so a client never sends a request
+    into a connection the server is closing, unlike an idle timeout. The counter is per
+    worker process (each forked worker starts its own); ``next`` on ``itertools.count`` is
+    one C call, atomic under the GIL, so the worker's threads need no lock.
+    """
+
+    def __init__(self, app: WSGIApp, every: int) -> None:
+        if every < 1:
+            raise ValueError("every must be at least 1")
+        self.app = app
+        self.every = every
+        self._served = itertools.count(1)
+
+    def __call__(
+        self, environ: dict[str, Any], start_response: Callable[..., Any]
+    ) -> Iterable[bytes]:
+        if next(self._served) % self.every:
+            return self.app(environ, start_response)
+
+        def start_closing_response(
+            status: str, headers: list[tuple[str, str]], exc_info: Any = None
+        ) -> Any:
+            if not any(name.lower() == "connection" for name, _ in headers):
+                headers = [*headers, ("Connection", "close")]
+            return start_response(status, headers, exc_info)
+
+        return self.app(environ, start_closing_response)
 
 
 def _forget_inherited_connections(app: Flask) -> None:
@@ -66,7 +110,15 @@ def run_gunicorn(app: Flask, *, bind: str, workers: int, access_log: bool) -> No
     StsGunicorn().run()
 
 
-def run_granian(app: Flask, *, bind: str, workers: int, threads: int, access_log: bool) -> None:
+def run_granian(
+    app: Flask,
+    *,
+    bind: str,
+    workers: int,
+    threads: int,
+    access_log: bool,
+    keepalive_recycle: int = KEEPALIVE_RECYCLE,
+) -> None:
     from granian.constants import Interfaces
     from granian.server import Server
 
@@ -79,6 +131,8 @@ def run_granian(app: Flask, *, bind: str, workers: int, threads: int, access_log
 
     def load_app(_target: str) -> Callable[..., Any]:
         _forget_inherited_connections(app)  # runs in the worker, after the fork
+        if keepalive_recycle:
+            return RecycleKeepAliveConnections(app, keepalive_recycle)
         return app
 
     server = Server(
@@ -109,11 +163,25 @@ def build_app() -> Flask:
 
 
 def run_server(
-    app: Flask, *, server: str, bind: str, workers: int, threads: int, access_log: bool
+    app: Flask,
+    *,
+    server: str,
+    bind: str,
+    workers: int,
+    threads: int,
+    access_log: bool,
+    keepalive_recycle: int = KEEPALIVE_RECYCLE,
 ) -> None:
     """Serve an already-built WSGI app (also used by the benchmark harness)."""
     if server == "granian":
-        run_granian(app, bind=bind, workers=workers, threads=threads, access_log=access_log)
+        run_granian(
+            app,
+            bind=bind,
+            workers=workers,
+            threads=threads,
+            access_log=access_log,
+            keepalive_recycle=keepalive_recycle,
+        )
     else:
         run_gunicorn(app, bind=bind, workers=workers, access_log=access_log)
 
@@ -135,14 +203,30 @@ def run_server(
     type=click.IntRange(1, 64),
     help="granian only: WSGI threads per worker (at most the database pool size, 10).",
 )
+@click.option(
+    "--keepalive-recycle",
+    default=KEEPALIVE_RECYCLE,
+    show_default=True,
+    type=click.IntRange(0),
+    help="granian only: every N-th response of a worker closes its keep-alive connection "
+    "(Connection: close), so that connections spread again over the workers; 0: never.",
+)
 @click.option("--access-log/--no-access-log", default=False, show_default=True)
-def serve(bind: str, workers: int, server: str, threads: int, access_log: bool) -> None:
+def serve(
+    bind: str, workers: int, server: str, threads: int, keepalive_recycle: int, access_log: bool
+) -> None:
     """Run the service."""
     app = build_app()
     settings = app.extensions["sts"].settings
     click.echo(f"sts serving {settings.issuer} on http://{bind} with {workers} {server} workers")
     run_server(
-        app, server=server, bind=bind, workers=workers, threads=threads, access_log=access_log
+        app,
+        server=server,
+        bind=bind,
+        workers=workers,
+        threads=threads,
+        access_log=access_log,
+        keepalive_recycle=keepalive_recycle,
     )
 
 

@@ -15,18 +15,7 @@ from cryptography.hazmat.primitives import serialization
 
 from sts.cli import cli
 from tests.conftest import TEST_PASSPHRASE
-from tests.server import get_json, running_server, server_process
-
-
-@pytest.fixture
-def env(empty_database_url: str, tmp_path: Path) -> dict[str, str]:
-    return {
-        "STS_ISSUER": "http://127.0.0.1:8080",
-        "STS_DATABASE_URL": empty_database_url,
-        "STS_KEYS_DIR": str(tmp_path / "keys"),
-        "STS_INSTANCE_DIR": str(tmp_path / "instance"),
-        "STS_KEY_PASSPHRASE": TEST_PASSPHRASE,
-    }
+from tests.server import get_json, running_server, server_process, worker_pids
 
 
 def run(env: dict[str, str], *args: str):  # type: ignore[no-untyped-def]
@@ -85,11 +74,6 @@ def test_serve_answers_metadata_and_jwks(env: dict[str, str], server: str) -> No
     keys = run(env, "keys", "list").output
     assert jwks["keys"][0]["kid"] in keys
     assert "active" in keys
-
-
-def worker_pids(main_pid: int) -> set[int]:
-    children = Path(f"/proc/{main_pid}/task/{main_pid}/children").read_text().split()
-    return {int(pid) for pid in children}
 
 
 @pytest.mark.parametrize("server", ["gunicorn", "granian"])
