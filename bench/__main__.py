@@ -2,9 +2,9 @@
 
 python -m bench                  # sts scenarios x SQLite/PostgreSQL, governance off, floor
 python -m bench peers            # sts vs floor vs oidc-provider vs idpyoidc, with ratios
-python -m bench --servers gunicorn,granian   # the same, once per HTTP server
+python -m bench --servers granian,gunicorn   # the same, once per HTTP server
 python -m bench soak --duration 300          # worker RSS over a 5-minute closed loop
-python -m bench latency --servers gunicorn,granian   # p50/p99 at half of the peak (open loop)
+python -m bench latency --servers granian,gunicorn   # p50/p99 at half of the peak (open loop)
 """
 
 from __future__ import annotations
@@ -28,6 +28,7 @@ from bench.loadgen import LoadResult, LoadSpec, Progress, run_load
 from bench.scenarios import SCENARIOS, peer_requests
 from bench.servers import RunningServer
 from bench.world import DEFAULT_POSTGRES, PeerTokens, World, database_url, peer_tokens, seed
+from sts.cli.serve import SERVERS
 
 RESULTS = Path(__file__).resolve().parent / "results"
 PEERS = ("oidc-provider", "idpyoidc")
@@ -122,7 +123,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     parser.add_argument("--workers", type=int, default=2, help="server worker processes")
     parser.add_argument(
-        "--servers", default="gunicorn", help="comma-separated: gunicorn,granian (sts and floor)"
+        "--servers",
+        default=SERVERS[0],
+        help="comma-separated: granian,gunicorn (sts and floor; default: sts serve's)",
     )
     parser.add_argument("--threads", type=int, default=2, help="granian WSGI threads/worker")
     parser.add_argument("--pool", type=int, default=1000, help="subject tokens per pool")
@@ -154,14 +157,14 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         args.warmup = 10.0 if soaking else 2.0
     if args.concurrency is None:
         args.concurrency = 16 if timing else 8
-    args.servers = _split(args.servers, ("gunicorn", "granian"))
+    args.servers = _split(args.servers, SERVERS)
     if not timing and (args.rate is not None or args.fraction != 0.5):
         parser.error("--rate and --fraction are for the latency mode")
     if soaking or timing:
         if args.scenarios is not None or args.databases is not None:
             parser.error(f"{args.mode} runs one --scenario on one --database")
         if soaking and len(args.servers) != 1:
-            parser.error("soak runs one server: --servers gunicorn or --servers granian")
+            parser.error("soak runs one server: --servers granian or --servers gunicorn")
         if args.py_spy is not None:
             parser.error(f"--py-spy is not supported in {args.mode} mode")
         if args.sample_every <= 0 or args.duration <= 0:

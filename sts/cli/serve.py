@@ -1,19 +1,23 @@
-"""``sts serve``: the service under gunicorn (default) or granian.
+"""``sts serve``: the service under granian (default) or gunicorn.
 
 The app is built once in the main process: a bad configuration, a wrong key passphrase or
 an old schema stops start-up once with one clear message, instead of every worker
-crashing in a loop. Workers are then forked from it (gunicorn ``preload_app``; granian with
-the ``fork`` start method and a loader that hands over the already-built app), and each
-worker drops the inherited pool so that it opens its own database connections.
+crashing in a loop. Workers are then forked from it (granian with the ``fork`` start
+method and a loader that hands over the already-built app; gunicorn ``preload_app``), and
+each worker drops the inherited pool so that it opens its own database connections.
 
-* ``gunicorn`` (default): sync workers, one request at a time per worker. Sync workers do
-  not keep HTTP connections alive: every request pays a TCP connect, and every request is
+* ``granian`` (default): a Rust HTTP server (WSGI interface) with HTTP/1.1 keep-alive; the
+  app runs on a small pool of blocking threads per worker, and each worker listens on its
+  own ``SO_REUSEPORT`` socket, so the kernel spreads new connections over the workers. It
+  serves more exchanges for less CPU than gunicorn on every row of the benchmark
+  (bench/README). A keep-alive connection stays on the worker that accepted it, so
+  connections opened while a worker was down would stay on the others for good: every
+  1000th response of a worker closes its connection (``--keepalive-recycle``), and the
+  connections spread again. A worker that dies is replaced (forked again from the built
+  app).
+* ``gunicorn``: sync workers, one request at a time per worker. Sync workers do not keep
+  HTTP connections alive: every request pays a TCP connect, and every request is
   therefore spread over the workers by the kernel. A dead worker is replaced.
-* ``granian``: a Rust HTTP server (WSGI interface) with HTTP/1.1 keep-alive; the app runs
-  on a small pool of blocking threads per worker. Faster when its connections are spread
-  evenly (bench/README), but a keep-alive connection stays on the worker that accepted it:
-  in a 5-minute soak all 8 client connections sat on one worker and throughput halved.
-  Hence not the default. A worker that dies is replaced (forked again from the built app).
 """
 
 from __future__ import annotations
@@ -29,7 +33,7 @@ from flask import Flask
 from sts.cli.common import load_settings
 from sts.errors import StartupError
 
-SERVERS = ("gunicorn", "granian")
+SERVERS = ("granian", "gunicorn")  # the first is the default
 # granian: every this-many-th response of a worker closes its keep-alive connection.
 KEEPALIVE_RECYCLE = 1000
 
@@ -192,9 +196,9 @@ def run_server(
 @click.option(
     "--server",
     type=click.Choice(SERVERS),
-    default="gunicorn",
+    default=SERVERS[0],
     show_default=True,
-    help="gunicorn: sync workers, no keep-alive; granian: Rust HTTP server with keep-alive.",
+    help="granian: Rust HTTP server with keep-alive; gunicorn: sync workers, no keep-alive.",
 )
 @click.option(
     "--threads",

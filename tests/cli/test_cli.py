@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import http.client
 import os
 import signal
 import subprocess
@@ -100,14 +101,32 @@ def test_serve_replaces_a_worker_that_dies(env: dict[str, str], server: str) -> 
             assert get_json(base + "/readyz")[0] == 200
 
 
-def test_serve_defaults_to_gunicorn(env: dict[str, str]) -> None:
+def test_serve_defaults_to_granian_with_keep_alive(env: dict[str, str]) -> None:
     env = {**env, "STS_AUTO_MIGRATE": "true"}
     with server_process(env) as (base, process):
-        status, _, headers = get_json(base + "/healthz")
-        assert status == 200
+        host, port = base.removeprefix("http://").split(":")
+        connection = http.client.HTTPConnection(host, int(port), timeout=5)
+        for _ in range(3):  # one connection, kept alive (RFC 9112 §9.3)
+            connection.request("GET", "/healthz")
+            response = connection.getresponse()
+            assert response.status == 200
+            assert response.getheader("Connection", "").lower() != "close"
+            response.read()
+        socket_before = connection.sock
+        connection.request("GET", "/healthz")
+        connection.getresponse().read()
+        assert connection.sock is socket_before  # not reopened
+        connection.close()
         assert process.stdout is not None
         started = os.read(process.stdout.fileno(), 1 << 16).decode()  # already written
-    assert "with 2 gunicorn workers" in started, started
+    assert "with 2 granian workers" in started, started
+
+
+def test_serve_under_gunicorn_closes_every_connection(env: dict[str, str]) -> None:
+    env = {**env, "STS_AUTO_MIGRATE": "true"}
+    with running_server(env, args=("--server", "gunicorn")) as base:
+        status, _, headers = get_json(base + "/healthz")
+    assert status == 200
     assert headers.get("Connection") == "close"  # sync workers: no keep-alive
 
 

@@ -1,5 +1,6 @@
-"""A running service (gunicorn, two workers) picks up a rules migration without a restart,
-within the documented delay: STS_RULES_REFRESH_INTERVAL plus the time of one request."""
+"""A running service (`sts serve`, two workers) picks up a rules migration without a
+restart, within the documented delay: STS_RULES_REFRESH_INTERVAL plus the time of one
+request."""
 
 from __future__ import annotations
 
