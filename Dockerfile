@@ -1,5 +1,5 @@
 # syntax=docker/dockerfile:1
-# A small image that runs sts (`sts serve`: gunicorn by default) as a non-root user.
+# A small image that runs sts (`sts serve`: granian by default) as a non-root user.
 FROM python:3.11-slim AS build
 WORKDIR /src
 COPY pyproject.toml README.md ./
