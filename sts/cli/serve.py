@@ -23,8 +23,10 @@ each worker drops the inherited pool so that it opens its own database connectio
 from __future__ import annotations
 
 import itertools
+import logging
 import multiprocessing
 from collections.abc import Callable, Iterable
+from pathlib import Path
 from typing import Any
 
 import click
@@ -36,6 +38,10 @@ from sts.errors import StartupError
 SERVERS = ("granian", "gunicorn")  # the first is the default
 # granian: every this-many-th response of a worker closes its keep-alive connection.
 KEEPALIVE_RECYCLE = 1000
+
+TCP_MIGRATE_REQ = Path("/proc/sys/net/ipv4/tcp_migrate_req")
+
+log = logging.getLogger(__name__)
 
 WSGIApp = Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]
 
@@ -114,6 +120,21 @@ def run_gunicorn(app: Flask, *, bind: str, workers: int, access_log: bool) -> No
     StsGunicorn().run()
 
 
+def warn_if_queued_connections_die_with_their_worker() -> None:
+    """Each granian worker has its own SO_REUSEPORT socket: when a worker dies, the
+    connections the kernel had queued on its socket are reset, unless the kernel may move
+    them to another socket of the group (Linux >= 5.14, net.ipv4.tcp_migrate_req)."""
+    try:
+        enabled = TCP_MIGRATE_REQ.read_text().strip() != "0"
+    except OSError:
+        return  # not Linux, or an older kernel: nothing to advise
+    if not enabled:
+        log.warning(
+            "net.ipv4.tcp_migrate_req is 0: connections queued on a worker that dies are "
+            "reset (clients retry); set it to 1 to hand them to another worker"
+        )
+
+
 def run_granian(
     app: Flask,
     *,
@@ -132,6 +153,8 @@ def run_granian(
     # The built app reaches the workers by fork, exactly as with gunicorn's preload; under
     # "spawn" every worker would build its own app (and could crash-loop on bad config).
     multiprocessing.set_start_method("fork", force=True)
+    if workers > 1:
+        warn_if_queued_connections_die_with_their_worker()
 
     def load_app(_target: str) -> Callable[..., Any]:
         _forget_inherited_connections(app)  # runs in the worker, after the fork

@@ -120,6 +120,10 @@ def test_serve_defaults_to_granian_with_keep_alive(env: dict[str, str]) -> None:
         assert process.stdout is not None
         started = os.read(process.stdout.fileno(), 1 << 16).decode()  # already written
     assert "with 2 granian workers" in started, started
+    migrate = Path("/proc/sys/net/ipv4/tcp_migrate_req")  # Linux >= 5.14
+    if migrate.exists():  # advised exactly when a dying worker's queued connections are reset
+        off = migrate.read_text().strip() == "0"
+        assert ("net.ipv4.tcp_migrate_req is 0" in started) == off, started
 
 
 def test_serve_under_gunicorn_closes_every_connection(env: dict[str, str]) -> None:
