@@ -24,7 +24,7 @@ def serve_in_this_process(description: str, default_bind: str, build: Callable[[
     :func:`command_for` passes, then ``build()``'s app served exactly as ``sts serve`` does."""
     import argparse
 
-    from sts.cli.serve import SERVERS, run_server
+    from sts.cli.serve import SERVERS, ServeOptions, run_server
 
     parser = argparse.ArgumentParser(description=description)
     parser.add_argument("--bind", default=default_bind)
@@ -32,14 +32,7 @@ def serve_in_this_process(description: str, default_bind: str, build: Callable[[
     parser.add_argument("--server", choices=SERVERS, default=SERVERS[0])
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args()
-    run_server(
-        build(),
-        server=args.server,
-        bind=args.bind,
-        workers=args.workers,
-        threads=args.threads,
-        access_log=False,
-    )
+    run_server(build(), args.server, ServeOptions(args.bind, args.workers, args.threads))
 
 
 def free_port() -> int:

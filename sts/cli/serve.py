@@ -26,6 +26,7 @@ import itertools
 import logging
 import multiprocessing
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +39,19 @@ from sts.errors import StartupError
 SERVERS = ("granian", "gunicorn")  # the first is the default
 # granian: every this-many-th response of a worker closes its keep-alive connection.
 KEEPALIVE_RECYCLE = 1000
+
+
+@dataclass(frozen=True)
+class ServeOptions:
+    """How to serve the built app; the options of ``sts serve`` (and of the bench's
+    servers)."""
+
+    bind: str = "127.0.0.1:8080"
+    workers: int = 2
+    threads: int = 2  # granian only: WSGI threads per worker
+    keepalive_recycle: int = KEEPALIVE_RECYCLE  # granian only; 0: never
+    access_log: bool = False
+
 
 TCP_MIGRATE_REQ = Path("/proc/sys/net/ipv4/tcp_migrate_req")
 
@@ -92,12 +106,12 @@ def _forget_inherited_connections(app: Flask) -> None:
         services.engine.dispose(close=False)
 
 
-def run_gunicorn(app: Flask, *, bind: str, workers: int, access_log: bool) -> None:
+def run_gunicorn(app: Flask, options: ServeOptions) -> None:
     from gunicorn.app.base import BaseApplication
 
     class StsGunicorn(BaseApplication):  # type: ignore[misc]
         def load_config(self) -> None:
-            for key, value in options.items():
+            for key, value in settings.items():
                 self.cfg.set(key, value)
 
         def load(self) -> Flask:
@@ -106,14 +120,14 @@ def run_gunicorn(app: Flask, *, bind: str, workers: int, access_log: bool) -> No
     def post_fork(_server: Any, _worker: Any) -> None:
         _forget_inherited_connections(app)
 
-    options: dict[str, Any] = {
-        "bind": bind,
-        "workers": workers,
+    settings: dict[str, Any] = {
+        "bind": options.bind,
+        "workers": options.workers,
         "worker_class": "sync",
         "preload_app": True,
         "keepalive": 75,
         "post_fork": post_fork,
-        "accesslog": "-" if access_log else None,
+        "accesslog": "-" if options.access_log else None,
         "errorlog": "-",
         "proc_name": "sts",
     }
@@ -135,31 +149,23 @@ def warn_if_queued_connections_die_with_their_worker() -> None:
         )
 
 
-def run_granian(
-    app: Flask,
-    *,
-    bind: str,
-    workers: int,
-    threads: int,
-    access_log: bool,
-    keepalive_recycle: int = KEEPALIVE_RECYCLE,
-) -> None:
+def run_granian(app: Flask, options: ServeOptions) -> None:
     from granian.constants import Interfaces
     from granian.server import Server
 
-    host, _, port = bind.rpartition(":")
+    host, _, port = options.bind.rpartition(":")
     if not host or not port.isdigit():
-        raise click.ClickException(f"--bind must be HOST:PORT, got {bind!r}")
+        raise click.ClickException(f"--bind must be HOST:PORT, got {options.bind!r}")
     # The built app reaches the workers by fork, exactly as with gunicorn's preload; under
     # "spawn" every worker would build its own app (and could crash-loop on bad config).
     multiprocessing.set_start_method("fork", force=True)
-    if workers > 1:
+    if options.workers > 1:
         warn_if_queued_connections_die_with_their_worker()
 
     def load_app(_target: str) -> Callable[..., Any]:
         _forget_inherited_connections(app)  # runs in the worker, after the fork
-        if keepalive_recycle:
-            return RecycleKeepAliveConnections(app, keepalive_recycle)
+        if options.keepalive_recycle:
+            return RecycleKeepAliveConnections(app, options.keepalive_recycle)
         return app
 
     server = Server(
@@ -167,9 +173,9 @@ def run_granian(
         address=host,
         port=int(port),
         interface=Interfaces.WSGI,
-        workers=workers,
-        blocking_threads=threads,
-        log_access=access_log,
+        workers=options.workers,
+        blocking_threads=options.threads,
+        log_access=options.access_log,
         websockets=False,
         respawn_failed_workers=True,
     )
@@ -189,28 +195,12 @@ def build_app() -> Flask:
     return app
 
 
-def run_server(
-    app: Flask,
-    *,
-    server: str,
-    bind: str,
-    workers: int,
-    threads: int,
-    access_log: bool,
-    keepalive_recycle: int = KEEPALIVE_RECYCLE,
-) -> None:
+def run_server(app: Flask, server: str, options: ServeOptions) -> None:
     """Serve an already-built WSGI app (also used by the benchmark harness)."""
     if server == "granian":
-        run_granian(
-            app,
-            bind=bind,
-            workers=workers,
-            threads=threads,
-            access_log=access_log,
-            keepalive_recycle=keepalive_recycle,
-        )
+        run_granian(app, options)
     else:
-        run_gunicorn(app, bind=bind, workers=workers, access_log=access_log)
+        run_gunicorn(app, options)
 
 
 @click.command("serve")
@@ -246,15 +236,8 @@ def serve(
     app = build_app()
     settings = app.extensions["sts"].settings
     click.echo(f"sts serving {settings.issuer} on http://{bind} with {workers} {server} workers")
-    run_server(
-        app,
-        server=server,
-        bind=bind,
-        workers=workers,
-        threads=threads,
-        access_log=access_log,
-        keepalive_recycle=keepalive_recycle,
-    )
+    options = ServeOptions(bind, workers, threads, keepalive_recycle, access_log)
+    run_server(app, server, options)
 
 
 def register(cli: click.Group) -> None:
