@@ -62,8 +62,8 @@ WSGIApp = Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]
 
 class RecycleKeepAliveConnections:
     """WSGI middleware: every ``every``-th response of this worker carries ``Connection:
-    close``, so that its client reconnects and the kernel hands the new connection to
-    whichever worker accepts first.
+    close``, so that its client reconnects and the kernel hashes the new connection to one
+    of the workers' ``SO_REUSEPORT`` sockets, whichever workers are up by then.
 
     Why: under granian a keep-alive connection stays for its whole life on the worker that
     accepted it. Connections opened while one worker was down (a worker replaced after a
