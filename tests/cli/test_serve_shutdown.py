@@ -4,25 +4,27 @@ audit rows are on record. A real `sts serve` on 127.0.0.1, both servers, both da
 
 from __future__ import annotations
 
-import base64
 import json
 import os
 import signal
 import socket
 import time
 from pathlib import Path
-from urllib.parse import urlencode
 
 import pytest
 from sqlalchemy import text
 
 from sts.db.engine import make_engine
 from sts.db.migrate import alembic_config, upgrade
-from sts.protocol import GRANT_TOKEN_EXCHANGE, TOKEN_TYPE_JWT
-from tests.conftest import TEST_PASSPHRASE
 from tests.integration.world import claims_of
 from tests.issuer import TestIssuer
-from tests.rules.test_live_effect import DEPLOY, SECRET, apply_rules, rules_document
+from tests.rules.test_live_effect import (
+    BASIC_AUTH,
+    apply_rules,
+    exchange_body,
+    rules_document,
+    service_env,
+)
 from tests.server import server_process
 
 pytestmark = pytest.mark.slow
@@ -30,19 +32,11 @@ pytestmark = pytest.mark.slow
 
 def exchange_request(host: str, subject_token: str) -> tuple[bytes, bytes]:
     """A token-exchange request as raw HTTP/1.1: (head, body)."""
-    body = urlencode(
-        {
-            "grant_type": GRANT_TOKEN_EXCHANGE,
-            "subject_token": subject_token,
-            "subject_token_type": TOKEN_TYPE_JWT,
-            "audience": DEPLOY,
-        }
-    ).encode()
-    credentials = base64.b64encode(f"runner:{SECRET}".encode()).decode()
+    body = exchange_body(subject_token)
     head = (
         f"POST /token HTTP/1.1\r\nHost: {host}\r\n"
         "Content-Type: application/x-www-form-urlencoded\r\n"
-        f"Authorization: Basic {credentials}\r\nContent-Length: {len(body)}\r\n\r\n"
+        f"Authorization: {BASIC_AUTH}\r\nContent-Length: {len(body)}\r\n\r\n"
     ).encode()
     return head, body
 
@@ -72,14 +66,7 @@ def read_response(sock: socket.socket) -> tuple[int, dict[str, object]]:
 def test_an_exchange_in_flight_when_the_service_is_stopped_is_answered_and_recorded(
     empty_database_url: str, tmp_path: Path, server: str
 ) -> None:
-    env = {
-        "STS_ISSUER": "https://sts.test",
-        "STS_DATABASE_URL": empty_database_url,
-        "STS_KEYS_DIR": str(tmp_path / "keys"),
-        "STS_INSTANCE_DIR": str(tmp_path / "instance"),
-        "STS_KEY_PASSPHRASE": TEST_PASSPHRASE,
-        "STS_RULES_MIGRATIONS_DIR": str(tmp_path / "rules-revisions"),
-    }
+    env = service_env(empty_database_url, tmp_path)
     engine = make_engine(empty_database_url)
     upgrade(alembic_config(engine), "schema@head")
     issuer = TestIssuer("https://ci.issuer.test")

@@ -64,9 +64,12 @@ def rules_document(issuer: TestIssuer, ref: str) -> dict[str, object]:
     }
 
 
-def exchange(base: str, subject_token: str) -> tuple[int, str]:
-    """(status, error code or "ok")."""
-    body = urlencode(
+BASIC_AUTH = "Basic " + base64.b64encode(f"runner:{SECRET}".encode()).decode()
+
+
+def exchange_body(subject_token: str) -> bytes:
+    """The form of a deploy-token exchange (the client authenticates with BASIC_AUTH)."""
+    return urlencode(
         {
             "grant_type": GRANT_TOKEN_EXCHANGE,
             "subject_token": subject_token,
@@ -74,11 +77,15 @@ def exchange(base: str, subject_token: str) -> tuple[int, str]:
             "audience": DEPLOY,
         }
     ).encode()
-    request = urllib.request.Request(base + "/token", data=body, method="POST")
-    request.add_header("Content-Type", "application/x-www-form-urlencoded")
-    request.add_header(
-        "Authorization", "Basic " + base64.b64encode(f"runner:{SECRET}".encode()).decode()
+
+
+def exchange(base: str, subject_token: str) -> tuple[int, str]:
+    """(status, error code or "ok")."""
+    request = urllib.request.Request(
+        base + "/token", data=exchange_body(subject_token), method="POST"
     )
+    request.add_header("Content-Type", "application/x-www-form-urlencoded")
+    request.add_header("Authorization", BASIC_AUTH)
     try:
         with urllib.request.urlopen(request, timeout=5) as response:
             json.loads(response.read())
@@ -86,6 +93,18 @@ def exchange(base: str, subject_token: str) -> tuple[int, str]:
     except urllib.error.HTTPError as exc:
         document = json.loads(exc.read())
         return int(exc.code), f"{document['error']}: {document.get('error_description')}"
+
+
+def service_env(database_url: str, tmp_path: Path) -> dict[str, str]:
+    """The environment of a service whose rules are revisions under tmp_path."""
+    return {
+        "STS_ISSUER": "https://sts.test",
+        "STS_DATABASE_URL": database_url,
+        "STS_KEYS_DIR": str(tmp_path / "keys"),
+        "STS_INSTANCE_DIR": str(tmp_path / "instance"),
+        "STS_KEY_PASSPHRASE": TEST_PASSPHRASE,
+        "STS_RULES_MIGRATIONS_DIR": str(tmp_path / "rules-revisions"),
+    }
 
 
 def apply_rules(env: dict[str, str], path: Path, document: dict[str, object], message: str) -> None:
@@ -101,12 +120,7 @@ def test_a_running_service_sees_a_rules_change_within_the_interval(
     empty_database_url: str, tmp_path: Path
 ) -> None:
     env = {
-        "STS_ISSUER": "https://sts.test",
-        "STS_DATABASE_URL": empty_database_url,
-        "STS_KEYS_DIR": str(tmp_path / "keys"),
-        "STS_INSTANCE_DIR": str(tmp_path / "instance"),
-        "STS_KEY_PASSPHRASE": TEST_PASSPHRASE,
-        "STS_RULES_MIGRATIONS_DIR": str(tmp_path / "rules-revisions"),
+        **service_env(empty_database_url, tmp_path),
         "STS_RULES_REFRESH_INTERVAL": str(REFRESH_INTERVAL),
     }
     engine = make_engine(empty_database_url)
