@@ -17,6 +17,20 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from tests.conftest import TEST_PASSPHRASE
+
+
+def service_env(database_url: str, tmp_path: Path, issuer: str) -> dict[str, str]:
+    """The environment of an ``sts`` command or server: its database, its keys under
+    tmp_path (encrypted with the tests' passphrase), its instance folder."""
+    return {
+        "STS_ISSUER": issuer,
+        "STS_DATABASE_URL": database_url,
+        "STS_KEYS_DIR": str(tmp_path / "keys"),
+        "STS_INSTANCE_DIR": str(tmp_path / "instance"),
+        "STS_KEY_PASSPHRASE": TEST_PASSPHRASE,
+    }
+
 
 def worker_pids(main_pid: int) -> set[int]:
     """The server's workers: the main process's children."""

@@ -23,7 +23,7 @@ from tests.rules.test_live_effect import (
     apply_rules,
     exchange_body,
     rules_document,
-    service_env,
+    rules_service_env,
 )
 from tests.server import server_process
 
@@ -66,7 +66,7 @@ def read_response(sock: socket.socket) -> tuple[int, dict[str, object]]:
 def test_an_exchange_in_flight_when_the_service_is_stopped_is_answered_and_recorded(
     empty_database_url: str, tmp_path: Path, server: str
 ) -> None:
-    env = service_env(empty_database_url, tmp_path)
+    env = rules_service_env(empty_database_url, tmp_path)
     engine = make_engine(empty_database_url)
     upgrade(alembic_config(engine), "schema@head")
     issuer = TestIssuer("https://ci.issuer.test")

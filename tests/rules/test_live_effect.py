@@ -21,9 +21,8 @@ from sts.credentials import hash_secret
 from sts.db.engine import make_engine
 from sts.db.migrate import alembic_config, upgrade
 from sts.protocol import GRANT_TOKEN_EXCHANGE, TOKEN_TYPE_JWT
-from tests.conftest import TEST_PASSPHRASE
 from tests.issuer import TestIssuer
-from tests.server import running_server
+from tests.server import running_server, service_env
 
 REFRESH_INTERVAL = 1.0
 MARGIN = 1.5  # one request's time and scheduling noise on a loaded CI machine
@@ -95,14 +94,10 @@ def exchange(base: str, subject_token: str) -> tuple[int, str]:
         return int(exc.code), f"{document['error']}: {document.get('error_description')}"
 
 
-def service_env(database_url: str, tmp_path: Path) -> dict[str, str]:
-    """The environment of a service whose rules are revisions under tmp_path."""
+def rules_service_env(database_url: str, tmp_path: Path) -> dict[str, str]:
+    """A service whose rules are revisions under tmp_path."""
     return {
-        "STS_ISSUER": "https://sts.test",
-        "STS_DATABASE_URL": database_url,
-        "STS_KEYS_DIR": str(tmp_path / "keys"),
-        "STS_INSTANCE_DIR": str(tmp_path / "instance"),
-        "STS_KEY_PASSPHRASE": TEST_PASSPHRASE,
+        **service_env(database_url, tmp_path, issuer="https://sts.test"),
         "STS_RULES_MIGRATIONS_DIR": str(tmp_path / "rules-revisions"),
     }
 
@@ -120,7 +115,7 @@ def test_a_running_service_sees_a_rules_change_within_the_interval(
     empty_database_url: str, tmp_path: Path
 ) -> None:
     env = {
-        **service_env(empty_database_url, tmp_path),
+        **rules_service_env(empty_database_url, tmp_path),
         "STS_RULES_REFRESH_INTERVAL": str(REFRESH_INTERVAL),
     }
     engine = make_engine(empty_database_url)
