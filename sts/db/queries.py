@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -348,6 +348,16 @@ def lineage_tokens(session: Session, roots: ColumnElement[bool]) -> Sequence[Iss
 
 MAX_LINEAGE_LOCK_ROUNDS = 20
 
+# Tokens named per statement when a lineage is locked or revoked: each jti is one bound
+# parameter, and PostgreSQL's protocol carries at most 65,535 of them per statement
+# (SQLite 32,766 before 3.32); an offboarded subject or a revoked rule can hold far more.
+JTIS_PER_STATEMENT = 5000
+
+
+def _in_chunks(jtis: Sequence[str]) -> Iterator[Sequence[str]]:
+    for start in range(0, len(jtis), JTIS_PER_STATEMENT):
+        yield jtis[start : start + JTIS_PER_STATEMENT]
+
 
 def lock_lineage(session: Session, roots: ColumnElement[bool]) -> list[str]:
     """The jtis of ``roots`` and all their descendants, every row locked FOR UPDATE.
@@ -362,7 +372,10 @@ def lock_lineage(session: Session, roots: ColumnElement[bool]) -> list[str]:
     for _ in range(MAX_LINEAGE_LOCK_ROUNDS):
         if session.get_bind().dialect.name == "sqlite" or not jtis:
             return jtis
-        session.execute(select(IssuedToken.jti).where(IssuedToken.jti.in_(jtis)).with_for_update())
+        for chunk in _in_chunks(jtis):
+            session.execute(
+                select(IssuedToken.jti).where(IssuedToken.jti.in_(chunk)).with_for_update()
+            )
         again = sorted(session.scalars(select(_lineage(roots).c.jti)).all())
         if again == jtis:
             return jtis
@@ -373,22 +386,22 @@ def lock_lineage(session: Session, roots: ColumnElement[bool]) -> list[str]:
 def revoke_lineage(session: Session, roots: ColumnElement[bool], now: datetime) -> int:
     """Revoke the live tokens matching ``roots`` and every token exchanged from them.
     Returns how many tokens were newly revoked."""
-    jtis = lock_lineage(session, roots)
-    if not jtis:
-        return 0
-    result = session.execute(
-        update(IssuedToken)
-        .where(
-            IssuedToken.jti.in_(jtis),
-            IssuedToken.revoked_at.is_(None),
-            IssuedToken.expires_at > now,
+    revoked = 0
+    for chunk in _in_chunks(lock_lineage(session, roots)):
+        result = session.execute(
+            update(IssuedToken)
+            .where(
+                IssuedToken.jti.in_(chunk),
+                IssuedToken.revoked_at.is_(None),
+                IssuedToken.expires_at > now,
+            )
+            .values(revoked_at=now)
+            .returning(IssuedToken.jti)
+            .execution_options(synchronize_session=False)
         )
-        .values(revoked_at=now)
-        .returning(IssuedToken.jti)
-        .execution_options(synchronize_session=False)
-    )
-    # Counted from RETURNING: a statement led by WITH reports no rowcount on SQLite.
-    return len(result.all())
+        # Counted from RETURNING: a statement led by WITH reports no rowcount on SQLite.
+        revoked += len(result.all())
+    return revoked
 
 
 def revoked_in_ancestry(session: Session, jti: str) -> bool:

@@ -7,6 +7,7 @@ from typing import Any
 
 import jwt as pyjwt
 from click.testing import CliRunner, Result
+from sqlalchemy import func, insert, select
 
 from sts.cli import cli
 from sts.db.models import IssuedToken
@@ -168,3 +169,32 @@ def test_revoke_refuses_bad_selectors(world: World) -> None:
         assert result.exit_code != 0, args
         assert message in result.output, (args, result.output)
     assert operator_audit(world) == []
+
+
+# More than PostgreSQL's protocol can bind in one statement (65,535 parameters).
+MANY = 70_000
+
+
+def test_a_subject_holding_more_tokens_than_one_statement_can_name_is_revoked_whole(
+    world: World,
+) -> None:
+    tokens = world.chain()
+    table = IssuedToken.__table__
+    engine = world.app.extensions["sts"].engine
+    with engine.begin() as connection:
+        first = connection.execute(
+            select(table).where(table.c.jti == claim(tokens[0], "jti"))
+        ).mappings()
+        template = {**first.one(), "status_list_id": None, "status_idx": None}
+        connection.execute(
+            insert(table), [{**template, "jti": f"bulk-{i:06d}"} for i in range(MANY)]
+        )
+
+    result = sts(world, "revoke", "--subject", CI_SUBJECT)
+
+    assert result.exit_code == 0, result.output
+    assert f"revoked {MANY + 3} token(s)" in result.output
+    assert [world.is_active(token) for token in tokens] == [False, False, False]
+    live = select(func.count()).where(table.c.revoked_at.is_(None))
+    with engine.connect() as connection:
+        assert connection.execute(live).scalar_one() == 0
