@@ -159,7 +159,11 @@ class IssuedToken(Base):
     rule_version: Mapped[int] = mapped_column(Integer)
     audience: Mapped[list[str]] = mapped_column(JSON)
     scope: Mapped[str] = mapped_column(Text)
-    kid: Mapped[str] = mapped_column(String(64), index=True)
+    # Not indexed (nor rule_id/rule_version): every token of a period shares the active
+    # key, and a rule's tokens are a large share of all, so the queries on them (a key's
+    # compromise, ``sts revoke --rule``) match much of the table and scan it anyway; an
+    # index would only cost every exchange its page (migration 0004).
+    kid: Mapped[str] = mapped_column(String(64))
     issued_at: Mapped[datetime]
     expires_at: Mapped[datetime] = mapped_column(index=True)
     # draft-ietf-oauth-status-list: where this token's bit lives (list, index).
@@ -168,7 +172,6 @@ class IssuedToken(Base):
     revoked_at: Mapped[datetime | None]
 
     __table_args__ = (
-        Index("ix_issued_tokens_rule", "rule_id", "rule_version"),
         # Partial: a token exchanged from an external JWT has no parent and no credential,
         # so its insert writes two index pages fewer. Every query on these columns compares
         # them with a value (or joins on them), which implies IS NOT NULL: both SQLite's
@@ -248,5 +251,7 @@ class AuditRecord(Base):
     requested_scope: Mapped[str | None] = mapped_column(Text)
     rule_id: Mapped[int | None] = mapped_column(Integer)
     rule_version: Mapped[int | None] = mapped_column(Integer)
-    issued_jti: Mapped[str | None] = mapped_column(String(64), index=True)
+    # Not indexed: sts never looks an audit row up by token. An operator finds one through
+    # ``at`` and the time in the jti's first 12 hex digits (README, "Audit log").
+    issued_jti: Mapped[str | None] = mapped_column(String(64))
     detail: Mapped[str | None] = mapped_column(Text)

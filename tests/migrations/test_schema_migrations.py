@@ -9,7 +9,14 @@ from sqlalchemy import inspect, text
 
 from sts.app import create_app
 from sts.db.engine import make_engine
-from sts.db.migrate import alembic_config, current_revisions, downgrade, schema_is_at_head, upgrade
+from sts.db.migrate import (
+    alembic_config,
+    current_revisions,
+    downgrade,
+    schema_head,
+    schema_is_at_head,
+    upgrade,
+)
 from sts.db.models import Base
 from sts.errors import StartupError
 
@@ -63,9 +70,8 @@ def test_service_refuses_after_a_downgrade(empty_database_url: str, make_setting
     upgrade(config)
     downgrade(config, "base")
     settings = make_settings(empty_database_url, auto_migrate=False)
-    with pytest.raises(
-        StartupError, match=r"empty \(no revision\) but sts needs 0003_exchange_writes"
-    ):
+    head = schema_head(config)
+    with pytest.raises(StartupError, match=rf"empty \(no revision\) but sts needs {head}"):
         create_app(settings)
     engine.dispose()
 
@@ -125,4 +131,25 @@ def test_status_blocks_revision_keeps_the_lists(empty_database_url: str) -> None
     assert "last_claim_at" not in {c["name"] for c in inspect(engine).get_columns("status_lists")}
     with engine.connect() as connection:
         assert connection.execute(text("SELECT id, next_idx FROM status_lists")).all() == [(1, 3)]
+    engine.dispose()
+
+
+def test_fewer_indexes_revision_goes_both_ways(empty_database_url: str) -> None:
+    """0004 drops three indexes no exchange-path query reads; its downgrade restores them."""
+    engine = make_engine(empty_database_url)
+    config = alembic_config(engine)
+
+    def indexes(table: str) -> set[str]:
+        return {index["name"] or "" for index in inspect(engine).get_indexes(table)}
+
+    upgrade(config, "0003_exchange_writes")
+    dropped = {"ix_issued_tokens_kid", "ix_issued_tokens_rule"}
+    assert dropped <= indexes("issued_tokens")
+    assert "ix_audit_log_issued_jti" in indexes("audit_log")
+    upgrade(config)
+    assert not dropped & indexes("issued_tokens")
+    assert indexes("audit_log") == {"ix_audit_log_at"}
+    downgrade(config, "0003_exchange_writes")
+    assert dropped <= indexes("issued_tokens")
+    assert indexes("audit_log") == {"ix_audit_log_at", "ix_audit_log_issued_jti"}
     engine.dispose()
