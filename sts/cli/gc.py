@@ -6,7 +6,7 @@ import click
 
 from sts.cli.common import current_clock, load_settings, open_engine
 from sts.db.engine import make_session_factory
-from sts.db.locks import begin_write
+from sts.db.locks import write_transaction
 from sts.housekeeping import collect_garbage
 
 
@@ -15,10 +15,9 @@ def gc_command() -> None:
     """Housekeeping; safe to run from cron on any one replica at any time."""
     settings = load_settings()
     now = current_clock()()
-    with open_engine(settings) as engine, make_session_factory(engine)() as session:
-        begin_write(session)
-        collected = collect_garbage(session, settings, now)
-        session.commit()
+    with open_engine(settings) as engine:
+        session_factory = make_session_factory(engine)
+        collected = collect_garbage(lambda: write_transaction(session_factory), settings, now)
     click.echo(
         f"deleted {collected.lineage} lineage row(s), {collected.lifted_blocks} lifted "
         f"block(s), {collected.audit} audit record(s); retired {collected.status_lists} "

@@ -6,10 +6,12 @@ taken up front with ``BEGIN IMMEDIATE`` so the critical section cannot interleav
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import os
 import threading
 import zlib
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from sqlalchemy import text
@@ -124,6 +126,16 @@ def begin_write(session: Session) -> None:
     except BaseException:
         release_gate_of(session)
         raise
+
+
+@contextlib.contextmanager
+def write_transaction(session_factory: Callable[[], Session]) -> Iterator[Session]:
+    """A session in a write transaction (:func:`begin_write`), committed when the block
+    ends without an error, rolled back otherwise."""
+    with session_factory() as session:
+        begin_write(session)
+        yield session
+        session.commit()
 
 
 def release_gate_of(session: Session) -> None:

@@ -2,8 +2,15 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+from sqlalchemy.orm import Session
+
+from sts.db.locks import write_transaction
 from sts.db.models import AuditRecord, IssuedToken, Revocation, StatusList
 from sts.db.queries import RETIRE_AFTER_LAST_CLAIM
+from sts.housekeeping import collect_garbage
 from sts.status_list import allocate_token_status
 from tests.conftest import TEST_ISSUER
 from tests.integration.test_offboarding import sts
@@ -58,3 +65,30 @@ def test_gc_retires_full_lists_whose_tokens_have_all_expired(world: World) -> No
         retired = session.get(StatusList, 1)
         assert retired is not None and retired.retired_at is not None
     assert world.is_active(token)
+
+
+def test_gc_deletes_in_transactions_of_at_most_one_batch(world: World) -> None:
+    """Each transaction holds SQLite's write lock while exchanges wait: none deletes more
+    than one batch of rows, and together they delete everything past its retention."""
+    services = world.app.extensions["sts"]
+    settings = services.settings
+    for _ in range(3):
+        world.chain()  # 9 lineage rows, 9 audit records
+    world.clock.advance(settings.max_token_ttl + settings.audit_retention + 1)
+    live = world.chain()
+    deleted_per_transaction: list[int] = []
+
+    @contextmanager
+    def counted_write() -> Iterator[Session]:
+        before = world.count(IssuedToken) + world.count(AuditRecord)
+        with write_transaction(services.session_factory) as session:
+            yield session
+        deleted_per_transaction.append(before - world.count(IssuedToken) - world.count(AuditRecord))
+
+    collected = collect_garbage(counted_write, settings, world.clock(), batch=4)
+
+    assert (collected.lineage, collected.audit) == (9, 9)
+    assert max(deleted_per_transaction) == 4
+    assert sum(deleted_per_transaction) == 18
+    assert world.count(IssuedToken) == 3
+    assert world.is_active(live[2])
