@@ -167,7 +167,11 @@ class IssuedToken(Base):
     issued_at: Mapped[datetime]
     expires_at: Mapped[datetime] = mapped_column(index=True)
     # draft-ietf-oauth-status-list: where this token's bit lives (list, index).
-    status_list_id: Mapped[int | None] = mapped_column(ForeignKey("status_lists.id"))
+    # No foreign key (migration 0005): on PostgreSQL its check locked the current list's
+    # row (FOR KEY SHARE) in every exchange, a WAL record and, with exchanges in parallel,
+    # a MultiXact each time. It guarded nothing reachable: the id comes from a claim on
+    # that row (sts.db.status_indexes), and lists are never deleted, only retired.
+    status_list_id: Mapped[int | None] = mapped_column(Integer)
     status_idx: Mapped[int | None] = mapped_column(Integer)
     revoked_at: Mapped[datetime | None]
 

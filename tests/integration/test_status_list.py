@@ -15,6 +15,7 @@ from datetime import timedelta
 from typing import Any
 
 import jwt as pyjwt
+import pytest
 from sqlalchemy import select, update
 
 from sts.db.models import IssuedToken, StatusList
@@ -239,3 +240,28 @@ def test_a_block_is_not_used_after_its_maximum_age(world: World) -> None:
     second = world.chain()
     assert [status_of(token)[1] for token in first] == [0, 1, 2]
     assert [status_of(token)[1] for token in second] == [block, block + 1, block + 2]
+
+
+@pytest.mark.parametrize("empty_database_url", ["postgresql"], indirect=True)
+def test_a_lock_on_the_lists_row_does_not_hold_up_exchanges(world: World) -> None:
+    """An exchange with a block of indexes in hand takes no lock on its list's row: no
+    foreign-key check (FOR KEY SHARE, a WAL record and a MultiXact per exchange) waits on
+    whoever holds it."""
+    first = world.exchange(world.ci_token(), audience=DEPLOY)  # claims a block
+    assert first.status_code == 200, first.json
+    engine = world.app.extensions["sts"].engine
+    answered: list[int] = []
+    with engine.connect() as holder:
+        holder.execute(select(StatusList.id).with_for_update())  # every list row, exclusively
+        exchange = threading.Thread(
+            target=lambda: answered.append(
+                world.exchange(world.ci_token(), audience=DEPLOY).status_code
+            )
+        )
+        exchange.start()
+        exchange.join(timeout=10)
+        finished_under_the_lock = not exchange.is_alive()
+        holder.rollback()
+    exchange.join()
+    assert finished_under_the_lock
+    assert answered == [200]

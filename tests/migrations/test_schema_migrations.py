@@ -153,3 +153,45 @@ def test_fewer_indexes_revision_goes_both_ways(empty_database_url: str) -> None:
     assert dropped <= indexes("issued_tokens")
     assert indexes("audit_log") == {"ix_audit_log_at", "ix_audit_log_issued_jti"}
     engine.dispose()
+
+
+def test_no_status_list_foreign_key_revision_keeps_the_tokens(empty_database_url: str) -> None:
+    """0005 drops the foreign key from a token's status entry to its list (rebuilding the
+    table on SQLite) and keeps every row; its downgrade puts the key back."""
+    engine = make_engine(empty_database_url)
+    config = alembic_config(engine)
+
+    def status_keys() -> list[str]:
+        keys = inspect(engine).get_foreign_keys("issued_tokens")
+        return [key["name"] or "" for key in keys if key["referred_table"] == "status_lists"]
+
+    upgrade(config, "0004_fewer_exchange_indexes")
+    assert status_keys() == ["fk_issued_tokens_status_list_id_status_lists"]
+    token = (
+        "INSERT INTO issued_tokens (jti, parent_jti, subject, subject_issuer, rule_id,"
+        " rule_version, audience, scope, kid, issued_at, expires_at, status_list_id,"
+        " status_idx) VALUES (:jti, :parent, 's', 'i', 1, 1, '[]', '', 'k', :t, :t, 1, :idx)"
+    )
+    with engine.begin() as connection:
+        connection.execute(
+            text("INSERT INTO status_lists (id, size, next_idx, created_at) VALUES (1, 8, 2, :t)"),
+            {"t": "2026-11-29 12:00:00"},
+        )
+        for jti, parent, idx in (("j1", None, 0), ("j2", "j1", 1)):
+            connection.execute(
+                text(token), {"jti": jti, "parent": parent, "idx": idx, "t": "2026-11-29 12:00:00"}
+            )
+    rows = "SELECT jti, parent_jti, status_list_id, status_idx FROM issued_tokens ORDER BY jti"
+    kept = [("j1", None, 1, 0), ("j2", "j1", 1, 1)]
+
+    upgrade(config)
+    assert status_keys() == []
+    with engine.connect() as connection:
+        assert [tuple(row) for row in connection.execute(text(rows))] == kept
+        if engine.dialect.name == "sqlite":  # keys were off for the rebuild, and are on again
+            assert connection.exec_driver_sql("PRAGMA foreign_keys").scalar() == 1
+    downgrade(config, "0004_fewer_exchange_indexes")
+    assert status_keys() == ["fk_issued_tokens_status_list_id_status_lists"]
+    with engine.connect() as connection:
+        assert [tuple(row) for row in connection.execute(text(rows))] == kept
+    engine.dispose()
