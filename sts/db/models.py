@@ -256,6 +256,6 @@ class AuditRecord(Base):
     rule_id: Mapped[int | None] = mapped_column(Integer)
     rule_version: Mapped[int | None] = mapped_column(Integer)
     # Not indexed: sts never looks an audit row up by token. An operator finds one through
-    # ``at`` and the time in the jti's first 12 hex digits (README, "Audit log").
+    # ``at`` and the time in the jti's first 12 hex digits (README, "Errors").
     issued_jti: Mapped[str | None] = mapped_column(String(64))
     detail: Mapped[str | None] = mapped_column(Text)
