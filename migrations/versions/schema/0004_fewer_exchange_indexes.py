@@ -8,7 +8,7 @@ request path:
   while a key was active carries it, so that query matches most of the table and the
   planner scans it anyway.
 * ``ix_issued_tokens_rule``: read by ``sts revoke --rule``, which likewise matches a large
-  share of the table (and the table only holds live tokens and recently expired ones).
+  share of the table (live tokens and those expired within the lineage retention).
 * ``ix_audit_log_issued_jti``: read by nothing in sts. An operator looking up a token's
   audit row narrows it by ``at`` first (the jti's first 12 hex digits are its issuance
   time in milliseconds), which ``ix_audit_log_at`` serves.
