@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -43,9 +44,11 @@ class Row:
     result: LoadResult | None = None
     failure: str | None = None
     notes: dict[str, Any] = field(default_factory=dict)
+    round: int = 1  # peers --rounds: which round measured it
 
     def as_dict(self) -> dict[str, Any]:
         return {
+            "round": self.round,
             "target": self.target,
             "server": self.server,
             "database": self.database,
@@ -123,6 +126,19 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     parser.add_argument("--workers", type=int, default=2, help="server worker processes")
     parser.add_argument(
+        "--peer-workers",
+        type=int,
+        help="peers only: the peers' processes (default: --workers, the same as sts; issue "
+        "7's reference table ran each peer as 1 process)",
+    )
+    parser.add_argument(
+        "--rounds",
+        type=int,
+        default=1,
+        help="peers only: measure every target this many times, in reverse order every other "
+        "round, and add the median and range of each round's ratios",
+    )
+    parser.add_argument(
         "--servers",
         default=SERVERS[0],
         help="comma-separated: granian,gunicorn (sts and floor; default: sts serve's)",
@@ -158,6 +174,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     if args.concurrency is None:
         args.concurrency = 16 if timing else 8
     args.servers = _split(args.servers, SERVERS)
+    if args.rounds < 1 or (args.rounds > 1 and args.mode != "peers"):
+        parser.error("--rounds is for the peers mode, and at least 1")
     if not timing and (args.rate is not None or args.fraction != 0.5):
         parser.error("--rate and --fraction are for the latency mode")
     if soaking or timing:
@@ -198,6 +216,7 @@ class Runner:
         self.workdir = workdir
         self.rows: list[Row] = []
         self.profiled = False
+        self.round = 1
 
     def spec(self, port: int, requests: list[bytes]) -> LoadSpec:
         return LoadSpec(
@@ -238,12 +257,14 @@ class Runner:
                 except subprocess.TimeoutExpired:
                     spy.kill()
                     spy.wait()
+        row.round = self.round
         self.rows.append(row)
         return row
 
     def failed(self, row: Row, exc: Exception) -> None:
         row.failure = f"{type(exc).__name__}: {str(exc)[-600:]}"
         print(f"  FAILED {row.target}/{row.server}/{row.database}: {row.failure}", file=sys.stderr)
+        row.round = self.round
         self.rows.append(row)
 
     def sts(self, kind: str, world: World, server: str) -> AbstractContextManager[RunningServer]:
@@ -310,9 +331,10 @@ class Runner:
     def run_peer(self, name: str, peer: PeerTokens) -> None:
         directory = self.args.peers_dir / name
         port = servers.free_port()
-        row = Row(name, f"{self.args.workers} process(es)", "in-memory", "peer-shape")
+        workers = self.args.peer_workers or self.args.workers
+        row = Row(name, f"{workers} process(es)", "in-memory", "peer-shape")
         try:
-            with peer_server(directory, port, self.args.workers) as pid:
+            with peer_server(directory, port, workers) as pid:
                 self.measure(row, port, pid, lambda: peer_requests(peer.tokens, port))
         except Exception as exc:
             self.failed(row, exc)
@@ -506,6 +528,50 @@ def ratio_table(rows: list[Row]) -> str:
     return "\n".join(out)
 
 
+def ratios_by_round(rows: list[Row]) -> dict[tuple[str, str], list[float]]:
+    """(sts or floor row's label, "exch/s ÷ peer" or "CPU/exch ÷ peer") -> the ratio in
+    each round where both were measured. A ratio is taken within one round only: its two
+    rows ran minutes apart on the same machine, not an hour."""
+    ratios: dict[tuple[str, str], list[float]] = {}
+    for number in sorted({r.round for r in rows}):
+        measured = [r for r in rows if r.round == number and r.result is not None]
+        peers = {r.target: r.result for r in measured if r.target in PEERS}
+        for row in measured:
+            if not row.target.startswith(("sts", "floor")):
+                continue
+            label = f"{row.target} ({row.server}, {row.database})"
+            for name, peer in peers.items():
+                assert row.result is not None and peer is not None
+                if peer.rate:
+                    ratios.setdefault((label, f"exch/s ÷ {name}"), []).append(
+                        row.result.rate / peer.rate
+                    )
+                ours = row.result.server_cpu_ms_per_exchange
+                theirs = peer.server_cpu_ms_per_exchange
+                if ours and theirs:
+                    ratios.setdefault((label, f"CPU/exch ÷ {name}"), []).append(ours / theirs)
+    return ratios
+
+
+def rounds_summary(rows: list[Row]) -> str:
+    """One line per sts or floor row: each ratio as median (lowest-highest) over rounds."""
+    ratios = ratios_by_round(rows)
+    columns = [f"{what} ÷ {name}" for name in PEERS for what in ("exch/s", "CPU/exch")]
+    labels = list(dict.fromkeys(label for label, _ in ratios))
+    lines = []
+    for label in labels:
+        cells = [label]
+        for column in columns:
+            values = ratios.get((label, column))
+            cells.append(
+                f"{statistics.median(values):.2f} ({min(values):.2f}-{max(values):.2f})"
+                if values
+                else "n/a"
+            )
+        lines.append(cells)
+    return markdown_table(["ratio", *columns], lines)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     if args.mode == "soak":
@@ -521,7 +587,8 @@ def main(argv: list[str] | None = None) -> int:
         scenarios = args.scenarios if args.mode == "run" else ["peer-shape"]
         jwks_path = workdir / "upstream_public.jwks.json"
         jwks_path.write_text(json.dumps(peer.jwks))
-        if args.mode == "peers":
+
+        def run_peers() -> None:
             for name in PEERS:
                 if peers_dir is None:
                     runner.failed(
@@ -530,17 +597,38 @@ def main(argv: list[str] | None = None) -> int:
                     )
                 else:
                     runner.run_peer(name, peer)
-        for database in args.databases:
-            try:
-                with seeded_world(args, workdir, database, peer) as world:
-                    runner.run_sts(world, scenarios)
-            except Exception as exc:
-                runner.failed(Row("sts", "-", database, ",".join(scenarios)), exc)
-        if args.floor:
-            runner.run_floor(peer, jwks_path)
+
+        def run_sts() -> None:
+            # A fresh database every round: each starts from the same seeded state.
+            round_dir = workdir / f"round-{runner.round}"
+            round_dir.mkdir()
+            for database in args.databases:
+                try:
+                    with seeded_world(args, round_dir, database, peer) as world:
+                        runner.run_sts(world, scenarios)
+                except Exception as exc:
+                    runner.failed(Row("sts", "-", database, ",".join(scenarios)), exc)
+
+        def run_floor() -> None:
+            if args.floor:
+                runner.run_floor(peer, jwks_path)
+
+        order = [*([run_peers] if args.mode == "peers" else []), run_sts, run_floor]
+        for number in range(1, args.rounds + 1):
+            runner.round = number
+            if args.rounds > 1:
+                print(f"round {number} of {args.rounds}", file=sys.stderr, flush=True)
+            # Every other round in reverse: a machine that drifts during the run favours
+            # no target in the median.
+            for step in order if number % 2 else reversed(order):
+                step()
         rows = runner.rows
 
-    table = markdown_table(HEADERS, [row_cells(r) for r in rows])
+    table = "\n\n".join(
+        (f"round {number}:\n" if args.rounds > 1 else "")
+        + markdown_table(HEADERS, [row_cells(r) for r in rows if r.round == number])
+        for number in range(1, args.rounds + 1)
+    )
     print()
     print(
         f"sts bench ({args.mode}): {args.concurrency} connections from {args.processes} "
@@ -550,8 +638,15 @@ def main(argv: list[str] | None = None) -> int:
     )
     print(table)
     if args.mode == "peers":
-        print()
-        print(ratio_table(rows))
+        for number in range(1, args.rounds + 1):
+            print()
+            if args.rounds > 1:
+                print(f"round {number}:")
+            print(ratio_table([r for r in rows if r.round == number]))
+        if args.rounds > 1:
+            print()
+            print(f"each round's ratio over {args.rounds} rounds: median (lowest-highest)")
+            print(rounds_summary(rows))
     for row in rows:
         if row.result and row.result.errors:
             print(
