@@ -33,6 +33,7 @@ from sts.cli.serve import SERVERS
 
 RESULTS = Path(__file__).resolve().parent / "results"
 PEERS = ("oidc-provider", "idpyoidc")
+GOVERNANCE_OFF = "sts, audit+lineage OFF (bench only)"
 
 
 @dataclass
@@ -135,8 +136,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--rounds",
         type=int,
         default=1,
-        help="peers only: measure every target this many times, in reverse order every other "
-        "round, and add the median and range of each round's ratios",
+        help="run and peers: measure every row this many times, in reverse order every other "
+        "round, and add the median and range of each round's ratios (peers) or governance "
+        "cost (run)",
     )
     parser.add_argument(
         "--servers",
@@ -174,8 +176,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     if args.concurrency is None:
         args.concurrency = 16 if timing else 8
     args.servers = _split(args.servers, SERVERS)
-    if args.rounds < 1 or (args.rounds > 1 and args.mode != "peers"):
-        parser.error("--rounds is for the peers mode, and at least 1")
+    if args.rounds < 1 or (args.rounds > 1 and args.mode not in ("run", "peers")):
+        parser.error("--rounds is for the run and peers modes, and at least 1")
     if not timing and (args.rate is not None or args.fraction != 0.5):
         parser.error("--rate and --fraction are for the latency mode")
     if soaking or timing:
@@ -300,7 +302,7 @@ class Runner:
                 self.failed(Row("sts", server, world.database, ",".join(scenarios)), exc)
             if not self.args.governance_off or "ci-deploy" not in scenarios:
                 continue
-            target = "sts, audit+lineage OFF (bench only)"
+            target = GOVERNANCE_OFF
             try:
                 with self.sts("sts-nogov", world, server) as running:
                     row = Row(target, server, world.database, "ci-deploy")
@@ -572,6 +574,40 @@ def rounds_summary(rows: list[Row]) -> str:
     return markdown_table(["ratio", *columns], lines)
 
 
+def governance_costs(rows: list[Row]) -> dict[tuple[str, str], list[float]]:
+    """(server, database) -> 1 - (exch/s with governance ÷ without), CI JWT, in each round
+    where both rows were measured."""
+    costs: dict[tuple[str, str], list[float]] = {}
+    for number in sorted({r.round for r in rows}):
+        measured = [r for r in rows if r.round == number and r.scenario == "ci-deploy"]
+        for off in (r for r in measured if r.target == GOVERNANCE_OFF and r.result):
+            on = next(
+                (
+                    r
+                    for r in measured
+                    if r.target == "sts" and (r.server, r.database) == (off.server, off.database)
+                ),
+                None,
+            )
+            if on is not None and on.result is not None and off.result and off.result.rate:
+                costs.setdefault((off.server, off.database), []).append(
+                    1 - on.result.rate / off.result.rate
+                )
+    return costs
+
+
+def governance_summary(rows: list[Row]) -> str:
+    lines = [
+        [
+            f"{server}, {database}",
+            f"{statistics.median(values):.0%} ({min(values):.0%} to {max(values):.0%})",
+            " ".join(f"{value:.0%}" for value in values),
+        ]
+        for (server, database), values in governance_costs(rows).items()
+    ]
+    return markdown_table(["server, database", "1 - on ÷ off (CI JWT)", "rounds"], lines)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     if args.mode == "soak":
@@ -647,6 +683,10 @@ def main(argv: list[str] | None = None) -> int:
             print()
             print(f"each round's ratio over {args.rounds} rounds: median (lowest-highest)")
             print(rounds_summary(rows))
+    elif args.rounds > 1 and any(r.target == GOVERNANCE_OFF for r in rows):
+        print()
+        print(f"governance's cost over {args.rounds} rounds: median (lowest-highest)")
+        print(governance_summary(rows))
     for row in rows:
         if row.result and row.result.errors:
             print(

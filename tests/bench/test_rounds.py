@@ -1,16 +1,32 @@
-"""``python -m bench peers --rounds N``: each ratio is taken within one round (its two rows
-ran minutes apart), then summarised as median (lowest-highest); a round where a target
-failed contributes no ratio for it. ``--peer-workers`` sets the peers' processes only."""
+"""``python -m bench [peers] --rounds N``: each ratio (sts ÷ a peer; governance on ÷ off) is
+taken within one round (its two rows ran minutes apart), then summarised as median
+(lowest-highest); a round where a row failed contributes no ratio for it.
+``--peer-workers`` sets the peers' processes only."""
 
 from __future__ import annotations
 
 import pytest
 
-from bench.__main__ import Row, parse_args, ratios_by_round, rounds_summary
+from bench.__main__ import (
+    GOVERNANCE_OFF,
+    Row,
+    governance_costs,
+    governance_summary,
+    parse_args,
+    ratios_by_round,
+    rounds_summary,
+)
 from bench.loadgen import LoadResult
 
 
-def measured(target: str, round_: int, rate: float, cpu_ms: float | None) -> Row:
+def measured(
+    target: str,
+    round_: int,
+    rate: float,
+    cpu_ms: float | None,
+    where: tuple[str, str] = ("granian", "sqlite"),
+    scenario: str = "peer-shape",
+) -> Row:
     ok = int(rate * 10)
     server_cpu = None if cpu_ms is None else cpu_ms * ok / 1000
     result = LoadResult(
@@ -24,8 +40,8 @@ def measured(target: str, round_: int, rate: float, cpu_ms: float | None) -> Row
         client_cpu_seconds=1.0,
         run_seconds=12.0,
     )
-    server, database = ("granian", "sqlite") if target == "sts" else ("-", "-")
-    return Row(target, server, database, "peer-shape", result=result, round=round_)
+    server, database = where if target.startswith("sts") else ("-", "-")
+    return Row(target, server, database, scenario, result=result, round=round_)
 
 
 def three_rounds() -> list[Row]:
@@ -72,10 +88,42 @@ def test_a_failed_row_gives_no_ratio_for_its_round() -> None:
     assert len(ratios[("sts (granian, sqlite)", "exch/s ÷ oidc-provider")]) == 3
 
 
-def test_rounds_are_for_the_peers_mode() -> None:
+def governance_rows() -> list[Row]:
+    rows = []
+    # granian/sqlite: 1 - 800/1000, 1 - 900/1000, 1 - 850/1000 (the third round's OFF row
+    # failed on postgresql); postgresql: 1 - 600/1000 in round 1 only.
+    for round_, on, off in ((1, 800, 1000), (2, 900, 1000), (3, 850, 1000)):
+        rows.append(measured("sts", round_, on, 1.0, scenario="ci-deploy"))
+        rows.append(measured("sts", round_, on * 2, 1.0, scenario="peer-shape"))
+        rows.append(measured(GOVERNANCE_OFF, round_, off, 0.8, scenario="ci-deploy"))
+    pg = ("granian", "postgresql")
+    rows.append(measured("sts", 1, 600, 1.0, where=pg, scenario="ci-deploy"))
+    rows.append(measured(GOVERNANCE_OFF, 1, 1000, 0.8, where=pg, scenario="ci-deploy"))
+    rows.append(measured("sts", 3, 700, 1.0, where=pg, scenario="ci-deploy"))
+    rows.append(Row(GOVERNANCE_OFF, *pg, "ci-deploy", failure="did not start", round=3))
+    return rows
+
+
+def test_governance_cost_pairs_on_and_off_of_one_round_and_server() -> None:
+    costs = governance_costs(governance_rows())
+    assert costs[("granian", "sqlite")] == pytest.approx([0.2, 0.1, 0.15])
+    assert costs[("granian", "postgresql")] == pytest.approx([0.4])
+
+
+def test_the_governance_summary_gives_median_and_range() -> None:
+    lines = governance_summary(governance_rows()).splitlines()[2:]
+    cells = [[cell.strip() for cell in line.strip("|").split("|")] for line in lines]
+    assert cells == [
+        ["granian, sqlite", "15% (10% to 20%)", "20% 10% 15%"],
+        ["granian, postgresql", "40% (40% to 40%)", "40%"],
+    ]
+
+
+def test_rounds_are_for_the_run_and_peers_modes() -> None:
     assert parse_args(["peers", "--rounds", "3"]).rounds == 3
+    assert parse_args(["run", "--rounds", "2"]).rounds == 2
     assert parse_args(["peers"]).rounds == 1
-    for argv in (["run", "--rounds", "2"], ["peers", "--rounds", "0"]):
+    for argv in (["soak", "--rounds", "2"], ["peers", "--rounds", "0"]):
         with pytest.raises(SystemExit):
             parse_args(argv)
 
