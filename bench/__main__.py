@@ -531,17 +531,27 @@ def ratio_table(rows: list[Row]) -> str:
 
 
 def ratios_by_round(rows: list[Row]) -> dict[tuple[str, str], list[float]]:
-    """(sts or floor row's label, "exch/s ÷ peer" or "CPU/exch ÷ peer") -> the ratio in
-    each round where both were measured. A ratio is taken within one round only: its two
-    rows ran minutes apart on the same machine, not an hour."""
+    """(sts or floor row's label, "exch/s ÷ peer", "CPU/exch ÷ peer" or, for sts, "CPU/exch
+    ÷ floor" on the same server) -> the ratio in each round where both were measured. A
+    ratio is taken within one round only: its two rows ran minutes apart on the same
+    machine, not an hour."""
     ratios: dict[tuple[str, str], list[float]] = {}
     for number in sorted({r.round for r in rows}):
         measured = [r for r in rows if r.round == number and r.result is not None]
         peers = {r.target: r.result for r in measured if r.target in PEERS}
+        floors = {r.server: r.result for r in measured if r.target.startswith("floor")}
         for row in measured:
             if not row.target.startswith(("sts", "floor")):
                 continue
             label = f"{row.target} ({row.server}, {row.database})"
+            floor = floors.get(row.server) if row.target.startswith("sts") else None
+            if floor is not None and row.result is not None:
+                ours, theirs = (
+                    row.result.server_cpu_ms_per_exchange,
+                    floor.server_cpu_ms_per_exchange,
+                )
+                if ours and theirs:
+                    ratios.setdefault((label, "CPU/exch ÷ floor"), []).append(ours / theirs)
             for name, peer in peers.items():
                 assert row.result is not None and peer is not None
                 if peer.rate:
@@ -559,6 +569,7 @@ def rounds_summary(rows: list[Row]) -> str:
     """One line per sts or floor row: each ratio as median (lowest-highest) over rounds."""
     ratios = ratios_by_round(rows)
     columns = [f"{what} ÷ {name}" for name in PEERS for what in ("exch/s", "CPU/exch")]
+    columns.append("CPU/exch ÷ floor")
     labels = list(dict.fromkeys(label for label, _ in ratios))
     lines = []
     for label in labels:

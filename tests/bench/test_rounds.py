@@ -46,7 +46,7 @@ def measured(
 
 def three_rounds() -> list[Row]:
     # sts ÷ oidc-provider: 0.50, 0.75, 0.60 (exch/s); 2.0, 1.5, 1.25 (CPU).
-    return [
+    rows = [
         measured("oidc-provider", 1, 2000, 0.5),
         measured("idpyoidc", 1, 500, 2.0),
         measured("sts", 1, 1000, 1.0),
@@ -56,7 +56,14 @@ def three_rounds() -> list[Row]:
         measured("oidc-provider", 3, 2500, 0.8),
         measured("idpyoidc", 3, 400, 2.5),
         measured("sts", 3, 1500, 1.0),
+        # The floor on granian (sts's server) in rounds 1 and 3; on gunicorn in round 2.
+        Row("floor", "granian", "-", "peer-shape", result=measured("x", 1, 3000, 0.8).result),
+        Row("floor", "gunicorn", "-", "peer-shape", result=measured("x", 2, 3000, 0.5).result),
+        Row("floor", "granian", "-", "peer-shape", result=measured("x", 3, 3000, 0.5).result),
     ]
+    for row, round_ in zip(rows[-3:], (1, 2, 3), strict=True):
+        row.round = round_
+    return rows
 
 
 def test_each_ratio_pairs_rows_of_the_same_round() -> None:
@@ -66,6 +73,8 @@ def test_each_ratio_pairs_rows_of_the_same_round() -> None:
     assert ratios[(label, "CPU/exch ÷ oidc-provider")] == pytest.approx([2.0, 1.5, 1.25])
     assert ratios[(label, "exch/s ÷ idpyoidc")] == pytest.approx([2.0, 2.5, 3.75])
     assert ratios[(label, "CPU/exch ÷ idpyoidc")] == pytest.approx([0.5, 0.5, 0.4])
+    # Only against the floor on sts's own server: none on granian in round 2.
+    assert ratios[(label, "CPU/exch ÷ floor")] == pytest.approx([1.25, 2.0])
 
 
 def test_the_summary_gives_median_and_range() -> None:
@@ -77,6 +86,7 @@ def test_the_summary_gives_median_and_range() -> None:
         "1.50 (1.25-2.00)",
         "2.50 (2.00-3.75)",
         "0.50 (0.40-0.50)",
+        "1.62 (1.25-2.00)",
     ]
 
 
