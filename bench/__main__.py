@@ -45,7 +45,7 @@ class Row:
     result: LoadResult | None = None
     failure: str | None = None
     notes: dict[str, Any] = field(default_factory=dict)
-    round: int = 1  # peers --rounds: which round measured it
+    round: int = 1  # --rounds: which round measured it
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -178,6 +178,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     args.servers = _split(args.servers, SERVERS)
     if args.rounds < 1 or (args.rounds > 1 and args.mode not in ("run", "peers")):
         parser.error("--rounds is for the run and peers modes, and at least 1")
+    if args.peer_workers is not None and (args.mode != "peers" or args.peer_workers < 1):
+        parser.error("--peer-workers is for the peers mode, and at least 1")
     if not timing and (args.rate is not None or args.fraction != 0.5):
         parser.error("--rate and --fraction are for the latency mode")
     if soaking or timing:
@@ -543,9 +545,10 @@ def ratios_by_round(rows: list[Row]) -> dict[tuple[str, str], list[float]]:
         for row in measured:
             if not row.target.startswith(("sts", "floor")):
                 continue
+            assert row.result is not None
             label = f"{row.target} ({row.server}, {row.database})"
             floor = floors.get(row.server) if row.target.startswith("sts") else None
-            if floor is not None and row.result is not None:
+            if floor is not None:
                 ours, theirs = (
                     row.result.server_cpu_ms_per_exchange,
                     floor.server_cpu_ms_per_exchange,
@@ -553,7 +556,7 @@ def ratios_by_round(rows: list[Row]) -> dict[tuple[str, str], list[float]]:
                 if ours and theirs:
                     ratios.setdefault((label, "CPU/exch ÷ floor"), []).append(ours / theirs)
             for name, peer in peers.items():
-                assert row.result is not None and peer is not None
+                assert peer is not None
                 if peer.rate:
                     ratios.setdefault((label, f"exch/s ÷ {name}"), []).append(
                         row.result.rate / peer.rate

@@ -141,3 +141,6 @@ def test_rounds_are_for_the_run_and_peers_modes() -> None:
 def test_peer_workers_default_to_the_servers_workers() -> None:
     assert parse_args(["peers"]).peer_workers is None  # run_peer falls back to --workers
     assert parse_args(["peers", "--peer-workers", "1"]).peer_workers == 1
+    for argv in (["run", "--peer-workers", "1"], ["peers", "--peer-workers", "0"]):
+        with pytest.raises(SystemExit):
+            parse_args(argv)
