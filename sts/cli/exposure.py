@@ -9,7 +9,7 @@ import click
 from sts.cli.common import current_clock, open_engine
 from sts.db import queries
 from sts.db.engine import make_session_factory
-from sts.db.locks import begin_write
+from sts.db.locks import write_transaction
 from sts.revocation import record_revocation
 from sts.tokens.exposure import upstream_token_id
 
@@ -31,8 +31,7 @@ def exposure_command(token_id: str | None, token_stdin: bool, revoke: bool) -> N
         token_id = upstream_token_id(sys.stdin.read().strip())
     now = current_clock()()
     roots = queries.tokens_named("subject_token", token_id)
-    with open_engine() as engine, make_session_factory(engine)() as session:
-        begin_write(session)
+    with open_engine() as engine, write_transaction(make_session_factory(engine)) as session:
         rows = queries.lineage_tokens(session, roots)
         revoked = queries.revoke_lineage(session, roots, now) if revoke else 0
         if revoke:
@@ -44,7 +43,6 @@ def exposure_command(token_id: str | None, token_stdin: bool, revoke: bool) -> N
                 token_id=token_id,
                 decision="info",
             )
-        session.commit()
     click.echo(f"{len(rows)} token(s) derived from {token_id}")
     for row in rows:
         state = (

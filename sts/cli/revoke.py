@@ -6,7 +6,7 @@ import click
 
 from sts.cli.common import current_clock, open_engine
 from sts.db.engine import make_session_factory
-from sts.db.locks import begin_write
+from sts.db.locks import write_transaction
 from sts.revocation import UnknownTarget, lift_by_operator, revoke_by_operator
 
 SELECTORS = ("jti", "subject", "client", "credential", "issuer", "rule", "actor")
@@ -50,8 +50,7 @@ def revoke_command(
     if versions and kind != "rule":
         raise click.UsageError("--version goes with --rule")
     now = current_clock()()
-    with open_engine() as engine, make_session_factory(engine)() as session:
-        begin_write(session)
+    with open_engine() as engine, write_transaction(make_session_factory(engine)) as session:
         try:
             if lift:
                 outcome = lift_by_operator(session, kind, value, reason=reason, now=now)
@@ -61,7 +60,6 @@ def revoke_command(
                 )
         except UnknownTarget as exc:
             raise click.ClickException(str(exc)) from None
-        session.commit()
     if lift:
         click.echo(f"lifted {outcome.lifted} block(s) on {kind} {value!r}")
         return

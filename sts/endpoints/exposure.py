@@ -22,7 +22,7 @@ from sts import errors
 from sts.audit import AuditEntry, record
 from sts.credentials import secret_matches
 from sts.db import queries
-from sts.db.locks import begin_write
+from sts.db.locks import write_transaction
 from sts.endpoints import NO_STORE, Response
 from sts.endpoints.revocation import find_token
 from sts.protocol import require_form_encoded
@@ -73,8 +73,7 @@ def handle_exposure_report(
     )
     found = find_token(services, token, None, now)
     try:
-        with services.session_factory() as session:
-            begin_write(session)
+        with write_transaction(services.session_factory) as session:
             if found is not None and found.kind == "access_token":
                 count = revoke_token(session, found.identifier, now)
                 entry.subject_token_id = found.identifier
@@ -88,7 +87,6 @@ def handle_exposure_report(
                     entry.decision, entry.reason = "allow", "exposure.credential_disabled"
                     entry.detail += f"; credential disabled, revoked {count} token(s)"
             record(session, entry)
-            session.commit()
     except SQLAlchemyError as exc:
         # Fail closed the only way that matters here: tell the reporter to retry.
         log.error("exposure report not processed: %s", type(exc).__name__)

@@ -16,7 +16,7 @@ from typing import Any
 
 from sts import errors
 from sts.db import queries
-from sts.db.locks import begin_write
+from sts.db.locks import write_transaction
 from sts.endpoints import NO_STORE, Response
 from sts.endpoints.client_authentication import (
     authenticate_required_client,
@@ -54,10 +54,8 @@ def handle_introspection(
             scheme=scheme_of(client), reason="introspection.not_resource_server"
         )
     if client.assertion_jti is not None:
-        with services.session_factory() as session:
-            begin_write(session)
+        with write_transaction(services.session_factory) as session:
             record_assertion_once(session, client)
-            session.commit()
     return Response(200, inspect_token(services, request.token, now), dict(NO_STORE))
 
 

@@ -20,7 +20,7 @@ from sqlalchemy.orm import Session
 from sts import errors
 from sts.credentials import looks_like_api_key, parse_api_key, secret_matches
 from sts.db import queries
-from sts.db.locks import begin_write
+from sts.db.locks import write_transaction
 from sts.endpoints import NO_STORE, Response
 from sts.endpoints.client_authentication import (
     authenticate_required_client,
@@ -60,14 +60,12 @@ def handle_revocation(
         services, request.client, authorization, REVOCATION_PATH, now
     )
     found = find_token(services, request.token, request.token_type_hint, now)
-    with services.session_factory() as session:
-        begin_write(session)
+    with write_transaction(services.session_factory) as session:
         record_assertion_once(session, client)
         if found is not None and found.kind == "access_token":
             revoke_access_token(session, found.identifier, client, now)
         elif found is not None:
             revoke_presented_credential(session, found.identifier, request.token, client, now)
-        session.commit()
     # RFC 7009 §2.2: 200 whether or not the token was valid, known or already revoked
     # ("invalid tokens do not cause an error response").
     return Response(200, {}, dict(NO_STORE))
