@@ -26,6 +26,9 @@ from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
 from typing import Any
 
+from sqlalchemy import Engine, text
+
+from bench.procfs import cpu_seconds, pids_matching
 from bench.profile import app_in_process, drive, in_process_parser
 
 # (label, module, attribute path). Indented labels run inside the step above them.
@@ -48,6 +51,18 @@ STEPS: list[tuple[str, str, str]] = [
     ("sign", "sts.grants.token_exchange", "mint_access_token"),
 ]
 OTHER_THREADS = "other threads"
+
+# PostgreSQL's side, per exchange: (label, format). "µs" rows are CPU time.
+DATABASE_ROWS: list[tuple[str, str]] = [
+    ("database backends (µs)", "{:.1f}"),
+    ("WAL records", "{:.2f}"),
+    ("WAL bytes", "{:.0f}"),
+    ("WAL full-page images", "{:.3f}"),
+    ("WAL flushes (fsync)", "{:.2f}"),
+]
+# A backend hands its WAL statistics to pg_stat_wal at most once a second (PostgreSQL 15,
+# PGSTAT_MIN_INTERVAL), and within a second of going idle: wait that long before reading.
+STATS_SETTLE_SECONDS = 1.2
 
 
 @contextmanager
@@ -101,11 +116,38 @@ def governance_off() -> Iterator[None]:
         yield
 
 
-def measure(app: Any, cycle: list[Callable[[], dict[str, Any]]], rounds: int) -> dict[str, float]:
-    """µs per exchange of each step, from the round whose whole process CPU was lowest."""
+def database_counters(engine: Engine) -> dict[str, float]:
+    """PostgreSQL: the totals behind DATABASE_ROWS so far (empty on SQLite)."""
+    if engine.dialect.name != "postgresql":
+        return {}
+    time.sleep(STATS_SETTLE_SECONDS)
+    with engine.connect() as connection:
+        records, images, size, flushes = connection.execute(
+            text("SELECT wal_records, wal_fpi, wal_bytes, wal_sync FROM pg_stat_wal")
+        ).one()
+    # Their process title names the database: "postgres: <user> <database> <client> ...".
+    backends = pids_matching(f" {engine.url.database} ")
+    labels = [label for label, _ in DATABASE_ROWS]
+    cpu_us = sum(cpu_seconds(pid) for pid in backends) * 1e6
+    return dict(zip(labels, (cpu_us, records, size, images, flushes), strict=True))
+
+
+def per_exchange(
+    before: dict[str, float], after: dict[str, float], exchanges: int
+) -> dict[str, float]:
+    """What each counter grew by, per exchange."""
+    return {label: (after[label] - before[label]) / exchanges for label in before}
+
+
+def measure(
+    app: Any, cycle: list[Callable[[], dict[str, Any]]], rounds: int, engine: Engine
+) -> dict[str, float]:
+    """µs per exchange of each step (and, on PostgreSQL, the database's side), from the
+    round whose whole process CPU was lowest."""
     best: dict[str, float] = {}
     for _ in range(rounds):
         totals: Counter[str] = Counter()
+        database_before = database_counters(engine)
         with timing(totals):
             process, thread = time.process_time_ns(), time.thread_time_ns()
             ok = drive(app, cycle)
@@ -115,6 +157,7 @@ def measure(app: Any, cycle: list[Callable[[], dict[str, Any]]], rounds: int) ->
         per = {label: totals[label] / len(cycle) / 1000 for label, _, _ in STEPS}
         per[OTHER_THREADS] = (process - thread) / len(cycle) / 1000
         per["process"] = process / len(cycle) / 1000
+        per.update(per_exchange(database_before, database_counters(engine), len(cycle)))
         if not best or per["process"] < best["process"]:
             best = per
     return best
@@ -126,9 +169,15 @@ def report(columns: dict[str, dict[str, float]]) -> str:
         "| µs per exchange | " + " | ".join(names) + " |",
         "|---|" + "---:|" * len(names),
     ]
+
+    def row(label: str, form: str) -> str:
+        return f"| {label} | " + " | ".join(form.format(columns[n][label]) for n in names) + " |"
+
     for label in [label for label, _, _ in STEPS] + [OTHER_THREADS, "process"]:
-        cells = " | ".join(f"{columns[name][label]:.1f}" for name in names)
-        lines.append(f"| {label} | {cells} |")
+        lines.append(row(label, "{:.1f}"))
+    if all(label in columns[name] for name in names for label, _ in DATABASE_ROWS):
+        lines.append("| **the database server, per exchange** |" + " |" * len(names))
+        lines.extend(row(label, form) for label, form in DATABASE_ROWS)
     return "\n".join(lines)
 
 
@@ -146,11 +195,12 @@ def main(argv: list[str] | None = None) -> int:
     ):
         cycle = [environs[i % len(environs)] for i in range(args.requests)]
         drive(app, environs[: min(200, len(environs))])  # warm caches
-        columns = {"governance on": measure(app, cycle, args.rounds)}
+        engine = app.extensions["sts"].engine
+        columns = {"governance on": measure(app, cycle, args.rounds, engine)}
         if args.governance:
             with governance_off():
                 drive(app, environs[: min(200, len(environs))])
-                columns["governance OFF (bench only)"] = measure(app, cycle, args.rounds)
+                columns["governance OFF (bench only)"] = measure(app, cycle, args.rounds, engine)
     print(f"{args.scenario} on {args.database}, {args.requests} exchanges, best of {args.rounds}")
     print(report(columns))
     return 0

@@ -24,7 +24,7 @@ def test_steps_are_timed_with_and_without_governance_and_put_back(
     database: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
     before = originals()
-    argv = ["--database", database, "--requests", "20", "--rounds", "1", "--pool", "20"]
+    argv = ["--database", database, "--requests", "40", "--rounds", "1", "--pool", "40"]
     assert steps.main([*argv, "--governance"]) == 0
     rows = {}
     for line in capsys.readouterr().out.splitlines():
@@ -43,3 +43,32 @@ def test_steps_are_timed_with_and_without_governance_and_put_back(
         assert rows["process"][on_off] >= whole
     # The wrappers and the governance-OFF stand-ins are gone again.
     assert originals() == before
+    database_rows = [label for label, _ in steps.DATABASE_ROWS]
+    if database == "sqlite":
+        assert not set(database_rows) & set(rows)
+        return
+    # PostgreSQL's side: governance writes two rows (and their index entries) per exchange
+    # and makes the commit flush the WAL; the OFF path writes neither.
+    assert set(database_rows) <= set(rows)
+    on, off = ({label: rows[label][column] for label in database_rows} for column in (0, 1))
+    assert on["WAL records"] >= 2 > off["WAL records"]
+    assert on["WAL bytes"] > off["WAL bytes"]
+    assert on["WAL flushes (fsync)"] > off["WAL flushes (fsync)"]
+    assert on["database backends (µs)"] > 0
+
+
+def test_database_counters_are_reported_per_exchange() -> None:
+    before = {"WAL records": 100.0, "WAL bytes": 5000.0}
+    after = {"WAL records": 280.0, "WAL bytes": 27000.0}
+    assert steps.per_exchange(before, after, 20) == {"WAL records": 9.0, "WAL bytes": 1100.0}
+    assert steps.per_exchange({}, {}, 20) == {}  # SQLite: nothing counted
+
+
+def test_report_shows_the_database_rows_only_when_every_column_has_them() -> None:
+    timed = {label: 1.0 for label, _, _ in steps.STEPS} | {steps.OTHER_THREADS: 0.0, "process": 2.0}
+    database = {label: 0.5 for label, _ in steps.DATABASE_ROWS}
+    assert "WAL bytes" not in steps.report({"on": timed})
+    assert "WAL bytes" not in steps.report({"on": timed | database, "off": timed})
+    both = steps.report({"on": timed | database, "off": timed | database})
+    assert "| WAL records | 0.50 | 0.50 |" in both
+    assert "| whole request | 1.0 | 1.0 |" in both
