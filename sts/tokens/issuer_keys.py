@@ -91,16 +91,13 @@ class IssuerKeyCache:
         self.monotonic = monotonic  # injectable: tests move it instead of sleeping
         self._entries: dict[str, _Entry] = {}
         self._attempted: dict[str, float] = {}
-        self._inline: dict[tuple[int, str], KeySet] = {}
+        # Per issuer: the inline JWKS mapping its keys were imported from, and the keys.
+        self._inline: dict[int, tuple[Mapping[str, Any], KeySet]] = {}
         self._lock = threading.Lock()
 
     def key_set(self, issuer: IssuerConfig, kid: str | None) -> KeySet:
         if issuer.jwks is not None:
-            cache_key = (issuer.id, json.dumps(issuer.jwks, sort_keys=True))
-            inline = self._inline.get(cache_key)
-            if inline is None:
-                inline = self._inline[cache_key] = import_public_key_set(issuer.jwks)
-            return inline
+            return self._inline_key_set(issuer.id, issuer.jwks)
         if issuer.jwks_uri is None:
             raise TemporarilyUnavailable("The issuer has no keys configured.")
         now = self.monotonic()
@@ -115,6 +112,17 @@ class IssuerKeyCache:
                 reason="issuer.jwks_unavailable",
             )
         return entry.keys
+
+    def _inline_key_set(self, issuer_id: int, jwks: Mapping[str, Any]) -> KeySet:
+        """Imported once per trust configuration. Each load of the configuration reads the
+        JWKS into a new mapping and never changes it afterwards, so the mapping's identity
+        says whether the cached keys are still the issuer's: no per-exchange serialisation
+        of the JWKS to compare contents, and one entry per issuer however often the keys
+        change (the entry holds the mapping, so its identity cannot be reused)."""
+        cached = self._inline.get(issuer_id)
+        if cached is None or cached[0] is not jwks:
+            cached = self._inline[issuer_id] = (jwks, import_public_key_set(jwks))
+        return cached[1]
 
     def _refresh(self, uri: str, now: float, *, force: bool) -> _Entry | None:
         with self._lock:
