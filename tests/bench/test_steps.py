@@ -54,7 +54,8 @@ def test_steps_are_timed_with_and_without_governance_and_put_back(
     assert on["WAL records"] >= 2 > off["WAL records"]
     assert on["WAL bytes"] > off["WAL bytes"]
     assert on["WAL flushes (fsync)"] > off["WAL flushes (fsync)"]
-    assert on["database backends (µs)"] > 0
+    # (The backends' CPU is counted in 10 ms clock ticks: 40 exchanges are too few for a
+    # comparison; the bench's own runs use 3,000.)
 
 
 def test_database_counters_are_reported_per_exchange() -> None:
