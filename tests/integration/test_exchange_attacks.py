@@ -192,6 +192,43 @@ def test_unknown_kid_refetches_the_issuer_jwks_at_most_once_per_interval(world: 
     assert world.ci.fetches == fetched + 1
 
 
+def test_an_inline_jwks_replaced_by_the_operator_takes_effect_at_the_next_reload(
+    world: World,
+) -> None:
+    """The agents issuer's keys are inline (in the database). When the operator replaces
+    them (a rules revision runs ``put_issuer``), the next load of the trust configuration
+    must stop trusting the old key and start trusting the new one, without a restart: the
+    imported key set is cached per issuer, keyed by the configuration's JWKS mapping."""
+    from sts.db import admin
+    from tests.conftest import TEST_ISSUER
+
+    def agent_exchange(token: str) -> Any:
+        return world.agent_exchange(token, audience=PROJECT, scope="issues:write")
+
+    assert agent_exchange(world.agent_token()).status_code == 200
+    signed_by_old_key = world.agent_token()
+    world.agents.rotate()
+    services = world.app.extensions["sts"]
+    with services.session_factory() as session:
+        admin.put_issuer(
+            session,
+            name="agents",
+            issuer=world.agents.issuer,
+            jwks=world.agents.public_jwks(),
+            algorithms=["ES256"],
+            audiences=[TEST_ISSUER],
+            now=world.clock(),
+        )
+        session.commit()
+    services.trust.invalidate()  # the refresh interval has passed
+    refused = agent_exchange(signed_by_old_key)
+    assert refused.status_code == 400
+    assert refused.json is not None
+    assert refused.json["error"] == "invalid_request"
+    assert "unknown key" in refused.json["error_description"]
+    assert agent_exchange(world.agent_token()).status_code == 200
+
+
 def test_concurrent_first_exchanges_share_one_jwks_fetch(world: World) -> None:
     """Exchanges that arrive together on a cold cache wait for the one fetch and use it
     (they used to get 503: the waiting threads saw "fetched too recently" and no entry)."""
