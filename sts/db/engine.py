@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+import weakref
 from pathlib import Path
 from typing import Any
 
@@ -88,6 +89,12 @@ class StaleConnectionPing:
         event.listen(engine, "checkin", self._mark_used)
         event.listen(engine, "invalidate", self._note_broken)
         event.listen(engine, "checkout", self._ping_if_stale)
+        _STALE_PINGS[engine] = self
+
+    def note_broken(self) -> None:
+        """A connection was found broken: every connection last used before now is pinged
+        before its next use (also the exchange's own, sts.db.pipelined)."""
+        self.broken_at = time.monotonic()
 
     def _mark_used(self, _dbapi_connection: Any, record: ConnectionPoolEntry) -> None:
         record.info[self._USED_AT] = time.monotonic()
@@ -96,7 +103,7 @@ class StaleConnectionPing:
         self, _dbapi_connection: Any, _record: ConnectionPoolEntry, exception: Any
     ) -> None:
         if exception is not None:
-            self.broken_at = time.monotonic()
+            self.note_broken()
 
     def _ping_if_stale(
         self, dbapi_connection: Any, record: ConnectionPoolEntry, _proxy: Any
@@ -115,6 +122,16 @@ class StaleConnectionPing:
                 # The pool replaces this connection and every one older than now.
                 raise InvalidatePoolError() from exc
             raise
+
+
+# Each PostgreSQL engine's ping rule, for the connections that leave its pool
+# (sts.db.pipelined): one "found broken" moment for all of them.
+_STALE_PINGS: weakref.WeakKeyDictionary[Engine, StaleConnectionPing] = weakref.WeakKeyDictionary()
+
+
+def stale_connection_ping(engine: Engine) -> StaleConnectionPing | None:
+    """The engine's :class:`StaleConnectionPing` (None: it pings every checkout)."""
+    return _STALE_PINGS.get(engine)
 
 
 def _make_sqlite_engine(url: str, **overrides: Any) -> Engine:

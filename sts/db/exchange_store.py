@@ -33,6 +33,7 @@ from sts.db import queries
 from sts.db.checkpoint import WalCheckpointer
 from sts.db.group_commit import GroupCommit
 from sts.db.locks import SIGNING_KEYS_LOCK, SqliteWriteGate, lock_key, sqlite_write_gate
+from sts.db.pipelined import PipelinedConnection, PipelinedConnections
 from sts.db.status_indexes import IndexBlock, StatusIndexPool
 
 T = TypeVar("T")
@@ -92,7 +93,11 @@ class ExchangeStore:
             self.group_commit = GroupCommit(self.write)
             event.listen(engine, "engine_disposed", self._on_engine_disposed)
         self.dbapi_error: type[Exception] = dialect.loaded_dbapi.Error
-        self.pipelines = dialect.driver == "psycopg"
+        # PostgreSQL (psycopg): each thread's connection, kept in pipeline mode.
+        self.pipelined: PipelinedConnections | None = None
+        if dialect.driver == "psycopg":
+            self.pipelined = PipelinedConnections(engine)
+            event.listen(engine, "engine_disposed", self._on_engine_disposed)
         prepare = self._prepare
         self.credential_by_key_id = prepare(queries.CREDENTIAL_BY_KEY_ID)
         self.parent_revocation_state = prepare(queries.PARENT_REVOCATION_STATE)
@@ -144,6 +149,8 @@ class ExchangeStore:
     def _on_engine_disposed(self, _engine: Engine) -> None:
         if self.checkpointer is not None:
             self.checkpointer.stop()
+        if self.pipelined is not None:
+            self.pipelined.close_all()
         self.drop_writer()
 
     def _prepare(self, statement: ClauseElement) -> Prepared:
@@ -210,7 +217,9 @@ class Blocks:
 
 
 class ExchangeTransaction:
-    """One transaction on one pooled connection; rolled back unless :meth:`commit` ran."""
+    """One transaction, rolled back unless :meth:`commit` ran: on PostgreSQL on the thread's
+    pipelined connection (sts.db.pipelined), on SQLite on the process's write connection
+    (writes) or a pooled one (reads)."""
 
     def __init__(self, store: ExchangeStore, *, write: bool) -> None:
         self.store = store
@@ -218,7 +227,7 @@ class ExchangeTransaction:
         self._connection: Any = None
         self._cursor: Any = None
         self._pipeline: Any = None
-        self._pipeline_context: Any = None
+        self._pipelined: PipelinedConnection | None = None
         self._gate_held = False
         self._dedicated = False  # on the process's SQLite write connection
         self._committed = False
@@ -230,6 +239,9 @@ class ExchangeTransaction:
         if store.checkpointer is not None:
             store.checkpointer.ensure_running()  # once per process (after a fork too)
         try:
+            if store.pipelined is not None:
+                self._begin_pipelined(store.pipelined)
+                return self
             if self.write and store.gate is not None:
                 store.gate.acquire()
                 self._gate_held = True
@@ -241,8 +253,6 @@ class ExchangeTransaction:
             if store.is_sqlite:
                 # The sqlite3 module's own transaction handling is off (see engine.py).
                 self._run("BEGIN IMMEDIATE" if self.write else "BEGIN", ())
-            elif store.pipelines:
-                self._begin_pipeline()
         except BaseException:
             self._close()
             raise
@@ -256,18 +266,19 @@ class ExchangeTransaction:
     ) -> None:
         self._close()
 
-    def _begin_pipeline(self) -> None:
+    def _begin_pipelined(self, connections: PipelinedConnections) -> None:
         """psycopg pipeline mode: statements are sent without waiting for their results,
         which come back at the next sync. BEGIN and COMMIT are the transaction's own
-        statements in the pipeline, on a connection switched to autocommit for the
-        transaction: psycopg's implicit BEGIN would sync (a round trip of its own), and so
-        would its commit() before the pipeline's closing sync. So an exchange from an
-        external JWT is one round trip: BEGIN, the signing-key lock, the fused block check
-        and writes, COMMIT, then the one sync (README: Database and durability)."""
-        driver = self._connection.driver_connection
-        driver.autocommit = True  # restored before the connection goes back (_close)
-        self._pipeline_context = driver.pipeline()
-        self._pipeline = self._pipeline_context.__enter__()
+        statements in the pipeline, on a connection in autocommit: psycopg's implicit
+        BEGIN would sync (a round trip of its own), and so would its commit() before the
+        pipeline's sync. So an exchange from an external JWT is one round trip: BEGIN, the
+        signing-key lock, the fused block check and writes, COMMIT, then the one sync
+        (README: Database and durability). The connection is the thread's own, already in
+        pipeline mode (sts.db.pipelined)."""
+        self._pipelined = connections.acquire()
+        self._connection = self._pipelined.raw
+        self._pipeline = self._pipelined.pipeline
+        self._cursor = self._pipelined.driver.cursor()
         self._run("BEGIN", ())
 
     # ---- the statements ------------------------------------------------------------
@@ -363,7 +374,7 @@ class ExchangeTransaction:
         try:
             if self._pipeline is not None:
                 self._run("COMMIT", ())
-                self._end_pipeline()  # the sync: raises the first failed statement's error
+                self._pipeline.sync()  # raises the first failed statement's error
             else:
                 if log.isEnabledFor(logging.DEBUG):
                     log.debug("COMMIT")
@@ -413,7 +424,7 @@ class ExchangeTransaction:
             blocks = Blocks()
             blocks.set(self._all(prepared, values))
             return blocks
-        cursor = self._connection.cursor()
+        cursor = self._cursor.connection.cursor()
         self._deferred.append((cursor, blocks := Blocks()))
         self._run(prepared.sql, prepared.params(values), cursor=cursor)
         return blocks
@@ -455,8 +466,16 @@ class ExchangeTransaction:
         """As SQLAlchemy would raise it; a broken connection is dropped from the pool.
         Parameters are left out of the error: they name tokens and subjects."""
         dialect = self.store.engine.dialect
-        invalidated = dialect.is_disconnect(exc, self._connection.driver_connection, self._cursor)
-        if invalidated:
+        driver = (
+            self._pipelined.driver
+            if self._pipelined is not None
+            else self._connection.driver_connection
+        )
+        invalidated = dialect.is_disconnect(exc, driver, self._cursor)
+        if invalidated and self._pipelined is not None and self.store.pipelined is not None:
+            self.store.pipelined.discard(self._pipelined, broken=True)
+            self._pipelined = self._pipeline = self._connection = None
+        elif invalidated:
             self._connection.invalidate(exc)
             if self._dedicated:
                 self.store.drop_writer()
@@ -472,16 +491,11 @@ class ExchangeTransaction:
         )
         return error
 
-    def _end_pipeline(self) -> None:
-        context, self._pipeline_context, self._pipeline = self._pipeline_context, None, None
-        if context is not None:
-            context.__exit__(None, None, None)
-
     def _close(self) -> None:
         try:
-            if self.store.pipelines and self._connection is not None:
-                self._end_pipelined_transaction()
-            if self._dedicated:
+            if self._pipelined is not None:
+                self._end_pipelined_transaction(self._pipelined)
+            elif self._dedicated:
                 self._end_on_writer()
             elif self._connection is not None:
                 # Back to the pool, whose reset-on-return rolls back anything uncommitted.
@@ -491,28 +505,16 @@ class ExchangeTransaction:
             self._deferred = []
             self._release_gate()
 
-    def _end_pipelined_transaction(self) -> None:
-        """Leave pipeline mode, roll back what did not commit and give the connection back
-        as the pool handed it out (not in autocommit); one that cannot be is dropped.
-        Nothing is raised from here: a statement's own error was raised already, and this
-        runs while it propagates."""
-        driver = self._connection.driver_connection
-        if driver is None:  # invalidated by a disconnect (_wrap)
-            return
-        try:
-            if self._pipeline is not None:
-                if not self._committed:
-                    with contextlib.suppress(self.store.dbapi_error):
-                        # Goes with the closing sync; an aborted pipeline skips it.
-                        self._cursor.execute("ROLLBACK")
-                with contextlib.suppress(self.store.dbapi_error):
-                    self._end_pipeline()
-            status = driver.info.transaction_status
-            if status != type(status).IDLE:
-                driver.rollback()  # the pipeline was aborted: the ROLLBACK above was skipped
-            driver.autocommit = False
-        except Exception as exc:
-            self._connection.invalidate(exc)
+    def _end_pipelined_transaction(self, pipelined: PipelinedConnection) -> None:
+        """Roll back what did not commit; the connection stays the thread's if that leaves
+        it idle, else it is closed. Nothing is raised from here: a statement's own error
+        was raised already, and this runs while it propagates."""
+        self._pipelined = self._pipeline = None
+        with contextlib.suppress(Exception):
+            self._cursor.close()
+        idle = pipelined.idle() if self._committed else pipelined.roll_back()
+        assert self.store.pipelined is not None
+        self.store.pipelined.release(pipelined, idle=idle)
 
     def _end_on_writer(self) -> None:
         """The write connection stays open: roll back what did not commit, or drop it."""
