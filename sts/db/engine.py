@@ -32,6 +32,9 @@ SQLITE_PAGE_SIZE = 1024
 # its own: pinging every checkout cost 9 % of an exchange's client CPU and 10 % of the
 # backend's (bench/README.md).
 PING_IDLE_AFTER = 0.5
+# PostgreSQL connections are replaced after this many seconds (the pool's ``pool_recycle``,
+# and each thread's own connection, sts.db.pipelined): no session lives for ever.
+RECYCLE_AFTER = 1800
 
 
 def make_engine(url: str, *, ping_idle_after: float = PING_IDLE_AFTER, **overrides: Any) -> Engine:
@@ -53,7 +56,7 @@ def make_engine(url: str, *, ping_idle_after: float = PING_IDLE_AFTER, **overrid
     options: dict[str, Any] = {
         "pool_size": 5,
         "max_overflow": 5,
-        "pool_recycle": 1800,
+        "pool_recycle": RECYCLE_AFTER,
         "connect_args": {"connect_timeout": 5},
     }
     options.update(overrides)

@@ -17,8 +17,9 @@ What the pool did for these transactions is done here:
   transaction and replaced if the ping fails: the rule, and the moment, of the engine's
   sts.db.engine.StaleConnectionPing, which a broken connection here also updates, so
   that the pool pings its own before the next checkout;
-* a connection found broken, or one a transaction left in any state but idle, is closed;
-  the thread's next transaction opens another;
+* a connection found broken, one a transaction left in any state but idle, and one older
+  than the pool's recycle time (``RECYCLE_AFTER``) are closed; the thread's next
+  transaction opens another;
 * a thread's connection is closed when the thread ends (servers keep their threads; a
   server that starts one per request would otherwise leave a connection behind each);
 * :meth:`PipelinedConnections.close_all` (on ``engine.dispose()``) closes them, those of
@@ -41,7 +42,12 @@ from typing import Any
 from psycopg.pq import TransactionStatus
 from sqlalchemy import Engine
 
-from sts.db.engine import PING_IDLE_AFTER, StaleConnectionPing, stale_connection_ping
+from sts.db.engine import (
+    PING_IDLE_AFTER,
+    RECYCLE_AFTER,
+    StaleConnectionPing,
+    stale_connection_ping,
+)
 
 
 class PipelinedConnection:
@@ -51,7 +57,7 @@ class PipelinedConnection:
         self.raw = raw  # SQLAlchemy's detached proxy: closing it closes the connection
         self.driver = driver  # psycopg's connection
         self.pid = os.getpid()
-        self.used_at = time.monotonic()
+        self.opened_at = self.used_at = time.monotonic()
         self._context = self.driver.pipeline()
         self.pipeline = self._context.__enter__()
 
@@ -123,6 +129,9 @@ class PipelinedConnections:
         connection = held.connection if held is not None else None
         if connection is not None and not connection.usable():
             self._forget(connection)
+            connection = None
+        if connection is not None and time.monotonic() - connection.opened_at > RECYCLE_AFTER:
+            self.discard(connection)
             connection = None
         if connection is not None and self._may_be_stale(connection) and not connection.alive():
             self.discard(connection, broken=True)

@@ -186,3 +186,15 @@ def test_a_threads_connection_is_closed_when_the_thread_ends(world: World) -> No
     gc.collect()
     assert used and used[0] is not this_threads_connection(world)
     assert used[0].driver.closed
+
+
+def test_a_threads_connection_is_replaced_after_the_recycle_time(world: World) -> None:
+    from sts.db.engine import RECYCLE_AFTER
+
+    connection = this_threads_connection(world)
+    connection.opened_at -= RECYCLE_AFTER + 1
+    assert world.exchange(world.ci_token(), audience=DEPLOY).status_code == 200
+    assert connection.driver.closed
+    replacement = this_threads_connection(world)
+    assert replacement is not connection
+    assert state(replacement)[1:] == READY
