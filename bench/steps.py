@@ -37,7 +37,7 @@ STEPS: list[tuple[str, str, str]] = [
     ("verify the subject token", "sts.grants.token_exchange", "present"),
     ("write transaction", "sts.db.exchange_store", "ExchangeStore.run_write"),
     (
-        "  BEGIN (+ write gate, pool checkout)",
+        "  BEGIN (+ write gate or connection)",
         "sts.db.exchange_store",
         "ExchangeTransaction.__enter__",
     ),
