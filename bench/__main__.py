@@ -361,8 +361,8 @@ def database_pids(world: World | None) -> Callable[[], list[int]] | None:
     """PostgreSQL backends serving the world's database (their process title names it)."""
     if world is None or world.database != "postgresql":
         return None
-    name = make_url(world.env["STS_DATABASE_URL"]).database
-    return lambda: procfs.pids_matching(f"postgres {name} ")
+    name = make_url(world.env["STS_DATABASE_URL"]).database or ""
+    return lambda: procfs.postgres_backends(name)
 
 
 @contextmanager

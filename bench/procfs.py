@@ -86,6 +86,12 @@ def pids_matching(fragment: str) -> list[int]:
     return found
 
 
+def postgres_backends(database: str) -> list[int]:
+    """The PostgreSQL backends serving ``database``: their process title is
+    "postgres: <user> <database> <client> <state>", whatever the user."""
+    return pids_matching(f" {database} ")
+
+
 def machine_busy_seconds() -> float:
     """CPU seconds the whole machine spent not idle (all cores), from /proc/stat."""
     fields = Path("/proc/stat").read_text().splitlines()[0].split()[1:]

@@ -28,7 +28,7 @@ from typing import Any
 
 from sqlalchemy import Engine, text
 
-from bench.procfs import cpu_seconds, pids_matching
+from bench.procfs import cpu_seconds, postgres_backends
 from bench.profile import app_in_process, drive, in_process_parser
 
 # (label, module, attribute path). Indented labels run inside the step above them.
@@ -125,8 +125,7 @@ def database_counters(engine: Engine) -> dict[str, float]:
         records, images, size, flushes = connection.execute(
             text("SELECT wal_records, wal_fpi, wal_bytes, wal_sync FROM pg_stat_wal")
         ).one()
-    # Their process title names the database: "postgres: <user> <database> <client> ...".
-    backends = pids_matching(f" {engine.url.database} ")
+    backends = postgres_backends(engine.url.database or "")
     labels = [label for label, _ in DATABASE_ROWS]
     cpu_us = sum(cpu_seconds(pid) for pid in backends) * 1e6
     return dict(zip(labels, (cpu_us, records, size, images, flushes), strict=True))

@@ -276,7 +276,6 @@ class ExchangeTransaction:
         (README: Database and durability). The connection is the thread's own, already in
         pipeline mode (sts.db.pipelined)."""
         self._pipelined = connections.acquire()
-        self._connection = self._pipelined.raw
         self._pipeline = self._pipelined.pipeline
         self._cursor = self._pipelined.driver.cursor()
         self._run("BEGIN", ())
@@ -474,7 +473,7 @@ class ExchangeTransaction:
         invalidated = dialect.is_disconnect(exc, driver, self._cursor)
         if invalidated and self._pipelined is not None and self.store.pipelined is not None:
             self.store.pipelined.discard(self._pipelined, broken=True)
-            self._pipelined = self._pipeline = self._connection = None
+            self._pipelined = self._pipeline = None
         elif invalidated:
             self._connection.invalidate(exc)
             if self._dedicated:

@@ -197,7 +197,8 @@ class PipelinedConnections:
 
     def _forget(self, connection: PipelinedConnection) -> None:
         with self._lock:
-            if connection in self._open:
-                self._open.remove(connection)
+            if connection not in self._open:
+                return  # forgotten already (close_all, or the thread's end after discard)
+            self._open.remove(connection)
         if connection.pid != os.getpid():
             self._inherited.append(connection)
