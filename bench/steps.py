@@ -11,8 +11,7 @@ beside it::
     python -m bench.steps --database sqlite --scenario peer-shape --governance
 
 The wrappers are MONKEYPATCHED in this process for the run only and cost a few hundred
-nanoseconds each. A step's figure includes the steps nested in it (indented); "decide"
-is nested in the write transaction only for service credentials and re-exchanges. "other
+nanoseconds each. A step's figure includes the steps nested in it (indented). "other
 threads" is the process's CPU beyond the request's thread: on SQLite, the WAL checkpoint
 thread.
 """
@@ -36,9 +35,6 @@ from bench.profile import app_in_process, drive, in_process_parser
 STEPS: list[tuple[str, str, str]] = [
     ("whole request", "sts.endpoints.token", "handle_token_request"),
     ("verify the subject token", "sts.grants.token_exchange", "present"),
-    # Before the transaction for upstream JWTs; inside it (so in both rows) for service
-    # credentials and this service's own tokens, which are resolved from the database.
-    ("decide: rules and claims", "sts.grants.token_exchange", "decide"),
     ("write transaction", "sts.db.exchange_store", "ExchangeStore.run_write"),
     (
         "  BEGIN (+ write gate or connection)",
@@ -47,6 +43,7 @@ STEPS: list[tuple[str, str, str]] = [
     ),
     ("  signing-key lock", "sts.db.exchange_store", "ExchangeTransaction.hold_signing_keys_shared"),
     ("  resolve subject/actor", "sts.grants.token_exchange", "resolve"),
+    ("  rules", "sts.grants.token_exchange", "evaluate"),
     ("  status-list index", "sts.grants.token_exchange", "allocate_token_status"),
     ("  block check + lineage + audit", "sts.grants.token_exchange", "_record_issued"),
     ("  COMMIT", "sts.db.exchange_store", "ExchangeTransaction.commit"),

@@ -4,17 +4,13 @@
 2. authenticate the client (``client_auth``);
 3. verify the subject and actor tokens: signature, issuer, audience, times (no I/O but
    a cached issuer JWKS);
-4. decide (pure): evaluate the rules and build the claims. When the subject and actor
-   tokens are upstream JWTs this runs before the transaction, since nothing it needs is in
-   the database: the SQLite write gate is then held for the writes only;
-5. in ONE database transaction (``sts.db.exchange_store``): resolve what only the database
-   knows (credential, lineage and revocation of a parent) and decide (4) for those tokens,
-   claim a status-list index, and record the lineage and audit rows unless an identity
-   involved or the signing key is blocked (on PostgreSQL the check and both rows are one
-   statement, sent with the COMMIT); commit; refuse if a block was found (then nothing
-   was recorded for the token). A refusal decided before the transaction is raised
-   inside it, where it was raised before (after a client assertion's replay check);
-6. sign, outside the transaction (and the SQLite write lock), and only then respond.
+4. in ONE database transaction (``sts.db.exchange_store``): resolve what only the database
+   knows (credential, lineage and revocation of a parent), evaluate the rules (pure),
+   build the claims (pure), claim a status-list index, and record the lineage and audit
+   rows unless an identity involved or the signing key is blocked (on PostgreSQL the
+   check and both rows are one statement, sent with the COMMIT); commit; refuse if a
+   block was found (then nothing was recorded for the token);
+5. sign, outside the transaction (and the SQLite write lock), and only then respond.
 
 Every refusal is recorded too, with its private reason; the caller sees only the RFC
 error code and a description that does not reveal the rules.
@@ -46,7 +42,6 @@ from sts.protocol import (
 from sts.protocol.exchange import TokenExchangeRequest, parse_token_exchange_request
 from sts.revocation import exchange_identities, refuse_if_blocked
 from sts.services import Services
-from sts.settings import Settings
 from sts.status_list import TokenStatus, allocate_token_status
 from sts.tokens.claims import (
     act_depth,
@@ -54,7 +49,6 @@ from sts.tokens.claims import (
     build_claims,
     compute_lifetime,
     new_token_id,
-    with_status,
 )
 from sts.tokens.mint import mint_access_token
 from sts.tokens.verify import VerifiedJwt, refuse
@@ -109,31 +103,6 @@ class Resolved:
     act: Mapping[str, Any] | None
     parent_jti: str | None = None
     credential_id: int | None = None
-
-
-@dataclass(frozen=True)
-class Decided:
-    """What the rules allow, before a status-list index is allocated: the claims to sign
-    but their ``status``, and the identities whose blocks must guard the records."""
-
-    subject: Resolved
-    decision: Allow
-    lifetime: int  # seconds
-    claims: dict[str, Any]
-    identities: Sequence[tuple[str, str]]
-
-
-@dataclass(frozen=True)
-class Exchange:
-    """One exchange's request, authenticated client and the context it is decided in."""
-
-    settings: Settings
-    trust: TrustConfig
-    request: TokenExchangeRequest
-    client: AuthenticatedClient
-    kid: str  # of the key that will sign the token
-    entry: AuditEntry  # the audit record, filled in as the exchange goes
-    now: datetime
 
 
 def exchange(
@@ -202,14 +171,12 @@ def issue(
     entry: AuditEntry,
     now: datetime,
 ) -> Response:
-    """Steps 4 to 6: the decision, one transaction from the database checks to the
-    committed records, then the signature."""
+    """Step 4: one transaction from the database checks to the committed records, then
+    the signature."""
     settings = services.settings
     # The key ring may refresh (and run a due rotation step under its own write lock):
     # that must happen before this transaction takes the SQLite write gate, never inside.
     key = services.keyring.signing_key()
-    exchange = Exchange(settings, trust, request, client, key.kid, entry, now)
-    early = decide_early(exchange, subject, actor)
 
     def decide_and_record(transaction: ExchangeTransaction) -> Granted:
         # Before the block check (a later statement): a compromise of ``key`` either
@@ -218,17 +185,69 @@ def issue(
         transaction.hold_signing_keys_shared()
         if client.assertion_jti is not None:
             _record_assertion(transaction, client)
-        if early is None:
-            issuer = settings.issuer
-            resolved_subject = resolve(transaction, subject, "subject", issuer)
-            _note_resolved_subject(entry, resolved_subject)  # audited if the actor fails
-            resolved_actor = resolve(transaction, actor, "actor", issuer) if actor else None
-            decided = decide(exchange, resolved_subject, resolved_actor)
-        elif isinstance(early, errors.OAuthError):
-            raise early
-        else:
-            decided = early
-        return record(transaction, exchange, decided)
+        resolved_subject = resolve(transaction, subject, "subject", settings.issuer)
+        _note_resolved_subject(entry, resolved_subject)
+        resolved_actor = resolve(transaction, actor, "actor", settings.issuer) if actor else None
+        if resolved_actor is not None:
+            entry.actor = resolved_actor.facts.subject
+        facts = ExchangeFacts(
+            subject=resolved_subject.facts,
+            actor=resolved_actor.facts if resolved_actor else None,
+            client_id=client.client_id,
+            targets=request.targets,
+            scopes=request.scopes,
+        )
+        decision = evaluate(trust.rules, facts)
+        if isinstance(decision, Deny):
+            raise _deny_error(decision, entry)
+        entry.rule_id, entry.rule_version = decision.rule.id, decision.rule.version
+        lifetime = compute_lifetime(
+            rule_max_ttl=decision.max_ttl,
+            global_cap=settings.max_token_ttl,
+            now=now,
+            subject_expires_at=resolved_subject.expires_at,
+            actor_expires_at=resolved_actor.expires_at if resolved_actor else None,
+        )
+        if lifetime.seconds < 1:
+            raise errors.InvalidRequest(
+                f"The {lifetime.limited_by.replace('_', ' ')} expires too soon.",
+                reason=f"{lifetime.limited_by}.expires_too_soon",
+            )
+        act = (
+            actor_claim(
+                resolved_actor.facts.subject, resolved_actor.facts.issuer, resolved_subject.act
+            )
+            if resolved_actor
+            else resolved_subject.act
+        )
+        status = allocate_token_status(transaction, settings.issuer, settings.status_list_size, now)
+        claims = build_claims(
+            issuer=settings.issuer,
+            subject=resolved_subject.facts.subject,
+            decision=decision,
+            jti=new_token_id(now),
+            now=now,
+            lifetime=lifetime.seconds,
+            client_id=client.client_id,
+            act=act,
+            subject_claims=resolved_subject.facts.claims,
+            status=status.claim,
+        )
+        identities = exchange_identities(
+            client.client_id, facts.subject, facts.actor, signing_kid=key.kid
+        )
+        blocks = _record_issued(
+            transaction,
+            decision,
+            resolved_subject,
+            claims,
+            key.kid,
+            entry,
+            now,
+            status,
+            identities=identities,
+        )
+        return Granted(claims, decision, lifetime.seconds, blocks)
 
     try:
         # Committed when this returns (with the writes of other threads of this process
@@ -262,93 +281,6 @@ def issue(
         "scope": " ".join(decision.scopes),
     }
     return Response(200, body, dict(NO_STORE))
-
-
-def decide_early(
-    exchange: Exchange, subject: Presented, actor: Presented | None
-) -> Decided | errors.OAuthError | None:
-    """The decision, before the transaction, when no token needs the database to be
-    resolved (upstream JWTs); None otherwise. A refusal is returned, not raised: the
-    transaction raises it after the checks that came before the rules (a client
-    assertion's replay), so a request is refused for the same reason as when the rules
-    ran inside it. The trust configuration is the request's snapshot either way."""
-    resolved_subject = resolved_without_database(subject)
-    resolved_actor = resolved_without_database(actor) if actor is not None else None
-    if resolved_subject is None or (actor is not None and resolved_actor is None):
-        return None
-    _note_resolved_subject(exchange.entry, resolved_subject)
-    try:
-        return decide(exchange, resolved_subject, resolved_actor)
-    except errors.OAuthError as refusal:
-        return refusal
-
-
-def decide(exchange: Exchange, subject: Resolved, actor: Resolved | None) -> Decided:
-    """The rules' decision and the token it allows (pure); a Deny is raised as its
-    RFC error. The caller has noted the resolved subject in the audit entry."""
-    entry, settings, now = exchange.entry, exchange.settings, exchange.now
-    if actor is not None:
-        entry.actor = actor.facts.subject
-    facts = ExchangeFacts(
-        subject=subject.facts,
-        actor=actor.facts if actor else None,
-        client_id=exchange.client.client_id,
-        targets=exchange.request.targets,
-        scopes=exchange.request.scopes,
-    )
-    decision = evaluate(exchange.trust.rules, facts)
-    if isinstance(decision, Deny):
-        raise _deny_error(decision, entry)
-    entry.rule_id, entry.rule_version = decision.rule.id, decision.rule.version
-    lifetime = compute_lifetime(
-        rule_max_ttl=decision.max_ttl,
-        global_cap=settings.max_token_ttl,
-        now=now,
-        subject_expires_at=subject.expires_at,
-        actor_expires_at=actor.expires_at if actor else None,
-    )
-    if lifetime.seconds < 1:
-        raise errors.InvalidRequest(
-            f"The {lifetime.limited_by.replace('_', ' ')} expires too soon.",
-            reason=f"{lifetime.limited_by}.expires_too_soon",
-        )
-    act = (
-        actor_claim(actor.facts.subject, actor.facts.issuer, subject.act) if actor else subject.act
-    )
-    claims = build_claims(
-        issuer=settings.issuer,
-        subject=subject.facts.subject,
-        decision=decision,
-        jti=new_token_id(now),
-        now=now,
-        lifetime=lifetime.seconds,
-        client_id=exchange.client.client_id,
-        act=act,
-        subject_claims=subject.facts.claims,
-    )
-    identities = exchange_identities(
-        exchange.client.client_id, facts.subject, facts.actor, signing_kid=exchange.kid
-    )
-    return Decided(subject, decision, lifetime.seconds, claims, identities)
-
-
-def record(transaction: ExchangeTransaction, exchange: Exchange, decided: Decided) -> Granted:
-    """A status-list index for the token, then its lineage and audit rows (unless blocked)."""
-    settings, now = exchange.settings, exchange.now
-    status = allocate_token_status(transaction, settings.issuer, settings.status_list_size, now)
-    claims = with_status(decided.claims, status.claim)
-    blocks = _record_issued(
-        transaction,
-        decided.decision,
-        decided.subject,
-        claims,
-        exchange.kid,
-        exchange.entry,
-        now,
-        status,
-        identities=decided.identities,
-    )
-    return Granted(claims, decided.decision, decided.lifetime, blocks)
 
 
 def resolve(
@@ -401,19 +333,7 @@ def resolve(
             act=act,
             parent_jti=token.token_id,
         )
-    resolved = resolved_without_database(token)
-    assert resolved is not None  # an upstream issuer's JWT: the last kind
-    return resolved
-
-
-def resolved_without_database(token: Presented) -> Resolved | None:
-    """An upstream issuer's JWT, resolved from its verified claims alone; None for the
-    tokens that need the database (service credentials, this service's own tokens)."""
-    if isinstance(token, PresentedApiKey) or token.kind != "issuer":
-        return None
     assert token.issuer is not None
-    claims = token.claims
-    act = claims.get("act") if isinstance(claims.get("act"), Mapping) else None
     return Resolved(
         facts=TokenFacts(
             source="issuer",

@@ -80,6 +80,7 @@ def build_claims(
     client_id: str | None,
     act: Mapping[str, Any] | None,
     subject_claims: Mapping[str, Any],
+    status: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     issued_at = int(now.timestamp())
     claims: dict[str, Any] = {
@@ -103,11 +104,7 @@ def build_claims(
         claims["client_id"] = client_id
     if act:
         claims["act"] = dict(act)
+    if status is not None:
+        # draft-ietf-oauth-status-list: where a relying party finds this token's status.
+        claims["status"] = dict(status)
     return claims
-
-
-def with_status(claims: Mapping[str, Any], status: Mapping[str, Any]) -> dict[str, Any]:
-    """``claims`` and the ``status`` claim (draft-ietf-oauth-status-list): where a relying
-    party finds this token's status. Added once an index is allocated, in the exchange's
-    transaction, after the rest of the claims were built (possibly before it)."""
-    return {**claims, "status": dict(status)}

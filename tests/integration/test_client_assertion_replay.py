@@ -1,0 +1,59 @@
+"""A client assertion (RFC 7523 §3) is used once, whatever the answer, and its replay is
+refused as a failed client authentication (``invalid_client``, RFC 6749 §5.2) before
+the rules' answer, also when the subject is an upstream JWT, which needs nothing from the
+database (a decision that moved before the transaction must keep this order)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from sts.grants.client_auth import JWT_BEARER_ASSERTION
+from tests.integration.world import DEPLOY, VAULT, World, claims_of
+
+
+@pytest.fixture
+def workload_reads_secrets_with_ci_tokens(world: World) -> None:
+    world.put_rule(
+        "workload-from-ci",
+        {
+            "subject_token": {"issuer": "ci", "claims": {"repository": "acme/payments"}},
+            "clients": ["workload"],
+            "allow": {"audiences": [VAULT], "scopes": ["secrets:read"], "max_ttl": 60},
+        },
+    )
+
+
+def exchange_with_assertion(world: World, assertion: str, audience: str) -> Any:
+    form = [("client_assertion_type", JWT_BEARER_ASSERTION), ("client_assertion", assertion)]
+    return world.exchange(world.ci_token(), audience=audience, auth=None, form=form)
+
+
+@pytest.mark.usefixtures("workload_reads_secrets_with_ci_tokens")
+def test_a_replayed_assertion_is_refused_before_the_rules(world: World) -> None:
+    assertion = world.workload_assertion(jti="assertion-replay-1")
+    first = exchange_with_assertion(world, assertion, VAULT)
+    assert first.status_code == 200, first.json
+    assert claims_of(first.json["access_token"])["client_id"] == "workload"
+
+    # The rules refuse DEPLOY to this client; the replay is what the caller is told.
+    replay = exchange_with_assertion(world, assertion, DEPLOY)
+    assert replay.status_code == 401
+    assert replay.json["error"] == "invalid_client"
+    assert world.audit_rows()[-1]["reason"] == "client.replay"
+
+
+@pytest.mark.usefixtures("workload_reads_secrets_with_ci_tokens")
+def test_an_exchange_the_rules_refuse_spends_the_assertion_too(world: World) -> None:
+    assertion = world.workload_assertion(jti="assertion-replay-2")
+    refused = exchange_with_assertion(world, assertion, DEPLOY)
+    assert refused.status_code == 400
+    assert refused.json["error"] == "invalid_target"
+    assert world.audit_rows()[-1]["reason"].startswith("policy.")
+
+    # Recorded with the refusal (RFC 7523 §3: used once, whatever the answer).
+    again = exchange_with_assertion(world, assertion, VAULT)
+    assert again.status_code == 401
+    assert again.json["error"] == "invalid_client"
+    assert world.audit_rows()[-1]["reason"] == "client.replay"
