@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from pathlib import Path
 
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
@@ -70,10 +71,8 @@ def tree_rss_kib(pid: int) -> dict[str, int]:
     }
 
 
-def pids_matching(fragment: str) -> list[int]:
-    """Processes whose command line contains ``fragment`` (e.g. the PostgreSQL backends
-    serving one database: their title names the database)."""
-    found = []
+def _command_lines() -> Iterator[tuple[int, bytes]]:
+    """(pid, command line with its arguments joined by spaces) of every process."""
     for entry in os.listdir("/proc"):
         if not entry.isdigit():
             continue
@@ -81,15 +80,17 @@ def pids_matching(fragment: str) -> list[int]:
             cmdline = Path(f"/proc/{entry}/cmdline").read_bytes().replace(b"\0", b" ")
         except OSError:
             continue
-        if fragment.encode() in cmdline:
-            found.append(int(entry))
-    return found
+        yield int(entry), cmdline
 
 
 def postgres_backends(database: str) -> list[int]:
-    """The PostgreSQL backends serving ``database``: their process title is
-    "postgres: <user> <database> <client> <state>", whatever the user."""
-    return pids_matching(f" {database} ")
+    """The PostgreSQL backends serving ``database``: processes whose title is
+    "postgres: [<cluster>: ]<user> <database> <client> <state>", whatever the user. Only
+    backends: a client whose arguments name the database (psql -d <database>) is not one."""
+    name = f" {database} ".encode()
+    return [
+        pid for pid, title in _command_lines() if title.startswith(b"postgres: ") and name in title
+    ]
 
 
 def machine_busy_seconds() -> float:

@@ -117,7 +117,9 @@ def governance_off() -> Iterator[None]:
 
 
 def database_counters(engine: Engine) -> dict[str, float]:
-    """PostgreSQL: the totals behind DATABASE_ROWS so far (empty on SQLite)."""
+    """PostgreSQL: the totals behind DATABASE_ROWS so far (empty on SQLite). The CPU is
+    the bench database's backends'; ``pg_stat_wal`` counts the whole server's WAL, so the
+    WAL rows are only this bench's on a server nothing else writes to meanwhile."""
     if engine.dialect.name != "postgresql":
         return {}
     time.sleep(STATS_SETTLE_SECONDS)

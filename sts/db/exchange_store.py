@@ -91,12 +91,12 @@ class ExchangeStore:
             checkpointer = WalCheckpointer(path, checkpoint_interval, self.gate)
             self.checkpointer = checkpointer
             self.group_commit = GroupCommit(self.write)
-            event.listen(engine, "engine_disposed", self._on_engine_disposed)
         self.dbapi_error: type[Exception] = dialect.loaded_dbapi.Error
         # PostgreSQL (psycopg): each thread's connection, kept in pipeline mode.
         self.pipelined: PipelinedConnections | None = None
         if dialect.driver == "psycopg":
             self.pipelined = PipelinedConnections(engine)
+        if self.checkpointer is not None or self.pipelined is not None:
             event.listen(engine, "engine_disposed", self._on_engine_disposed)
         prepare = self._prepare
         self.credential_by_key_id = prepare(queries.CREDENTIAL_BY_KEY_ID)
