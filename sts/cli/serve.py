@@ -13,8 +13,11 @@ each worker drops the inherited pool so that it opens its own database connectio
   (bench/README). A keep-alive connection stays on the worker that accepted it, so
   connections opened while a worker was down would stay on the others for good: every
   1000th response of a worker closes its connection (``--keepalive-recycle``), and the
-  connections spread again. A worker that dies is replaced (forked again from the built
-  app).
+  connections spread again. Those reconnections land where the kernel's hash sends them,
+  so with few connections the split drifts, at times all onto one worker: a worker whose
+  threads are nearly all busy while another's are markedly less also closes a connection
+  (``--spread-by-load``, ``sts.cli.worker_load``). A worker that dies is replaced (forked
+  again from the built app).
 * ``gunicorn``: sync workers, one request at a time per worker. Sync workers do not keep
   HTTP connections alive: every request pays a TCP connect, and every request is
   therefore spread over the workers by the kernel. A dead worker is replaced.
@@ -25,6 +28,7 @@ from __future__ import annotations
 import itertools
 import logging
 import multiprocessing
+import os
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,6 +38,12 @@ import click
 from flask import Flask
 
 from sts.cli.common import load_settings
+from sts.cli.worker_load import (
+    SpreadConnectionsByLoad,
+    WorkerBoard,
+    WSGIApp,
+    announcing_close,
+)
 from sts.errors import StartupError
 
 SERVERS = ("granian", "gunicorn")  # the first is the default
@@ -51,13 +61,12 @@ class ServeOptions:
     threads: int = 2  # granian only: WSGI threads per worker
     keepalive_recycle: int = KEEPALIVE_RECYCLE  # granian only; 0: never
     access_log: bool = False
+    spread_by_load: bool = True  # granian only (sts.cli.worker_load)
 
 
 TCP_MIGRATE_REQ = Path("/proc/sys/net/ipv4/tcp_migrate_req")
 
 log = logging.getLogger(__name__)
-
-WSGIApp = Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]
 
 
 class RecycleKeepAliveConnections:
@@ -88,15 +97,7 @@ class RecycleKeepAliveConnections:
     ) -> Iterable[bytes]:
         if next(self._served) % self.every:
             return self.app(environ, start_response)
-
-        def start_closing_response(
-            status: str, headers: list[tuple[str, str]], exc_info: Any = None
-        ) -> Any:
-            if not any(name.lower() == "connection" for name, _ in headers):
-                headers = [*headers, ("Connection", "close")]
-            return start_response(status, headers, exc_info)
-
-        return self.app(environ, start_closing_response)
+        return self.app(environ, announcing_close(start_response))
 
 
 def _forget_inherited_connections(app: Flask) -> None:
@@ -162,11 +163,19 @@ def run_granian(app: Flask, options: ServeOptions) -> None:
     if options.workers > 1:
         warn_if_queued_connections_die_with_their_worker()
 
+    # Before the fork, so that every worker (and a replacement) shares it.
+    board = WorkerBoard(options.workers) if options.spread_by_load and options.workers > 1 else None
+
     def load_app(_target: str) -> Callable[..., Any]:
         _forget_inherited_connections(app)  # runs in the worker, after the fork
+        served: WSGIApp = app
+        if board is not None:
+            spread = SpreadConnectionsByLoad(served, board, options.threads)
+            spread.claim(os.getpid())
+            served = spread
         if options.keepalive_recycle:
-            return RecycleKeepAliveConnections(app, options.keepalive_recycle)
-        return app
+            served = RecycleKeepAliveConnections(served, options.keepalive_recycle)
+        return served
 
     server = Server(
         "sts.app:create_app",  # informational only: load_app returns the built app
@@ -228,15 +237,29 @@ def run_server(app: Flask, server: str, options: ServeOptions) -> None:
     help="granian only: every N-th response of a worker closes its keep-alive connection "
     "(Connection: close), so that connections spread again over the workers; 0: never.",
 )
+@click.option(
+    "--spread-by-load/--no-spread-by-load",
+    default=True,
+    show_default=True,
+    help="granian only: a worker whose threads are nearly all busy, while another's are "
+    "markedly less, closes one keep-alive connection per quarter second so that its client "
+    "reconnects, possibly to the other worker.",
+)
 @click.option("--access-log/--no-access-log", default=False, show_default=True)
 def serve(
-    bind: str, workers: int, server: str, threads: int, keepalive_recycle: int, access_log: bool
+    bind: str,
+    workers: int,
+    server: str,
+    threads: int,
+    keepalive_recycle: int,
+    spread_by_load: bool,
+    access_log: bool,
 ) -> None:
     """Run the service."""
     app = build_app()
     settings = app.extensions["sts"].settings
     click.echo(f"sts serving {settings.issuer} on http://{bind} with {workers} {server} workers")
-    options = ServeOptions(bind, workers, threads, keepalive_recycle, access_log)
+    options = ServeOptions(bind, workers, threads, keepalive_recycle, access_log, spread_by_load)
     run_server(app, server, options)
 
 

@@ -4,10 +4,13 @@ its workers recycle connections so that they spread again (a real server on 127.
 from __future__ import annotations
 
 import http.client
+import multiprocessing
 import os
 import signal
+import subprocess
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 from flask import Flask
@@ -121,32 +124,42 @@ def reconnect_after_the_crash(connection: http.client.HTTPConnection) -> None:
     readyz(connection)
 
 
+def all_connections_on_one_worker(
+    process: subprocess.Popen[bytes], host: str, port: int, count: int
+) -> tuple[list[http.client.HTTPConnection], int]:
+    """A worker crashes and clients reconnect before its replacement listens (granian's
+    workers each listen on their own SO_REUSEPORT socket, so the kernel can only hand the
+    new connections to the survivor). The main process is paused while the connections
+    open, so that the replacement cannot be forked yet; then it is resumed. Returns the
+    connections, all on the survivor, and the replacement's pid once it has started."""
+    first = wait_for_workers(process.pid, port, 2)
+    connections = [http.client.HTTPConnection(host, port, timeout=5) for _ in range(count)]
+    os.kill(process.pid, signal.SIGSTOP)
+    try:
+        wait_until_stopped(process.pid)
+        os.kill(min(first), signal.SIGKILL)
+        wait_until_gone(min(first))
+        for connection in connections:
+            reconnect_after_the_crash(connection)
+    finally:
+        os.kill(process.pid, signal.SIGCONT)
+    (replacement,) = wait_for_workers(process.pid, port, 2, without=min(first)) - first
+    time.sleep(1)  # let it finish starting
+    return connections, replacement
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("recycle", [25, 0])
 def test_connections_opened_while_a_worker_was_down_spread_to_its_replacement(
     env: dict[str, str], recycle: int
 ) -> None:
-    """A worker crashes and clients reconnect before its replacement listens (granian's
-    workers each listen on their own SO_REUSEPORT socket, so the kernel can only hand the
-    new connections to the survivor). The main process is paused while the connections
-    open, so that the replacement cannot be forked yet; then it is resumed."""
+    """Every ``recycle``-th response closes its connection, whatever the load (one
+    request at a time here, so spreading by load never acts: it is off in both cases)."""
     env = {**env, "STS_AUTO_MIGRATE": "true"}
-    args = ("--server", "granian", "--keepalive-recycle", str(recycle))
+    args = ("--server", "granian", "--keepalive-recycle", str(recycle), "--no-spread-by-load")
     with server_process(env, args=args) as (base, process):
         host, port = base.removeprefix("http://").split(":")
-        first = wait_for_workers(process.pid, int(port), 2)
-        connections = [http.client.HTTPConnection(host, int(port), timeout=5) for _ in range(4)]
-        os.kill(process.pid, signal.SIGSTOP)
-        try:
-            wait_until_stopped(process.pid)
-            os.kill(min(first), signal.SIGKILL)
-            wait_until_gone(min(first))
-            for connection in connections:
-                reconnect_after_the_crash(connection)
-        finally:
-            os.kill(process.pid, signal.SIGCONT)
-        (replacement,) = wait_for_workers(process.pid, int(port), 2, without=min(first)) - first
-        time.sleep(1)  # let it finish starting
+        connections, replacement = all_connections_on_one_worker(process, host, int(port), 4)
         before = cpu_seconds(replacement)
         closes = 0
         for i in range(2000):
@@ -160,3 +173,47 @@ def test_connections_opened_while_a_worker_was_down_spread_to_its_replacement(
     else:
         assert closes == 0
         assert served <= 0.03, served  # idle: every connection stayed on the survivor
+
+
+def drive(connection: http.client.HTTPConnection, seconds: float, closes: Any, index: int) -> None:
+    """A client process: requests back to back on its connection for ``seconds``."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        closes[index] += readyz(connection).lower() == "close"
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("spread", [True, False])
+def test_a_busy_worker_hands_connections_to_an_idle_one(env: dict[str, str], spread: bool) -> None:
+    """Six clients at once keep the survivor's two threads busy while its replacement has
+    no connection: spreading by load closes some of the survivor's connections, and the
+    clients that land on the replacement on reconnecting are served there. Without it
+    (and with no recycling), the replacement stays idle."""
+    env = {**env, "STS_AUTO_MIGRATE": "true"}
+    flag = "--spread-by-load" if spread else "--no-spread-by-load"
+    args = ("--server", "granian", "--keepalive-recycle", "0", flag)
+    clients = 6
+    context = multiprocessing.get_context("fork")
+    closes = context.RawArray("q", clients)
+    with server_process(env, args=args) as (base, process):
+        host, port = base.removeprefix("http://").split(":")
+        connections, replacement = all_connections_on_one_worker(process, host, int(port), clients)
+        before = cpu_seconds(replacement)
+        drivers = [
+            context.Process(target=drive, args=(connection, 3.0, closes, index))
+            for index, connection in enumerate(connections)
+        ]
+        for driver in drivers:
+            driver.start()
+        for driver in drivers:
+            driver.join(30)
+        served = cpu_seconds(replacement) - before
+        for connection in connections:
+            connection.close()
+    assert all(driver.exitcode == 0 for driver in drivers)
+    if spread:
+        assert sum(closes) >= 1
+        assert served >= 0.1, served
+    else:
+        assert sum(closes) == 0
+        assert served <= 0.03, served
