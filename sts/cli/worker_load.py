@@ -158,8 +158,7 @@ class SpreadConnectionsByLoad:
         with self._lock:
             self._account(1)
             closing, self._close_next = self._close_next, False
-        if closing:
-            self.shed += 1
+            self.shed += closing
         return closing
 
     def _leave(self) -> None:
