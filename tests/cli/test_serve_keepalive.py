@@ -1,5 +1,6 @@
 """granian keeps a keep-alive connection on the worker that accepted it; sts serve makes
-its workers recycle connections so that they spread again (a real server on 127.0.0.1)."""
+its workers recycle connections, and shed them when busy beside an idle worker, so that
+they spread again (a real server on 127.0.0.1)."""
 
 from __future__ import annotations
 
