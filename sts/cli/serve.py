@@ -28,7 +28,6 @@ from __future__ import annotations
 import itertools
 import logging
 import multiprocessing
-import os
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -38,12 +37,7 @@ import click
 from flask import Flask
 
 from sts.cli.common import load_settings
-from sts.cli.worker_load import (
-    SpreadConnectionsByLoad,
-    WorkerBoard,
-    WSGIApp,
-    announcing_close,
-)
+from sts.cli.worker_load import WorkerBoard, WSGIApp, announcing_close, spread_by_load
 from sts.errors import StartupError
 
 SERVERS = ("granian", "gunicorn")  # the first is the default
@@ -170,9 +164,7 @@ def run_granian(app: Flask, options: ServeOptions) -> None:
         _forget_inherited_connections(app)  # runs in the worker, after the fork
         served: WSGIApp = app
         if board is not None:
-            spread = SpreadConnectionsByLoad(served, board, options.threads)
-            spread.claim(os.getpid())
-            served = spread
+            served = spread_by_load(served, board, options.threads)
         if options.keepalive_recycle:
             served = RecycleKeepAliveConnections(served, options.keepalive_recycle)
         return served

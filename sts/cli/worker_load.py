@@ -21,12 +21,15 @@ their connections.
 
 from __future__ import annotations
 
+import logging
 import multiprocessing
 import os
 import threading
 import time
 from collections.abc import Callable, Iterable
 from typing import Any
+
+log = logging.getLogger(__name__)
 
 WSGIApp = Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]
 
@@ -69,7 +72,8 @@ class WorkerBoard:
             for slot in range(self.slots):
                 owner = int(self._cells[slot * FIELDS + PID])
                 if owner in (0, pid) or not is_alive(owner):
-                    self._write(slot, pid=pid, busy=0.0, published=0.0, inside=0)
+                    base = slot * FIELDS
+                    self._cells[base : base + FIELDS] = [pid, 0.0, 0.0, 0]
                     return slot
         return None
 
@@ -100,13 +104,6 @@ class WorkerBoard:
             lowest = busy if lowest is None else min(lowest, busy)
         return lowest
 
-    def _write(self, slot: int, *, pid: int, busy: float, published: float, inside: int) -> None:
-        base = slot * FIELDS
-        self._cells[base + PID] = pid
-        self._cells[base + BUSY_FRACTION] = busy
-        self._cells[base + PUBLISHED] = published
-        self._cells[base + INSIDE] = inside
-
 
 def should_shed(mine: float, least_other: float | None) -> bool:
     """Close one of this worker's connections: its threads were nearly all busy and
@@ -114,38 +111,42 @@ def should_shed(mine: float, least_other: float | None) -> bool:
     return least_other is not None and mine >= BUSY and mine - least_other >= MARGIN
 
 
+def spread_by_load(app: WSGIApp, board: WorkerBoard, threads: int) -> WSGIApp:
+    """In a worker process, after the fork: ``app`` wrapped to take part in spreading,
+    or ``app`` itself if the board has no slot for this worker."""
+    slot = board.claim(os.getpid())
+    if slot is None:
+        log.warning("no free slot on the workers' board: this worker does not spread by load")
+        return app
+    return SpreadConnectionsByLoad(app, board, slot, threads)
+
+
 class SpreadConnectionsByLoad:
-    """WSGI middleware of one worker (module docstring). ``claim`` in the worker process,
-    after the fork."""
+    """WSGI middleware of one worker, in its ``slot`` of the board (module docstring)."""
 
     def __init__(
         self,
         app: WSGIApp,
         board: WorkerBoard,
+        slot: int,
         threads: int,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.app = app
         self.board = board
+        self.slot = slot
         self.threads = threads
         self.clock = clock
-        self.slot: int | None = None
-        self.shed = 0  # responses that closed their connection (for tests and logs)
+        self.shed = 0  # responses that closed their connection (tests read it)
         self._lock = threading.Lock()
         self._inside = 0
         self._busy_seconds = 0.0
         self._changed = self._window_start = clock()
         self._close_next = False
 
-    def claim(self, pid: int) -> None:
-        self.slot = self.board.claim(pid)
-        self._changed = self._window_start = self.clock()
-
     def __call__(
         self, environ: dict[str, Any], start_response: Callable[..., Any]
     ) -> Iterable[bytes]:
-        if self.slot is None:
-            return self.app(environ, start_response)
         closing = self._enter()
         try:
             if closing:
@@ -168,7 +169,6 @@ class SpreadConnectionsByLoad:
     def _account(self, change: int) -> None:
         """Under the lock: add the thread-seconds spent inside the app since the last
         change, then apply ``change``; at the end of a window, publish and decide."""
-        assert self.slot is not None
         now = self.clock()
         self._busy_seconds += self._inside * (now - self._changed)
         self._changed = now

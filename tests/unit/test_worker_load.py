@@ -18,6 +18,7 @@ from sts.cli.worker_load import (
     SpreadConnectionsByLoad,
     WorkerBoard,
     should_shed,
+    spread_by_load,
 )
 
 
@@ -110,10 +111,9 @@ def saturated_worker(
 
     app.add_url_rule("/", "work", work)
     board = WorkerBoard(2)
-    spread = SpreadConnectionsByLoad(app.wsgi_app, board, threads=threads, clock=clock)
-    spread.claim(os.getpid())
-    other = board.claim(os.getppid())
-    assert other is not None
+    mine, other = board.claim(os.getpid()), board.claim(os.getppid())
+    assert mine is not None and other is not None
+    spread = SpreadConnectionsByLoad(app.wsgi_app, board, mine, threads=threads, clock=clock)
     board.publish(other, other_busy, now=clock.now)
     app.wsgi_app = spread  # type: ignore[method-assign]
     return app.test_client(), clock, spread, board
@@ -149,7 +149,6 @@ def test_a_worker_with_idle_threads_keeps_its_connections() -> None:
 def test_the_busy_fraction_is_published_for_the_other_workers() -> None:
     client, clock, spread, board = saturated_worker(other_busy=0.0, threads=2)
     connection_headers(client, 3)
-    assert spread.slot is not None
     other = 1 - spread.slot
     assert board.least_busy_other(other, now=clock.now) == pytest.approx(0.5)
 
@@ -162,13 +161,12 @@ def test_the_apps_own_connection_header_is_not_repeated() -> None:
     assert spread.shed == 1
 
 
-def test_a_worker_without_a_slot_passes_requests_through() -> None:
+def test_a_worker_takes_part_only_with_a_slot_of_its_own() -> None:
+    app = Flask(__name__).wsgi_app
     board = WorkerBoard(1)
-    assert board.claim(os.getppid()) == 0
-    app = Flask(__name__)
-    app.add_url_rule("/", "plain", lambda: "ok")
-    spread = SpreadConnectionsByLoad(app.wsgi_app, board, threads=1)
-    spread.claim(os.getpid())
-    assert spread.slot is None
-    app.wsgi_app = spread  # type: ignore[method-assign]
-    assert app.test_client().get("/").text == "ok"
+    spread = spread_by_load(app, board, threads=2)
+    assert isinstance(spread, SpreadConnectionsByLoad)
+    assert spread.slot == 0
+    full = WorkerBoard(1)
+    assert full.claim(os.getppid()) == 0
+    assert spread_by_load(app, full, threads=2) is app  # served as it is
