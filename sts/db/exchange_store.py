@@ -35,6 +35,7 @@ from sts.db.group_commit import GroupCommit
 from sts.db.locks import SIGNING_KEYS_LOCK, SqliteWriteGate, lock_key, sqlite_write_gate
 from sts.db.pipelined import PipelinedConnection, PipelinedConnections
 from sts.db.status_indexes import IndexBlock, StatusIndexPool
+from sts.db.types import fast_bind_processor
 
 T = TypeVar("T")
 
@@ -45,29 +46,42 @@ log = logging.getLogger(__name__)
 class Prepared:
     """One statement compiled for one dialect, with its bind processors (UTC datetimes,
     JSON, ...) resolved up front: ``params`` turns named values into what the driver
-    takes."""
+    takes. A UTC datetime on SQLite gets an equivalent one-step processor
+    (``sts.db.types.fast_bind_processor``): an exchange's inserts bind three."""
 
     def __init__(self, statement: ClauseElement, dialect: Dialect) -> None:
         compiled = statement.compile(dialect=dialect)
         assert isinstance(compiled, SQLCompiler)
         self.sql = str(compiled)
-        self._order = tuple(compiled.positiontup or ()) if compiled.positional else None
         self._defaults: dict[str, Any] = {}  # literals in the statement, e.g. "+ 1"
         self._processors: dict[str, Callable[[Any], Any]] = {}
         for bind, name in compiled.bind_names.items():
             if not bind.required:
                 self._defaults[name] = bind.effective_value
-            processor = bind.type.dialect_impl(dialect).bind_processor(dialect)
+            processor = fast_bind_processor(bind.type, dialect) or bind.type.dialect_impl(
+                dialect
+            ).bind_processor(dialect)
             if processor is not None:
                 self._processors[name] = processor
+        # Positional drivers (SQLite): each place's name and processor, in order.
+        self._places: tuple[tuple[str, Callable[[Any], Any] | None], ...] | None = None
+        if compiled.positional:
+            names = compiled.positiontup or ()
+            self._places = tuple((name, self._processors.get(name)) for name in names)
 
     def params(self, values: Mapping[str, Any]) -> Sequence[Any] | dict[str, Any]:
-        merged = {**self._defaults, **values}
+        merged = {**self._defaults, **values} if self._defaults else values
+        if self._places is not None:
+            return tuple(
+                [
+                    merged[name] if processor is None else processor(merged[name])
+                    for name, processor in self._places
+                ]
+            )
+        named = dict(merged)
         for name, processor in self._processors.items():
-            merged[name] = processor(merged[name])
-        if self._order is not None:
-            return tuple(merged[name] for name in self._order)
-        return merged
+            named[name] = processor(named[name])
+        return named
 
 
 class ExchangeStore:
