@@ -53,18 +53,16 @@ class InvalidRequest(OAuthError):
 
 
 class InvalidClient(OAuthError):
-    """RFC 6749 §5.2: 401 with a WWW-Authenticate header naming the scheme the client tried."""
+    """RFC 6749 §5.2: 401 with a WWW-Authenticate header. A client that authenticated with
+    the Authorization header used Basic, the one HTTP scheme sts's endpoints accept, and
+    MUST get a Basic challenge; any other client MAY be told that Basic is supported."""
 
     error = "invalid_client"
     status_code = 401
     default_description = "Client authentication failed."
 
-    def __init__(self, description: str | None = None, *, scheme: str = "Basic", **kw: str) -> None:
-        super().__init__(description, **kw)
-        self.scheme = scheme
-
     def headers(self) -> dict[str, str]:
-        return {"WWW-Authenticate": f'{self.scheme} realm="sts", error="invalid_client"'}
+        return {"WWW-Authenticate": 'Basic realm="sts", error="invalid_client"'}
 
 
 class InvalidGrant(OAuthError):

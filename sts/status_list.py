@@ -27,6 +27,7 @@ from sts.tokens.status_list import (
 )
 
 if TYPE_CHECKING:
+    from sts.keys.keyring import ActiveKey
     from sts.services import Services
 
 
@@ -54,15 +55,23 @@ def allocate_token_status(
     return TokenStatus(list_id, idx, status_claim(status_list_uri(issuer, list_id), idx))
 
 
+# status_lists.id is a 32-bit INTEGER: a larger id in a URL names no list (and PostgreSQL
+# would refuse to compare it).
+MAX_LIST_ID = 2**31 - 1
+
+
 @dataclass(frozen=True)
 class _Signed:
     token: str
     signed_at: datetime
+    kid: str
 
 
 class StatusListPublisher:
     """Serves each list's signed token, re-signing at most once per ``ttl`` per process:
-    a revocation reaches every replica's published list within that lifetime."""
+    a revocation reaches every replica's published list within that lifetime. A list
+    signed by a key that is no longer the active one (rotated, or compromised and gone
+    from the JWKS) is signed again at once."""
 
     def __init__(self) -> None:
         self._signed: dict[int, _Signed] = {}
@@ -72,10 +81,17 @@ class StatusListPublisher:
         settings = services.settings
         now = services.clock()
         ttl = settings.status_list_ttl
+        if not 0 < list_id <= MAX_LIST_ID:
+            raise errors.NotFound(reason="status_list.unknown")
+        key = services.keyring.signing_key()
         with self._lock:
             cached = self._signed.get(list_id)
-        if cached is None or now - cached.signed_at >= timedelta(seconds=ttl):
-            cached = _Signed(self._sign(services, list_id, now), now)
+        if (
+            cached is None
+            or cached.kid != key.kid
+            or now - cached.signed_at >= timedelta(seconds=ttl)
+        ):
+            cached = _Signed(self._sign(services, list_id, now, key), now, key.kid)
             with self._lock:
                 self._signed[list_id] = cached
         remaining = ttl - int((now - cached.signed_at).total_seconds())
@@ -85,7 +101,7 @@ class StatusListPublisher:
         }
         return Response(200, {}, headers, raw=cached.token)
 
-    def _sign(self, services: Services, list_id: int, now: datetime) -> str:
+    def _sign(self, services: Services, list_id: int, now: datetime, key: ActiveKey) -> str:
         settings = services.settings
         with services.session_factory() as session:
             status_list = queries.served_status_list(session, list_id)
@@ -102,7 +118,7 @@ class StatusListPublisher:
             # A snapshot is of no use after the longest-lived token it could describe.
             lifetime=max(settings.status_list_ttl, settings.max_token_ttl),
         )
-        return mint_status_list_token(claims, services.keyring.signing_key(), settings.issuer)
+        return mint_status_list_token(claims, key, settings.issuer)
 
 
 def render_status_list_index(services: Services) -> Response:

@@ -34,12 +34,8 @@ def authenticate_required_client(
     # RFC 7009 §2.1 / RFC 7662 §2.1: the caller authenticates; sts has no public clients
     # at these endpoints.
     if client.client_id is None:
-        raise errors.InvalidClient(scheme="Basic", reason="client.anonymous")
+        raise errors.InvalidClient(reason="client.anonymous")
     return client
-
-
-def scheme_of(client: AuthenticatedClient) -> str:
-    return "Basic" if client.method == "client_secret_basic" else "Bearer"
 
 
 def record_assertion_once(session: Session, client: AuthenticatedClient) -> None:
@@ -51,6 +47,4 @@ def record_assertion_once(session: Session, client: AuthenticatedClient) -> None
     if not queries.record_client_assertion(
         session, client.client_id, client.assertion_jti, client.assertion_expires_at
     ):
-        raise errors.InvalidClient(
-            "The client assertion was already used.", scheme="Bearer", reason="client.replay"
-        )
+        raise errors.InvalidClient("The client assertion was already used.", reason="client.replay")

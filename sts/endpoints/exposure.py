@@ -37,6 +37,7 @@ log = logging.getLogger(__name__)
 EVENT_EXPOSURE = "exposure_report"
 ACCEPTED = Response(202, {"status": "accepted"}, dict(NO_STORE))
 MAX_NOTE = 200
+EXPOSURE_PARAMETERS = frozenset({"token", "found_at"})
 
 
 class TooManyReports(errors.OAuthError):
@@ -60,7 +61,7 @@ def handle_exposure_report(
     if not limiter.allow(source_address):
         raise TooManyReports(reason="exposure.rate_limited")
     require_form_encoded(content_type)
-    params = single_values(form)
+    params = single_values(form, EXPOSURE_PARAMETERS)
     token = params.get("token")
     if not token:
         raise errors.InvalidRequest("Missing token.")

@@ -21,7 +21,6 @@ from sts.endpoints import NO_STORE, Response
 from sts.endpoints.client_authentication import (
     authenticate_required_client,
     record_assertion_once,
-    scheme_of,
 )
 from sts.endpoints.metadata import INTROSPECTION_PATH
 from sts.policy.evaluate import Deny, regrant
@@ -50,9 +49,7 @@ def handle_introspection(
     # this endpoint"; §4: only resource servers may learn about tokens.
     registered = services.trust.current().clients.get(client.client_id or "")
     if registered is None or not registered.is_resource_server:
-        raise errors.InvalidClient(
-            scheme=scheme_of(client), reason="introspection.not_resource_server"
-        )
+        raise errors.InvalidClient(reason="introspection.not_resource_server")
     if client.assertion_jti is not None:
         with write_transaction(services.session_factory) as session:
             record_assertion_once(session, client)

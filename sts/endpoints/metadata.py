@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from typing import Any
+from urllib.parse import urlsplit
 
 from sts.endpoints import Response
 from sts.protocol import GRANT_TOKEN_EXCHANGE, SUPPORTED_SUBJECT_TOKEN_TYPES
@@ -49,6 +50,14 @@ def build_metadata(settings: Settings) -> dict[str, Any]:
         "status_list_aggregation_endpoint": issuer + STATUS_LIST_PATH,
         "exposure_report_endpoint": issuer + EXPOSURE_PATH,
     }
+
+
+def metadata_path_for(issuer: str) -> str:
+    """Where RFC 8414 §3 puts the metadata of ``issuer``: the well-known string goes
+    between the host and the issuer's path (https://h/t -> /.well-known/...-server/t).
+    An issuer with a path is also answered at the path appended, where the app is mounted
+    under that path."""
+    return METADATA_PATH + urlsplit(issuer).path.rstrip("/")
 
 
 def render_metadata(settings: Settings) -> Response:

@@ -26,7 +26,8 @@ def handle_token_request(
     authorization: str | None,
 ) -> Response:
     require_form_encoded(content_type)  # RFC 6749 §3.2
-    grant_types = [value for name, value in form if name == "grant_type"]
+    # RFC 6749 §3.2: a parameter sent without a value is treated as omitted.
+    grant_types = [value for name, value in form if name == "grant_type" and value]
     if not grant_types:
         raise errors.InvalidRequest("Missing grant_type.", reason="request.grant_type_missing")
     if len(grant_types) > 1:

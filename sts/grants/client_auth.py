@@ -8,17 +8,17 @@ must use the one method it is registered for, and only one per request (RFC 6749
 from __future__ import annotations
 
 import base64
-import binascii
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from urllib.parse import unquote_plus
 
 from joserfc import jws, jwt
 from joserfc.errors import JoseError
 from joserfc.util import to_bytes
 
+from sts.clock import from_numeric_date
 from sts.credentials import secret_matches
 from sts.errors import InvalidClient, InvalidRequest
 from sts.protocol.exchange import ClientCredentials
@@ -45,14 +45,14 @@ def parse_basic_authorization(header: str) -> tuple[str, str]:
     """RFC 6749 §2.3.1 / RFC 7617: base64(urlencode(id) ":" urlencode(secret))."""
     scheme, _, value = header.partition(" ")
     if scheme.lower() != "basic" or not value:
-        raise InvalidClient("Unsupported Authorization scheme.", scheme="Basic")
+        raise InvalidClient("Unsupported Authorization scheme.")
     try:
         decoded = base64.b64decode(value.strip(), validate=True).decode()
-    except (binascii.Error, UnicodeDecodeError):
-        raise InvalidClient("Malformed Basic credentials.", scheme="Basic") from None
+    except ValueError:  # binascii.Error, UnicodeDecodeError, and non-ASCII input
+        raise InvalidClient("Malformed Basic credentials.") from None
     client_id, separator, secret = decoded.partition(":")
     if not separator or not client_id:
-        raise InvalidClient("Malformed Basic credentials.", scheme="Basic")
+        raise InvalidClient("Malformed Basic credentials.")
     return unquote_plus(client_id), unquote_plus(secret)
 
 
@@ -90,27 +90,24 @@ def authenticate_client(
         client_id, secret = parse_basic_authorization(authorization)
         if credentials.client_id is not None and credentials.client_id != client_id:
             raise InvalidRequest("client_id does not match the credentials.", reason="client.id")
-        return _check_secret(registry, client_id, secret, method, "Basic")
+        return _check_secret(registry, client_id, secret, method)
     if method == "client_secret_post":
         if credentials.client_id is None:
-            raise InvalidClient("client_id is required with client_secret.", scheme="Bearer")
+            raise InvalidClient("client_id is required with client_secret.")
         assert credentials.client_secret is not None
-        return _check_secret(
-            registry, credentials.client_id, credentials.client_secret, method, "Bearer"
-        )
+        return _check_secret(registry, credentials.client_id, credentials.client_secret, method)
     return _check_assertion(
         registry, credentials, token_endpoint=token_endpoint, issuer=issuer, leeway=leeway, now=now
     )
 
 
 def _known_client(
-    registry: Mapping[str, ClientConfig], client_id: str, method: str, scheme: str = "Bearer"
+    registry: Mapping[str, ClientConfig], client_id: str, method: str
 ) -> ClientConfig:
     client = registry.get(client_id)
     if client is None or client.disabled or client.auth_method != method:
         # One answer for unknown, disabled and wrong-method clients: no client oracle.
         raise InvalidClient(
-            scheme=scheme,
             reason="client.unknown" if client is None else "client.rejected",
             detail=f"client {client_id!r} via {method}",
         )
@@ -118,11 +115,11 @@ def _known_client(
 
 
 def _check_secret(
-    registry: Mapping[str, ClientConfig], client_id: str, secret: str, method: str, scheme: str
+    registry: Mapping[str, ClientConfig], client_id: str, secret: str, method: str
 ) -> AuthenticatedClient:
-    client = _known_client(registry, client_id, method, scheme)
+    client = _known_client(registry, client_id, method)
     if client.secret_hash is None or not secret_matches(secret, client.secret_hash):
-        raise InvalidClient(scheme=scheme, reason="client.bad_secret", detail=client_id)
+        raise InvalidClient(reason="client.bad_secret", detail=client_id)
     return AuthenticatedClient(client_id=client_id, method=method)
 
 
@@ -140,22 +137,22 @@ def _check_assertion(
         credentials.client_assertion_type != JWT_BEARER_ASSERTION
         or not credentials.client_assertion
     ):
-        raise InvalidClient("Unsupported client assertion.", scheme="Bearer")
+        raise InvalidClient("Unsupported client assertion.")
     assertion = credentials.client_assertion
     # The unverified sub only selects the client whose keys must then verify it.
     client_id = credentials.client_id or _unverified_subject(assertion)
     if client_id is None:
-        raise InvalidClient("The client assertion is malformed.", scheme="Bearer")
+        raise InvalidClient("The client assertion is malformed.")
     client = _known_client(registry, client_id, "private_key_jwt")
     if client.jwks is None:
-        raise InvalidClient(scheme="Bearer", reason="client.no_keys")
+        raise InvalidClient(reason="client.no_keys")
     algorithms = sorted(ASYMMETRIC_ALGORITHMS)
     try:
         with accepting_eddsa(algorithms):
             token = jwt.decode(assertion, client.jwks, algorithms=algorithms)
     except JoseError:
         raise InvalidClient(
-            "The client assertion signature is invalid.", scheme="Bearer", reason="client.assertion"
+            "The client assertion signature is invalid.", reason="client.assertion"
         ) from None
     registry_ = jwt.JWTClaimsRegistry(
         now=int(now.timestamp()),
@@ -171,15 +168,12 @@ def _check_assertion(
     except JoseError as exc:
         raise InvalidClient(
             "The client assertion is not acceptable.",
-            scheme="Bearer",
             reason="client.assertion_claims",
             detail=str(exc),
         ) from None
-    expires_at = datetime.fromtimestamp(int(token.claims["exp"]), UTC)
-    if (expires_at - now).total_seconds() > MAX_ASSERTION_LIFETIME:
-        raise InvalidClient(
-            "The client assertion lives too long.", scheme="Bearer", reason="client.assertion_exp"
-        )
+    expires_at = from_numeric_date(token.claims["exp"])
+    if expires_at is None or (expires_at - now).total_seconds() > MAX_ASSERTION_LIFETIME:
+        raise InvalidClient("The client assertion lives too long.", reason="client.assertion_exp")
     return AuthenticatedClient(
         client_id=client_id,
         method="private_key_jwt",

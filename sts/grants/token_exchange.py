@@ -273,13 +273,17 @@ def issue(
         raise errors.TemporarilyUnavailable(reason="keys.sign_failed") from None
     log.debug("issued jti=%s rule=%s@%s", jti, decision.rule.name, decision.rule.version)
     # RFC 8693 §2.2.1
-    body = {
+    body: dict[str, Any] = {
         "access_token": access_token,
         "issued_token_type": request.requested_token_type,
         "token_type": "Bearer",
         "expires_in": granted.lifetime,
-        "scope": " ".join(decision.scopes),
     }
+    # Always sent when the token has scopes (REQUIRED where they differ from the request);
+    # never as "": RFC 6749 §3.3 defines no empty scope, and a token without scopes was
+    # asked for none (a requested scope is granted or the exchange refused).
+    if decision.scopes:
+        body["scope"] = " ".join(decision.scopes)
     return Response(200, body, dict(NO_STORE))
 
 
@@ -354,9 +358,7 @@ def _record_assertion(transaction: ExchangeTransaction, client: AuthenticatedCli
     if not transaction.record_client_assertion(
         client.client_id, client.assertion_jti, client.assertion_expires_at
     ):
-        raise errors.InvalidClient(
-            "The client assertion was already used.", scheme="Bearer", reason="client.replay"
-        )
+        raise errors.InvalidClient("The client assertion was already used.", reason="client.replay")
 
 
 def _record_issued(

@@ -17,9 +17,20 @@ from sts.protocol import (
     TOKEN_TYPE_JWT,
 )
 
-# RFC 6749 §3.2: parameters MUST NOT be included more than once, except those a spec
-# says may repeat: RFC 8693 §2.1 "resource" and "audience".
-REPEATABLE = frozenset({"resource", "audience"})
+# RFC 6749 §2.3.1 and RFC 7523 §2.2: client authentication in the form.
+CLIENT_PARAMETERS = frozenset(
+    {"client_id", "client_secret", "client_assertion_type", "client_assertion"}
+)
+# RFC 8693 §2.1's single-valued parameters ("resource" and "audience" may repeat).
+EXCHANGE_PARAMETERS = CLIENT_PARAMETERS | {
+    "grant_type",
+    "subject_token",
+    "subject_token_type",
+    "actor_token",
+    "actor_token_type",
+    "requested_token_type",
+    "scope",
+}
 # §2.2.1: the issued token is a JWT usable as an access token; these are the types it can
 # be described as.
 ISSUABLE_TOKEN_TYPES = (TOKEN_TYPE_ACCESS_TOKEN, TOKEN_TYPE_JWT)
@@ -52,11 +63,15 @@ class TokenExchangeRequest:
         return self.audiences + self.resources
 
 
-def single_values(form: Sequence[tuple[str, str]]) -> dict[str, str]:
-    """Every parameter once, or ``invalid_request`` naming the repeated one."""
+def single_values(form: Sequence[tuple[str, str]], known: frozenset[str]) -> dict[str, str]:
+    """The ``known`` parameters, each once, or ``invalid_request`` naming a repeated one.
+
+    RFC 6749 §3.2: parameters "MUST NOT be included more than once"; "parameters sent
+    without a value MUST be treated as if they were omitted from the request"; and the
+    server "MUST ignore unrecognized request parameters" (left out, repeated or not)."""
     values: dict[str, str] = {}
     for name, value in form:
-        if name in REPEATABLE:
+        if not value or name not in known:
             continue
         if name in values:
             raise InvalidRequest(
@@ -67,7 +82,7 @@ def single_values(form: Sequence[tuple[str, str]]) -> dict[str, str]:
 
 
 def parse_token_exchange_request(form: Sequence[tuple[str, str]]) -> TokenExchangeRequest:
-    params = single_values(form)
+    params = single_values(form, EXCHANGE_PARAMETERS)
     subject_token = _required(params, "subject_token")
     subject_token_type = _required(params, "subject_token_type")
     if subject_token_type not in SUPPORTED_SUBJECT_TOKEN_TYPES:
@@ -123,10 +138,7 @@ def _required(params: dict[str, str], name: str) -> str:
 
 
 def _repeated(form: Sequence[tuple[str, str]], name: str) -> tuple[str, ...]:
-    values = tuple(value for key, value in form if key == name)
-    if any(not value for value in values):
-        raise InvalidRequest(f"Parameter {name} is empty.", reason=f"request.{name}_empty")
-    return values
+    return tuple(value for key, value in form if key == name and value)  # blank: omitted
 
 
 def _resources(form: Sequence[tuple[str, str]]) -> tuple[str, ...]:

@@ -8,10 +8,11 @@ from dataclasses import dataclass
 
 from sts.errors import InvalidRequest
 from sts.protocol import require_form_encoded
-from sts.protocol.exchange import ClientCredentials, single_values
+from sts.protocol.exchange import CLIENT_PARAMETERS, ClientCredentials, single_values
 
 # RFC 7009 §2.1 / §4.1.2 registered hints, plus sts's own for service credentials.
 TOKEN_TYPE_HINTS = ("access_token", "refresh_token", "service_credential")
+TOKEN_REQUEST_PARAMETERS = CLIENT_PARAMETERS | {"token", "token_type_hint"}
 
 
 @dataclass(frozen=True)
@@ -23,7 +24,7 @@ class TokenRequest:
 
 def parse_token_request(content_type: str, form: Sequence[tuple[str, str]]) -> TokenRequest:
     require_form_encoded(content_type)
-    params = single_values(form)
+    params = single_values(form, TOKEN_REQUEST_PARAMETERS)
     token = params.get("token")
     # RFC 7009 §2.1 / RFC 7662 §2.1: "token" is REQUIRED.
     if not token:

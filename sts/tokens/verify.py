@@ -11,7 +11,7 @@ import hashlib
 import json
 import threading
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any, Literal
 
 from joserfc import jws, jwt
@@ -19,6 +19,7 @@ from joserfc.errors import JoseError
 from joserfc.jwk import KeySet
 from joserfc.util import to_bytes
 
+from sts.clock import from_numeric_date
 from sts.errors import InvalidRequest
 from sts.tokens.issuer_keys import IssuerKeyCache
 from sts.tokens.jose import accepting_eddsa
@@ -140,6 +141,9 @@ def verify_jwt(
     except JoseError as exc:
         what, reason = _describe_claim_error(exc)
         raise refuse(role, what, reason, str(exc)) from None
+    expires_at = from_numeric_date(claims["exp"])
+    if expires_at is None:
+        raise refuse(role, "has an invalid claim", "invalid_claim", "exp out of range")
     token_id = claims.get("jti") if isinstance(claims.get("jti"), str) else None
     return VerifiedJwt(
         kind=kind,
@@ -147,7 +151,7 @@ def verify_jwt(
         header=dict(header),
         claims=claims,
         token_id=token_id or token_fingerprint(token),
-        expires_at=datetime.fromtimestamp(int(claims["exp"]), UTC),
+        expires_at=expires_at,
     )
 
 

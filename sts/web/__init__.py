@@ -77,6 +77,10 @@ def register_web(app: Flask, services: Services) -> None:
     def authorization_server_metadata() -> Response:
         return to_flask(metadata.render_metadata(settings))
 
+    inserted = metadata.metadata_path_for(settings.issuer)
+    if inserted != metadata.METADATA_PATH:
+        app.add_url_rule(inserted, "path_issuer_metadata", authorization_server_metadata)
+
     @app.get(metadata.JWKS_PATH)
     def jwks_document() -> Response:
         return to_flask(jwks.render_jwks(services.keyring, settings.jwks_cache_max_age))
@@ -125,9 +129,13 @@ def parse_form(mimetype: str, body: bytes) -> list[tuple[str, str]]:
             errors="strict",
             max_num_fields=MAX_FORM_FIELDS,
         )
-    except (UnicodeDecodeError, ValueError):
+    except UnicodeDecodeError:
         raise errors.InvalidRequest(
             "The request body is not a valid UTF-8 form.", reason="request.form"
+        ) from None
+    except ValueError:  # more than max_num_fields
+        raise errors.InvalidRequest(
+            f"The request has more than {MAX_FORM_FIELDS} parameters.", reason="request.form"
         ) from None
 
 

@@ -67,3 +67,25 @@ def test_health_and_readiness(client) -> None:  # type: ignore[no-untyped-def]
     ready = client.get("/readyz")
     assert ready.status_code == 200
     assert ready.json == {"status": "ready", "checks": {"database": "ok", "signing_key": "ok"}}
+
+
+def test_an_issuer_with_a_path_is_described_where_rfc_8414_puts_it(  # type: ignore[no-untyped-def]
+    empty_database_url: str, make_settings
+) -> None:
+    """RFC 8414 §3: the well-known string goes between the host and the issuer's path,
+    and the document's issuer is the issuer the URL was built from (§3.3)."""
+    from sts.app import create_app
+
+    issuer = "https://sts.test/tenant-a"
+    app = create_app(make_settings(empty_database_url, issuer=issuer))
+    try:
+        client = app.test_client()
+        inserted = client.get("/.well-known/oauth-authorization-server/tenant-a")
+        assert inserted.status_code == 200
+        assert inserted.json["issuer"] == issuer
+        assert inserted.json["token_endpoint"] == issuer + "/token"
+        appended = client.get("/.well-known/oauth-authorization-server")  # mounted at /tenant-a
+        assert appended.json == inserted.json
+        assert client.get("/.well-known/oauth-authorization-server/tenant-b").status_code == 404
+    finally:
+        app.extensions["sts"].engine.dispose()

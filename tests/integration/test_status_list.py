@@ -265,3 +265,32 @@ def test_a_lock_on_the_lists_row_does_not_hold_up_exchanges(world: World) -> Non
     exchange.join()
     assert finished_under_the_lock
     assert answered == [200]
+
+
+def test_a_list_signed_by_a_compromised_key_is_signed_again_at_once(world: World) -> None:
+    """The cached list must not outlive its signing key: after a compromise the key is
+    gone from the JWKS, so a list it signed could not be verified (and its bits predate
+    the compromise's revocations)."""
+    from sts.keys.keystore import make_keystore
+    from sts.keys.lifecycle import compromise
+
+    token = world.exchange(world.ci_token(), audience=DEPLOY).json["access_token"]
+    uri, idx = status_of(token)
+    before = fetch_status_list(world.client, world, uri)  # cached now, for the whole ttl
+    assert bit(before["status_list"], idx) == 0
+    services = world.app.extensions["sts"]
+    leaked = services.keyring.signing_key().kid
+
+    compromise(
+        services.session_factory,
+        make_keystore(services.settings),
+        services.settings.signing_alg,
+        leaked,
+        world.clock,
+    )
+    services.keyring.load()
+
+    after = fetch_status_list(world.client, world, uri)  # verified against the new JWKS
+    kid = pyjwt.get_unverified_header(world.client.get(uri.removeprefix(TEST_ISSUER)).data)["kid"]
+    assert kid == services.keyring.signing_key().kid != leaked
+    assert bit(after["status_list"], idx) == 1  # the compromise revoked the token

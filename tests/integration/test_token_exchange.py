@@ -41,7 +41,7 @@ def test_response_follows_rfc8693_2_2_1(world: World) -> None:
     assert response.headers["Pragma"] == "no-cache"
 
 
-def test_scope_is_always_in_the_response(world: World) -> None:
+def test_no_scope_member_for_a_token_without_scopes(world: World) -> None:
     world.put_rule(
         "payments-prod-deploy",
         {
@@ -54,7 +54,7 @@ def test_scope_is_always_in_the_response(world: World) -> None:
         },
     )
     body = world.exchange(world.ci_token(), audience=DEPLOY).json
-    assert body["scope"] == ""
+    assert "scope" not in body  # RFC 6749 §3.3: a scope has at least one scope-token
     assert "scope" not in claims_of(body["access_token"])
 
 
@@ -503,3 +503,76 @@ def test_a_key_compromised_after_the_ring_was_read_signs_nothing(world: World) -
     assert retried.status_code == 200
     header = pyjwt.get_unverified_header(retried.json["access_token"])
     assert header["kid"] == result.new_kid != leaked
+
+
+# ---- RFC 6749 §3.2 parameters; values out of range; the invalid_client challenge ------
+
+
+def test_parameters_sent_without_a_value_are_treated_as_omitted(world: World) -> None:
+    """RFC 6749 §3.2: "Parameters sent without a value MUST be treated as if they were
+    omitted from the request"."""
+    plain = world.exchange(world.ci_token(), audience=DEPLOY)
+    blank = world.exchange(
+        world.ci_token(),
+        form=[("audience", DEPLOY), ("scope", ""), ("resource", ""), ("audience", "")],
+    )
+    assert plain.status_code == blank.status_code == 200, blank.json
+    claims = claims_of(blank.json["access_token"])
+    assert claims["scope"] == claims_of(plain.json["access_token"])["scope"]  # the default
+    assert claims["aud"] in (DEPLOY, [DEPLOY])
+
+
+def test_a_blank_grant_type_is_a_missing_one(world: World) -> None:
+    response = world.client.post(
+        "/token",
+        data="grant_type=&subject_token=x",
+        content_type="application/x-www-form-urlencoded",
+    )
+    assert_error(response, 400, "invalid_request")
+    assert response.json["error_description"] == "Missing grant_type."
+
+
+def test_unrecognized_parameters_are_ignored_even_when_repeated(world: World) -> None:
+    """RFC 6749 §3.2: the server "MUST ignore unrecognized request parameters"."""
+    response = world.exchange(
+        world.ci_token(), audience=DEPLOY, form=[("foo", "1"), ("foo", "2"), ("bar", "")]
+    )
+    assert response.status_code == 200, response.json
+
+
+def test_a_subject_token_expiring_past_any_date_is_invalid_request(world: World) -> None:
+    """A signature can carry exp = 1e20; joserfc lets a number through, sts refuses it
+    (RFC 8693 §2.2.2: an invalid subject_token is invalid_request), never a 500."""
+    rows = len(world.audit_rows())
+    response = world.exchange(world.ci_token(exp=10**20), audience=DEPLOY)
+    assert_error(response, 400, "invalid_request")
+    assert response.json["error_description"] == "The subject token has an invalid claim."
+    audit = world.audit_rows()
+    assert len(audit) == rows + 1 and audit[-1]["reason"] == "subject.invalid_claim"
+
+
+def test_a_client_assertion_expiring_past_any_date_is_invalid_client(world: World) -> None:
+    parent = world.exchange(world.ci_token(), audience=DEPLOY).json["access_token"]
+    response = world.exchange(
+        parent,
+        "urn:ietf:params:oauth:token-type:access_token",
+        auth=None,
+        form=[
+            ("client_assertion_type", "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"),
+            ("client_assertion", world.workload_assertion(exp=10**20)),
+        ],
+    )
+    assert_error(response, 401, "invalid_client")
+
+
+def test_a_client_failing_without_the_header_is_told_basic_is_supported(world: World) -> None:
+    """RFC 6749 §5.2: a 401 for invalid_client names a scheme the endpoint supports (sts
+    accepts Basic, never Bearer, at the token endpoint)."""
+    response = world.exchange(
+        world.ci_token(),
+        audience=DEPLOY,
+        auth=None,
+        form=[("client_id", "ci-runner"), ("client_secret", "wrong")],
+    )
+    assert_error(response, 401, "invalid_client")
+    assert response.headers["WWW-Authenticate"] == 'Basic realm="sts", error="invalid_client"'

@@ -88,7 +88,6 @@ REFUSALS: list[tuple[str, list[tuple[str, str]], type[OAuthError], str]] = [
         InvalidTarget,
         "Each resource must be an absolute URI",
     ),
-    ("empty audience", [*BASE, ("audience", "")], InvalidRequest, "Parameter audience is empty."),
     (
         "malformed scope",
         [*BASE, ("scope", 'a  "b')],
@@ -133,3 +132,23 @@ def test_scope_is_space_delimited_and_deduplicated() -> None:
 def test_unknown_parameters_are_ignored() -> None:
     # RFC 6749 §3.2: the server MUST ignore unrecognized request parameters.
     assert parse(("surprise", "1"), ("surprise2", "2")).subject_token == "t"
+
+
+def test_unknown_parameters_are_ignored_even_repeated() -> None:
+    assert parse(("surprise", "1"), ("surprise", "2")).subject_token == "t"
+
+
+def test_parameters_without_a_value_are_omitted() -> None:
+    """RFC 6749 §3.2: "Parameters sent without a value MUST be treated as if they were
+    omitted from the request"."""
+    blank = parse(
+        ("audience", ""),
+        ("audience", "a"),
+        ("resource", ""),
+        ("scope", ""),
+        ("actor_token_type", ""),
+        ("requested_token_type", ""),
+        ("client_id", ""),
+    )
+    assert blank == parse(("audience", "a"))
+    assert blank.scopes is None  # no scope parameter: the rule's default applies
