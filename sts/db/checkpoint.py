@@ -34,6 +34,8 @@ import sqlite3
 import threading
 from pathlib import Path
 
+from sqlalchemy.exc import OperationalError
+
 from sts.db.locks import SqliteWriteGate
 
 log = logging.getLogger(__name__)
@@ -121,8 +123,9 @@ class WalCheckpointer:
                     _passive_checkpoint(connection)
                 finally:
                     self.gate.release()
-        except sqlite3.OperationalError as exc:
-            # "database is locked": another process is checkpointing; next round.
+        except (sqlite3.OperationalError, OperationalError) as exc:
+            # "database is locked": another process is checkpointing, or the write gate
+            # was not free within its timeout; next round.
             log.debug("WAL checkpoint skipped: %s", exc)
             return True
         except sqlite3.Error as exc:

@@ -14,6 +14,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from sqlalchemy.pool import ConnectionPoolEntry
 
 from sts.db.checkpoint import SAFETY_NET_PAGES
+from sts.db.locks import WRITE_LOCK_TIMEOUT
 
 # The page size of a NEW SQLite database (an existing one keeps its own; see the README).
 # In WAL mode every commit appends each page it changed, whole: an exchange changes one
@@ -141,7 +142,9 @@ def _make_sqlite_engine(url: str, **overrides: Any) -> Engine:
     database = make_url(url).database
     if database and database != ":memory:":
         Path(database).parent.mkdir(parents=True, exist_ok=True)
-    options: dict[str, Any] = {"connect_args": {"timeout": 10, "check_same_thread": False}}
+    options: dict[str, Any] = {
+        "connect_args": {"timeout": WRITE_LOCK_TIMEOUT, "check_same_thread": False}
+    }
     options.update(overrides)
     engine = create_engine(url, **options)
 
@@ -156,7 +159,7 @@ def _make_sqlite_engine(url: str, **overrides: Any) -> Engine:
         cursor.execute("PRAGMA journal_mode=WAL")
         cursor.execute("PRAGMA synchronous=NORMAL")
         cursor.execute("PRAGMA foreign_keys=ON")
-        cursor.execute("PRAGMA busy_timeout=10000")
+        cursor.execute(f"PRAGMA busy_timeout={int(WRITE_LOCK_TIMEOUT * 1000)}")
         # Checkpoints run in a background thread (sts.db.checkpoint), not inside a commit.
         cursor.execute(f"PRAGMA wal_autocheckpoint={SAFETY_NET_PAGES}")
         cursor.close()

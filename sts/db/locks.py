@@ -10,12 +10,19 @@ import contextlib
 import fcntl
 import os
 import threading
+import time
 import zlib
 from collections.abc import Callable, Iterator
 from typing import Any
 
 from sqlalchemy import text
+from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session
+
+# How long a SQLite writer waits for the write lock, at the gate and in SQLite's own busy
+# handler (sts.db.engine), before it gives up: the caller gets "database is locked", which
+# the exchange answers with 503 temporarily_unavailable.
+WRITE_LOCK_TIMEOUT = 10.0
 
 # The named lock of the signing keys' lifecycle (bootstrap, rotation steps, retirement,
 # compromise): exclusive there; exchanges on PostgreSQL hold it shared (queries).
@@ -52,10 +59,18 @@ class SqliteWriteGate:
     Opened lazily per process: a descriptor inherited across ``fork`` would share one lock
     between the parent and the children. For the same reason a forked child starts with a
     fresh thread lock: one held by a parent's thread at the fork would never be released.
+
+    The wait is bounded (``timeout``): a process that holds the gate and never lets go (a
+    command stopped with Ctrl-Z inside its transaction, a hung one) must cost writers a
+    503, not hang them. ``flock`` itself cannot time out, so a contended wait is handed to
+    this process's waiter thread (:class:`_FlockWaiter`), which blocks in the kernel and
+    wakes the writer the moment the lock is its; an uncontended acquire is one
+    non-blocking ``flock``, as before.
     """
 
-    def __init__(self, path: str) -> None:
+    def __init__(self, path: str, timeout: float = WRITE_LOCK_TIMEOUT) -> None:
         self.path = path
+        self.timeout = timeout
         self._fd: int | None = None
         self._pid = 0
         self._after_fork()
@@ -63,18 +78,29 @@ class SqliteWriteGate:
     def _after_fork(self) -> None:
         self._thread_lock = threading.Lock()
         self._owner: int | None = None
+        self._waiter: _FlockWaiter | None = None  # threads do not survive fork
 
     def acquire(self) -> None:
+        """Take the gate, or raise ``OperationalError`` ("database is locked") after
+        ``timeout`` seconds."""
         if self._owner == threading.get_ident():
             # A write transaction opened inside another on the same thread would wait for
             # itself forever (and hold every other writer behind it): fail loudly instead.
             raise RuntimeError("nested SQLite write transaction on one thread")
-        self._thread_lock.acquire()
+        deadline = time.monotonic() + self.timeout
+        if not self._thread_lock.acquire(timeout=self.timeout):
+            raise _locked("another thread of this process holds the SQLite write gate")
         try:
             if self._fd is None or self._pid != os.getpid():
                 self._fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
                 self._pid = os.getpid()
-            fcntl.flock(self._fd, fcntl.LOCK_EX)
+            try:
+                fcntl.flock(self._fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                if self._waiter is None:
+                    self._waiter = _FlockWaiter(self._fd)
+                if not self._waiter.wait(max(deadline - time.monotonic(), 0.0)):
+                    raise _locked("another process holds the SQLite write gate") from None
         except BaseException:
             self._thread_lock.release()
             raise
@@ -85,6 +111,58 @@ class SqliteWriteGate:
         if self._fd is not None:
             fcntl.flock(self._fd, fcntl.LOCK_UN)
         self._thread_lock.release()
+
+
+class _FlockWaiter:
+    """A daemon thread that takes one process's ``flock`` on behalf of a writer who may
+    stop waiting. The gate's thread lock lets one writer at a time ask.
+
+    If the writer gave up before the lock came, the thread lets it go again at once; if a
+    writer asks while an abandoned wait is still pending, it takes that wait over.
+    """
+
+    def __init__(self, fd: int) -> None:
+        self._fd = fd
+        self._mutex = threading.Lock()
+        self._asked = threading.Event()
+        self._granted = threading.Event()
+        self._pending = False  # the thread is in (or about to enter) flock
+        self._abandoned = False
+        threading.Thread(target=self._run, name="sts-write-gate", daemon=True).start()
+
+    def wait(self, timeout: float) -> bool:
+        """True once the lock is this process's; False after ``timeout`` seconds."""
+        with self._mutex:
+            self._abandoned = False
+            if not self._pending:
+                self._pending = True
+                self._granted.clear()
+                self._asked.set()
+        if self._granted.wait(timeout):
+            return True
+        with self._mutex:
+            if self._granted.is_set():  # came as the wait ran out: it is ours
+                return True
+            self._abandoned = True
+            return False
+
+    def _run(self) -> None:
+        while True:
+            self._asked.wait()
+            self._asked.clear()
+            fcntl.flock(self._fd, fcntl.LOCK_EX)
+            with self._mutex:
+                self._pending = False
+                if self._abandoned:
+                    self._abandoned = False
+                    fcntl.flock(self._fd, fcntl.LOCK_UN)
+                else:
+                    self._granted.set()
+
+
+def _locked(why: str) -> OperationalError:
+    """What SQLite's own busy timeout raises, so that callers handle both alike."""
+    return OperationalError("(sqlite write gate)", None, TimeoutError(f"database is locked: {why}"))
 
 
 _GATES: dict[str, SqliteWriteGate] = {}
