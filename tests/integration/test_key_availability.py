@@ -59,11 +59,9 @@ def wrong_secret(services: Services) -> str:
 def activate_successor(services: Services, clock: FixedClock, private_key: PrivateKey) -> str:
     """Publish ``private_key`` under another replica's secret and make it the active key,
     the way a rotation step does (the old key retires)."""
+    other_replicas = keystore_of(services, wrong_secret(services))
     with services.session_factory() as session:
-        kid = create_signing_key(
-            session, keystore_of(services, wrong_secret(services)), "ES256", "pending", clock(),
-            private_key,
-        )  # fmt: skip
+        kid = create_signing_key(session, other_replicas, "ES256", "pending", clock(), private_key)
         rows = {row.kid: row for row in session.scalars(select(SigningKey))}
         (old,) = [row for row in rows.values() if row.state == "active"]
         activate(rows[kid], old, clock())
@@ -82,6 +80,7 @@ def store_under_the_right_secret(services: Services, kid: str, private_key: Priv
 
 
 def make_unloadable(services: Services, kid: str, damage: str) -> None:
+    """``other_secret``: as written (another replica's secret). ``missing``: gone too."""
     if damage == "missing":
         if services.settings.keystore == "database":
             with services.session_factory() as session:
