@@ -6,6 +6,13 @@ so every replica converges on the key the database says is active.
 
 With a ``schedule``, the refresh also drives rotation: it plans on the rows it has just
 read (no extra query) and, only when a step is due, applies it under the rotation lock.
+
+Fail closed: only a database outage keeps the previous snapshot (the database is the
+source of truth and cannot be asked). When the database answers, the snapshot is what it
+says, whatever else fails: an active key whose private half cannot be loaded leaves the
+snapshot with no signing key (exchanges and readiness get 503) while the JWKS still lists
+every published key; a failed rotation step leaves the keys as they are in the database.
+Each problem is logged once when it starts (and once when it is over), never with secrets.
 """
 
 from __future__ import annotations
@@ -17,6 +24,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
 from sts.clock import Clock
@@ -42,9 +50,18 @@ class ActiveKey:
 
 @dataclass(frozen=True)
 class KeySnapshot:
-    active: ActiveKey | None
+    active: ActiveKey | None  # None: nothing may sign (no active key, or it cannot be loaded)
     jwks: dict[str, Any]
     loaded_at: datetime
+
+
+def describe(exc: BaseException) -> str:
+    """A loggable cause: operator messages (StartupError: kids and paths) and OS errors
+    (a path) in full; anything else by type only, since its text may quote a statement's
+    parameters (an encrypted key blob) or key material."""
+    if isinstance(exc, StartupError | OSError):
+        return f"{type(exc).__name__}: {exc}"
+    return type(exc).__name__
 
 
 def rotation_due(rows: Sequence[SigningKey], schedule: Schedule, now: datetime) -> bool:
@@ -70,26 +87,71 @@ class KeyRing:
         self._private_keys: dict[str, JoseKey] = {}
         self._snapshot: KeySnapshot | None = None
         self._expired = False
+        self._problems: dict[str, str] = {}  # topic -> the problem last logged
 
     def load(self) -> KeySnapshot:
         """Read key state from the database (running a due rotation step first); load the
-        active private key (once per kid)."""
+        active private key (once per kid). At start-up: any failure stops the start."""
+        return self._load(strict=True)
+
+    def _load(self, *, strict: bool) -> KeySnapshot:
+        """``strict=False`` (the periodic refresh): a failed rotation step or an active key
+        that cannot be loaded does not raise; the snapshot follows the database anyway.
+        A database error always raises (the caller decides what to keep)."""
         rows = self._read_keys()
         schedule = self._schedule
+        rotation_problem = None
         if schedule is not None and rotation_due(rows, schedule, self._clock()):
-            rotate(self._session_factory, self._keystore, schedule, self._clock)
-            rows = self._read_keys()
+            try:
+                rotate(self._session_factory, self._keystore, schedule, self._clock)
+            except Exception as exc:
+                if strict:
+                    raise
+                rotation_problem = f"key rotation step failed ({describe(exc)}); retrying"
+            rows = self._read_keys()  # also after a failure: it may have committed
+        self._report("rotation", rotation_problem)
         active: ActiveKey | None = None
         keys = []
         for row in rows:
             keys.append(dict(row.public_jwk))
             if row.state == "active":
-                active = ActiveKey(row.kid, row.alg, self._private_key(row.kid, row.alg, row))
+                active = self._active_key(row, strict=strict)
         self._forget_unpublished({row.kid for row in rows})
         snapshot = KeySnapshot(active=active, jwks={"keys": keys}, loaded_at=self._clock())
         self._snapshot = snapshot
         self._expired = False
         return snapshot
+
+    def _active_key(self, row: SigningKey, *, strict: bool) -> ActiveKey | None:
+        """The active row's key, or None (fail closed) when its private half cannot be
+        loaded: a wrong or another replica's passphrase or KEK, a damaged or missing file."""
+        try:
+            key = self._private_key(row.kid, row.alg, row)
+        except Exception as exc:
+            if strict:
+                raise
+            self._report(
+                "active_key",
+                f"signing key {row.kid}, active in the database, cannot be loaded "
+                f"({describe(exc)}); exchanges are refused (503) until it loads, "
+                f"retried every {self._refresh_interval:g}s",
+            )
+            return None
+        self._report("active_key", None)
+        return ActiveKey(row.kid, row.alg, key)
+
+    def _report(self, topic: str, problem: str | None) -> None:
+        """Log a problem when it starts or changes, and when it is over; not on each
+        refresh (a refresh runs at most every interval, but on any request)."""
+        previous = self._problems.get(topic)
+        if problem == previous:
+            return
+        if problem is None:
+            del self._problems[topic]
+            log.info("key ring: resolved: %s", previous)
+        else:
+            self._problems[topic] = problem
+            log.warning("key ring: %s", problem)
 
     def _read_keys(self) -> Sequence[SigningKey]:
         with self._session_factory() as session:
@@ -100,7 +162,7 @@ class KeyRing:
         for kid in set(self._private_keys) - published:
             del self._private_keys[kid]
 
-    def _private_key(self, kid: str, alg: str, row: Any) -> JoseKey:
+    def _private_key(self, kid: str, alg: str, row: SigningKey) -> JoseKey:
         cached = self._private_keys.get(kid)
         if cached is not None:
             return cached
@@ -113,14 +175,16 @@ class KeyRing:
 
     def expire(self) -> None:
         """Re-read the key state on the next use, whatever its age (a key was found
-        compromised); the current snapshot still serves if that read fails."""
+        compromised); the current snapshot still serves if the database cannot be read."""
         self._expired = True
 
     def snapshot(self) -> KeySnapshot:
         """The current state, refreshed from the database when older than the interval.
 
-        If the refresh fails (database down) the previous snapshot keeps serving JWKS;
-        signing is refused by :meth:`signing_key` only when no active key is known.
+        Only a database error keeps the previous snapshot (the database is down: the last
+        known keys serve until it answers again). Otherwise the snapshot is what the
+        database says; its ``active`` is None when the active key cannot be loaded, and
+        :meth:`signing_key` refuses.
         """
         now = self._clock()
         current = self._snapshot
@@ -133,12 +197,19 @@ class KeyRing:
         if not self._lock.acquire(blocking=current is None):
             return current  # type: ignore[return-value]  # another thread is refreshing
         try:
-            return self.load()
-        except Exception:
+            snapshot = self._load(strict=False)
+        except SQLAlchemyError as exc:
             if current is None:
                 raise
-            log.warning("key ring refresh failed; keeping keys loaded at %s", current.loaded_at)
+            self._report(
+                "database",
+                f"key refresh failed: database unavailable ({type(exc).__name__}); "
+                f"keeping the keys loaded at {current.loaded_at:%Y-%m-%dT%H:%M:%SZ}",
+            )
             return current
+        else:
+            self._report("database", None)
+            return snapshot
         finally:
             self._lock.release()
 
