@@ -1,9 +1,13 @@
 """Revocation that reaches every derived token, and blocks on identities.
 
-Revoking a token revokes every token exchanged from it, transitively (the lineage in
-``issued_tokens.parent_jti``), in the caller's transaction. A block (a ``revocations``
-row naming a subject, client, credential, issuer or actor) refuses new exchanges for
-that identity until it is lifted.
+Revoking a token revokes every token derived from it, transitively, in the caller's
+transaction: every token exchanged from it (``issued_tokens.parent_jti``) and every token
+minted with it as the actor token (``actor_parent_jti``; RFC 8693 §4.1, the actor is a
+party to the token). A block (a ``revocations`` row naming a subject, client,
+credential, issuer or actor) refuses new exchanges for that identity until it is lifted;
+revoking an identity reaches the live tokens it is on either side of, as the block
+covers both sides of a new exchange (:func:`identities_of`,
+``sts.db.queries.TOKEN_SELECTORS``).
 """
 
 from __future__ import annotations
@@ -25,12 +29,14 @@ IDENTITY_KINDS = ("subject", "client", "credential", "issuer", "actor")
 
 
 def revoke_token(session: Session, jti: str, now: datetime) -> int:
-    """Revoke one token and everything exchanged from it; how many were newly revoked."""
+    """Revoke one token and everything derived from it (exchanged from it, or minted
+    with it as actor); how many were newly revoked."""
     return queries.revoke_lineage(session, queries.tokens_named("jti", jti), now)
 
 
 def revoke_credential(session: Session, credential: ServiceCredential, now: datetime) -> int:
-    """Disable a service credential and revoke every token derived from it."""
+    """Disable a service credential and revoke every token derived from it: presented as
+    the subject token or as the actor token, and their descendants."""
     queries.set_credential_disabled(session, credential.id, True, now)
     return queries.revoke_lineage(session, queries.tokens_named("credential", credential.id), now)
 

@@ -13,11 +13,15 @@ SELECTORS = ("jti", "subject", "client", "credential", "issuer", "rule", "actor"
 
 
 @click.command("revoke")
-@click.option("--jti", help="One token (and every token exchanged from it).")
+@click.option("--jti", help="One token (and every token derived from it).")
 @click.option("--subject", help="Every token of this subject; blocks the subject.")
 @click.option("--client", help="Every token issued to this client; blocks the client.")
-@click.option("--credential", help="Service credential NAME: disabled, its tokens revoked.")
-@click.option("--issuer", help="Trusted issuer NAME (or URL): its subjects' tokens; blocked.")
+@click.option(
+    "--credential", help="Service credential NAME: disabled; tokens of it or it acted in revoked."
+)
+@click.option(
+    "--issuer", help="Trusted issuer NAME (or URL): tokens of its subjects and actors; blocked."
+)
 @click.option("--rule", help="Every live token minted under the rule NAME.")
 @click.option("--version", "versions", type=int, multiple=True, help="With --rule: only these.")
 @click.option("--actor", help="Every token where this actor acted; blocks the actor.")

@@ -154,6 +154,23 @@ class IssuedToken(Base):
     # upstream token was exchanged for.
     subject_token_id: Mapped[str | None] = mapped_column(String(255))
     actor: Mapped[str | None] = mapped_column(String(1024))
+    # The actor's lineage (RFC 8693 §4.1: the actor in ``act`` is a party to the token, so
+    # a token an agent acted in is derived from the agent's token or credential too): the
+    # sts token presented as ``actor_token``, the service credential presented as
+    # ``actor_token``, and the issuer of the actor token, as the exchange's block check
+    # names them. Set only when an actor token was presented (NULL otherwise, as on every
+    # exchange from an external JWT alone). Columns rather than an edge table: a token has
+    # at most one current actor (earlier actors nest in ``act`` and are reached through
+    # the ancestors' own edges), and the lineage row stays the exchange's one insert.
+    # No foreign keys: the exchange already holds an actor token's row FOR SHARE
+    # (``parent_revocation_state``), so a key check would only lock it again; a token
+    # expires no later than its actor token (``compute_lifetime``), so ``sts gc``, which
+    # deletes leaves first along ``parent_jti`` only, finds them expired together (a
+    # dangling value matches nothing); and adding a key on SQLite rebuilds the table. A
+    # deleted credential's id, if ever reused, could only revoke more, never less.
+    actor_parent_jti: Mapped[str | None] = mapped_column(String(64))
+    actor_credential_id: Mapped[int | None] = mapped_column(Integer)
+    actor_issuer: Mapped[str | None] = mapped_column(String(2048))
     client_id: Mapped[str | None] = mapped_column(String(255), index=True)
     rule_id: Mapped[int] = mapped_column(Integer)
     rule_version: Mapped[int] = mapped_column(Integer)
@@ -176,13 +193,15 @@ class IssuedToken(Base):
     revoked_at: Mapped[datetime | None]
 
     __table_args__ = (
-        # Partial: a token exchanged from an external JWT has no parent and no credential,
-        # so its insert writes two index pages fewer. Every query on these columns compares
-        # them with a value (or joins on them), which implies IS NOT NULL: both SQLite's
-        # and PostgreSQL's planners use a partial index then.
+        # Partial: a token exchanged from an external JWT has no parent, no credential and
+        # no actor token, so its insert writes four index pages fewer. Every query on these
+        # columns compares them with a value (or joins on them), which implies IS NOT NULL:
+        # both SQLite's and PostgreSQL's planners use a partial index then.
+        # ``actor_issuer`` is not indexed: ``sts revoke --issuer`` scans for
+        # ``subject_issuer`` (not indexed either) in the same query.
         *(
             _indexed_where_set("issued_tokens", column)
-            for column in ("parent_jti", "credential_id")
+            for column in ("parent_jti", "credential_id", "actor_parent_jti", "actor_credential_id")
         ),
         # An index is never given to two tokens of the same list (the allocator's safety net).
         Index("ix_issued_tokens_status", "status_list_id", "status_idx", unique=True),

@@ -182,6 +182,9 @@ ISSUED_TOKEN_FIELDS = (
     "subject_issuer",
     "subject_token_id",
     "actor",
+    "actor_parent_jti",
+    "actor_credential_id",
+    "actor_issuer",
     "client_id",
     "rule_id",
     "rule_version",
@@ -305,22 +308,26 @@ def add_audit_record(
 
 # ---- revocation: lineage walks and identity blocks -------------------------------------
 
-# What an operator can name to revoke tokens: the issued_tokens column each one matches.
-TOKEN_SELECTORS = {
-    "jti": IssuedToken.jti,
-    "subject": IssuedToken.subject,
-    "client": IssuedToken.client_id,
-    "credential": IssuedToken.credential_id,
-    "issuer": IssuedToken.subject_issuer,
-    "actor": IssuedToken.actor,
+# What an operator can name to revoke tokens: the issued_tokens columns each one matches
+# (any of them). A credential or an issuer is matched on the actor's side too, exactly as
+# the exchange's block check names them (sts.revocation.identities_of): RFC 8693 §4.1,
+# the actor in ``act`` is a party to the token, so revoking an identity reaches the
+# tokens it acted in as it refuses it new ones.
+TOKEN_SELECTORS: dict[str, tuple[Any, ...]] = {
+    "jti": (IssuedToken.jti,),
+    "subject": (IssuedToken.subject,),
+    "client": (IssuedToken.client_id,),
+    "credential": (IssuedToken.credential_id, IssuedToken.actor_credential_id),
+    "issuer": (IssuedToken.subject_issuer, IssuedToken.actor_issuer),
+    "actor": (IssuedToken.actor,),
     # The upstream token a first exchange consumed: its jti, or sha256:<hash> of it.
-    "subject_token": IssuedToken.subject_token_id,
+    "subject_token": (IssuedToken.subject_token_id,),
 }
 
 
 def tokens_named(kind: str, value: str | int) -> ColumnElement[bool]:
     """The tokens a selector names (``kind`` is a key of :data:`TOKEN_SELECTORS`)."""
-    return TOKEN_SELECTORS[kind] == value
+    return or_(*(column == value for column in TOKEN_SELECTORS[kind]))
 
 
 def tokens_of_rule(rule_id: int, versions: Sequence[int] = ()) -> ColumnElement[bool]:
@@ -329,11 +336,16 @@ def tokens_of_rule(rule_id: int, versions: Sequence[int] = ()) -> ColumnElement[
 
 
 def _lineage(roots: ColumnElement[bool]) -> CTE:
-    """The jtis of the tokens matching ``roots`` and of every token exchanged from them,
-    transitively: a recursive CTE over ``parent_jti`` (SQLite and PostgreSQL alike)."""
+    """The jtis of the tokens matching ``roots`` and of every token derived from them,
+    transitively: a recursive CTE over both edges (SQLite and PostgreSQL alike), the
+    subject's (``parent_jti``: exchanged from it) and the actor's (``actor_parent_jti``:
+    minted with it as ``actor_token``; RFC 8693 §4.1). Each edge is walked on its own
+    partial index. UNION, not UNION ALL: a token reached along both edges (the same token
+    presented as subject and actor) is walked once."""
     lineage = select(IssuedToken.jti).where(roots).cte("lineage", recursive=True)
     child = aliased(IssuedToken)
-    return lineage.union(select(child.jti).join(lineage, child.parent_jti == lineage.c.jti))
+    edge = or_(child.parent_jti == lineage.c.jti, child.actor_parent_jti == lineage.c.jti)
+    return lineage.union(select(child.jti).join(lineage, edge))
 
 
 def lineage_tokens(session: Session, roots: ColumnElement[bool]) -> Sequence[IssuedToken]:
@@ -405,16 +417,19 @@ def revoke_lineage(session: Session, roots: ColumnElement[bool], now: datetime) 
 
 
 def revoked_in_ancestry(session: Session, jti: str) -> bool:
-    """Is this token, or any token it was exchanged from, revoked? (Walks up.)"""
+    """Is this token, or any token it was derived from, revoked? Walks up both edges:
+    the token it was exchanged from and the sts token its actor presented (RFC 8693
+    §4.1), on the primary key. UNION: an ancestor reached along both is walked once."""
     ancestry = (
-        select(IssuedToken.parent_jti, IssuedToken.revoked_at)
+        select(IssuedToken.parent_jti, IssuedToken.actor_parent_jti, IssuedToken.revoked_at)
         .where(IssuedToken.jti == jti)
         .cte("ancestry", recursive=True)
     )
     parent = aliased(IssuedToken)
-    ancestry = ancestry.union_all(
-        select(parent.parent_jti, parent.revoked_at).join(
-            ancestry, parent.jti == ancestry.c.parent_jti
+    ancestry = ancestry.union(
+        select(parent.parent_jti, parent.actor_parent_jti, parent.revoked_at).join(
+            ancestry,
+            or_(parent.jti == ancestry.c.parent_jti, parent.jti == ancestry.c.actor_parent_jti),
         )
     )
     found = session.scalar(
@@ -518,9 +533,9 @@ def served_status_list_ids(session: Session) -> Sequence[int]:
 
 
 def revoked_status_indexes(session: Session, list_id: int) -> Sequence[int]:
-    """Indexes in this list of tokens that are revoked or descend from a revoked token
-    (as introspection judges them: a child minted while its parent was being revoked
-    is caught here too)."""
+    """Indexes in this list of tokens that are revoked or derived from a revoked token,
+    along either edge of :func:`_lineage` (as introspection judges them: a child minted
+    while its parent or actor token was being revoked is caught here too)."""
     revoked = _lineage(IssuedToken.revoked_at.is_not(None))
     return session.scalars(
         select(IssuedToken.status_idx).where(

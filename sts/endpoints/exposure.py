@@ -4,7 +4,7 @@ secret scanner, a person who found it in a log) can report it. Possession is the
 1. rate limit per source address (before anything else, so the limit is no oracle);
 2. find the token: an access token of this STS (signature verified) or a service
    credential (hash compared);
-3. revoke it and everything exchanged from it; a credential is also disabled;
+3. revoke it and everything derived from it; a credential is also disabled;
 4. record one audit row: who reported it from where, and what was revoked (never the
    token);
 5. answer 202 with the same body whatever the token was: valid, invalid, expired or

@@ -3,8 +3,9 @@
 The answer starts as ``{"active": false}`` and returns early on every failed check, so
 a check that is forgotten or fails unexpectedly leaves the token inactive:
 signature and times, the signing key (published and not revoked), the token's own
-lineage row (known, not revoked, no revoked ancestor), and the policy as it is NOW (the
-rule that allowed it still exists and still grants its audiences and scopes).
+lineage row (known, not revoked, no revoked ancestor along either edge: a token it was
+exchanged from or the one its actor presented, RFC 8693 §4.1), and the policy as it is
+NOW (the rule that allowed it still exists and still grants its audiences and scopes).
 """
 
 from __future__ import annotations

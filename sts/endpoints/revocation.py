@@ -1,4 +1,4 @@
-"""RFC 7009 token revocation, reaching every token exchanged from the revoked one.
+"""RFC 7009 token revocation, reaching every token derived from the revoked one.
 
 1. parse the request once; 2. authenticate the client (required);
 3. find the token: an access token of this STS (verified) or a service credential, in

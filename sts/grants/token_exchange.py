@@ -240,6 +240,7 @@ def issue(
             transaction,
             decision,
             resolved_subject,
+            resolved_actor,
             claims,
             key.kid,
             entry,
@@ -314,6 +315,10 @@ def resolve(
     claims = token.claims
     act = claims.get("act") if isinstance(claims.get("act"), Mapping) else None
     if token.kind == "sts":
+        # Subject or actor alike: the row is held FOR SHARE until this exchange commits,
+        # so a revocation of it racing this exchange waits, then finds the new token
+        # along the edge recorded for ``role`` (``parent_jti`` or ``actor_parent_jti``,
+        # sts.db.queries.lock_lineage), and revokes it too.
         known, revoked = transaction.parent_revocation_state(token.token_id)
         if not known:
             raise refuse(role, "is not known to this service", "unknown_jti")
@@ -365,6 +370,7 @@ def _record_issued(
     transaction: ExchangeTransaction,
     decision: Allow,
     subject: Resolved,
+    actor: Resolved | None,
     claims: dict[str, Any],
     kid: str,
     entry: AuditEntry,
@@ -374,7 +380,13 @@ def _record_issued(
     identities: Sequence[tuple[str, str]],
 ) -> Blocks:
     """Lineage and audit, in the exchange's transaction: no token without both, and
-    neither while one of ``identities`` is blocked (the blocks found are returned)."""
+    neither while one of ``identities`` is blocked (the blocks found are returned).
+
+    The lineage has two edges: the subject's (the sts token it was exchanged from, or
+    the credential) and the actor's (the sts token or credential presented as
+    ``actor_token``, and its issuer). RFC 8693 §4.1: the actor named in ``act`` is a
+    party to the token, so revoking the actor's token, credential or issuer reaches it
+    (``sts.db.queries._lineage``, ``TOKEN_SELECTORS``)."""
     act = claims.get("act")
     lineage = {
         "jti": claims["jti"],
@@ -384,6 +396,9 @@ def _record_issued(
         "subject_issuer": subject.facts.issuer,
         "subject_token_id": subject.token_id,
         "actor": act.get("sub") if isinstance(act, dict) else None,
+        "actor_parent_jti": actor.parent_jti if actor else None,
+        "actor_credential_id": actor.credential_id if actor else None,
+        "actor_issuer": actor.facts.issuer if actor else None,
         "client_id": claims.get("client_id"),
         "rule_id": decision.rule.id,
         "rule_version": decision.rule.version,

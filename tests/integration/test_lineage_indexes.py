@@ -1,8 +1,9 @@
 """The indexes an exchange writes to: exactly those a query needs, and they serve it.
 
-The partial indexes on ``issued_tokens`` (parent_jti, credential_id: only rows where they
-are set) still serve the queries that need them: revocation's walk down the lineage, and
-revoking by service credential. Checked in each database's own query plan; on PostgreSQL
+The partial indexes on ``issued_tokens`` (parent_jti, credential_id, actor_parent_jti,
+actor_credential_id: only rows where they are set) still serve the queries that need
+them: revocation's walk down the lineage (along both edges), and revoking by service
+credential (as subject or actor). Checked in each database's own query plan; on PostgreSQL
 with sequential scans priced out, so the plan shows whether the index is usable at all
 (a table this small would be scanned anyway)."""
 
@@ -29,22 +30,29 @@ def plan_of(world: World, statement: Select[tuple[str]]) -> str:
         return "\n".join(str(row[0]) for row in rows)
 
 
-def test_the_walk_down_the_lineage_uses_the_parent_index(world: World) -> None:
+def test_the_walk_down_the_lineage_uses_the_parent_indexes(world: World) -> None:
     world.chain()
     walk = select(queries._lineage(queries.tokens_named("jti", "some-jti")).c.jti)
-    assert "ix_issued_tokens_parent_jti" in plan_of(world, walk)
+    plan = plan_of(world, walk)
+    assert "ix_issued_tokens_parent_jti" in plan
+    assert "ix_issued_tokens_actor_parent_jti" in plan
 
 
-def test_revoking_by_credential_uses_the_credential_index(world: World) -> None:
+def test_revoking_by_credential_uses_the_credential_indexes(world: World) -> None:
     world.chain()
     by_credential = select(IssuedToken.jti).where(queries.tokens_named("credential", 1))
-    assert "ix_issued_tokens_credential_id" in plan_of(world, by_credential)
+    plan = plan_of(world, by_credential)
+    assert "ix_issued_tokens_credential_id" in plan
+    assert "ix_issued_tokens_actor_credential_id" in plan
 
 
-def test_the_two_indexes_skip_rows_without_a_value(world: World) -> None:
+PARTIAL = ("parent_jti", "credential_id", "actor_parent_jti", "actor_credential_id")
+
+
+def test_the_partial_indexes_skip_rows_without_a_value(world: World) -> None:
     engine = world.app.extensions["sts"].engine
     with engine.connect() as connection:
-        for column in ("parent_jti", "credential_id"):
+        for column in PARTIAL:
             name = f"ix_issued_tokens_{column}"
             if engine.dialect.name == "sqlite":
                 found = "SELECT sql FROM sqlite_master WHERE type = 'index' AND name = :n"
@@ -63,6 +71,9 @@ EXCHANGE_TABLE_INDEXES = {
         "ix_issued_tokens_expires_at",  # sts gc
         "ix_issued_tokens_parent_jti",  # the walk down the lineage
         "ix_issued_tokens_credential_id",  # revoking a service credential
+        # Partial, as the two above: rows without an actor token write no entry.
+        "ix_issued_tokens_actor_parent_jti",  # the walk down the actor's edge
+        "ix_issued_tokens_actor_credential_id",  # revoking a credential used as actor
         "ix_issued_tokens_status",  # one status-list index per token
     },
     "audit_log": {"ix_audit_log_at"},  # sts gc, and every look-up by time

@@ -195,3 +195,51 @@ def test_no_status_list_foreign_key_revision_keeps_the_tokens(empty_database_url
     with engine.connect() as connection:
         assert [tuple(row) for row in connection.execute(text(rows))] == kept
     engine.dispose()
+
+
+def test_actor_lineage_revision_goes_both_ways_keeping_the_tokens(empty_database_url: str) -> None:
+    """0006 adds the actor's lineage (three nullable columns, two partial indexes); tokens
+    on record keep their rows, with no actor lineage; its downgrade drops them again."""
+    engine = make_engine(empty_database_url)
+    config = alembic_config(engine)
+    added = {"actor_parent_jti", "actor_credential_id", "actor_issuer"}
+    indexes = {"ix_issued_tokens_actor_parent_jti", "ix_issued_tokens_actor_credential_id"}
+
+    def columns() -> set[str]:
+        return {column["name"] for column in inspect(engine).get_columns("issued_tokens")}
+
+    def index_names() -> set[str]:
+        return {index["name"] or "" for index in inspect(engine).get_indexes("issued_tokens")}
+
+    upgrade(config, "0005_no_status_list_foreign_key")
+    assert not added & columns()
+    with engine.begin() as connection:
+        connection.execute(
+            text(
+                "INSERT INTO issued_tokens (jti, parent_jti, subject, subject_issuer, rule_id,"
+                " rule_version, audience, scope, kid, issued_at, expires_at)"
+                " VALUES ('j1', NULL, 's', 'i', 1, 1, '[]', '', 'k', :t, :t)"
+            ),
+            {"t": "2026-11-30 12:00:00"},
+        )
+
+    upgrade(config)
+    assert added <= columns()
+    assert indexes <= index_names()
+    listed = "SELECT jti, actor_parent_jti, actor_credential_id, actor_issuer FROM issued_tokens"
+    with engine.connect() as connection:
+        assert [tuple(row) for row in connection.execute(text(listed))] == [
+            ("j1", None, None, None)
+        ]
+    downgrade(config, "0005_no_status_list_foreign_key")
+    assert not added & columns()
+    assert not indexes & index_names()
+    with engine.connect() as connection:
+        assert connection.execute(text("SELECT jti, subject FROM issued_tokens")).all() == [
+            ("j1", "s")
+        ]
+        if engine.dialect.name == "sqlite":  # keys were off for the rebuild, and are on again
+            assert connection.exec_driver_sql("PRAGMA foreign_keys").scalar() == 1
+    upgrade(config)
+    assert schema_is_at_head(engine, config)[0]
+    engine.dispose()
