@@ -41,7 +41,7 @@ STEPS: list[tuple[str, str, str]] = [
         "sts.db.exchange_store",
         "ExchangeTransaction.__enter__",
     ),
-    ("  signing-key lock", "sts.db.exchange_store", "ExchangeTransaction.hold_signing_keys_shared"),
+    ("  governance lock", "sts.db.exchange_store", "ExchangeTransaction.hold_governance_shared"),
     ("  resolve subject/actor", "sts.grants.token_exchange", "resolve"),
     ("  rules", "sts.grants.token_exchange", "evaluate"),
     ("  status-list index", "sts.grants.token_exchange", "allocate_token_status"),

@@ -21,6 +21,7 @@ from sqlalchemy.orm import Session
 from sts import errors
 from sts.audit import AuditEntry, record
 from sts.db import queries
+from sts.db.locks import GOVERNANCE_LOCK, hold_exclusive
 from sts.db.models import ServiceCredential
 from sts.policy.evaluate import TokenFacts
 
@@ -37,6 +38,8 @@ def revoke_token(session: Session, jti: str, now: datetime) -> int:
 def revoke_credential(session: Session, credential: ServiceCredential, now: datetime) -> int:
     """Disable a service credential and revoke every token derived from it: presented as
     the subject token or as the actor token, and their descendants."""
+    if not credential.disabled:  # disabled and committed: no exchange can race it any more
+        hold_exchanges_back(session)
     queries.set_credential_disabled(session, credential.id, True, now)
     return queries.revoke_lineage(session, queries.tokens_named("credential", credential.id), now)
 
@@ -105,9 +108,25 @@ def record_revocation(
     record(session, entry)
 
 
+def hold_exchanges_back(session: Session) -> None:
+    """Take the governance lock exclusively (sts.db.locks.GOVERNANCE_LOCK), BEFORE looking
+    for the tokens to revoke: exchanges in flight (which hold it shared) are waited for,
+    so the sweep that follows sees their tokens; exchanges that begin later wait for this
+    transaction's commit, then see the block (or the disabled credential) and are
+    refused. Every exchange waits meanwhile, so the holder commits soon after.
+
+    Not needed to revoke a token by jti: a re-exchange holds its parent row FOR SHARE,
+    which the lineage walk's FOR UPDATE waits for (queries.lock_lineage)."""
+    hold_exclusive(session, GOVERNANCE_LOCK)
+
+
 def block_identity(session: Session, kind: str, value: str, reason: str, now: datetime) -> None:
+    """Refuse new exchanges involving this identity once committed. A caller that also
+    revokes the identity's tokens calls :func:`hold_exchanges_back` before looking for
+    them (taken again here, it is granted at once)."""
     if kind not in IDENTITY_KINDS:
         raise ValueError(f"not an identity kind: {kind}")
+    hold_exchanges_back(session)
     if not queries.active_blocks(session, [(kind, value)]):
         queries.add_block(session, kind, value, reason, now)
 
@@ -134,6 +153,10 @@ def revoke_by_operator(
 ) -> OperatorOutcome:
     """``sts revoke``: revoke every live token the selector names and their descendants;
     where it names an identity, block new exchanges for it. One audit record."""
+    if kind in IDENTITY_KINDS:
+        # First: the sweep below must see every token of an exchange that did not see
+        # the block (a jti or a rule leaves no block for an exchange to miss).
+        hold_exchanges_back(session)
     if kind == "rule":
         rule = queries.rule_by_name(session, value)
         if rule is None:

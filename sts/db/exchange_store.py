@@ -32,7 +32,7 @@ from sqlalchemy.sql.compiler import SQLCompiler
 from sts.db import queries
 from sts.db.checkpoint import WalCheckpointer
 from sts.db.group_commit import GroupCommit
-from sts.db.locks import SIGNING_KEYS_LOCK, SqliteWriteGate, lock_key, sqlite_write_gate
+from sts.db.locks import GOVERNANCE_LOCK, SqliteWriteGate, lock_key, sqlite_write_gate
 from sts.db.pipelined import PipelinedConnection, PipelinedConnections
 from sts.db.status_indexes import IndexBlock, StatusIndexPool
 from sts.db.types import fast_bind_processor
@@ -120,10 +120,10 @@ class ExchangeStore:
         self.insert_issued_token = prepare(queries.INSERT_ISSUED_TOKEN)
         self.insert_audit = prepare(queries.INSERT_AUDIT)
         self.insert_client_assertion = prepare(queries.INSERT_CLIENT_ASSERTION_ONCE[dialect.name])
-        self.share_signing_keys_lock = (
-            prepare(queries.SHARE_SIGNING_KEYS_LOCK) if dialect.name == "postgresql" else None
+        self.share_governance_lock = (
+            prepare(queries.SHARE_GOVERNANCE_LOCK) if dialect.name == "postgresql" else None
         )
-        self.signing_keys_lock_key = {"key": lock_key(SIGNING_KEYS_LOCK)}
+        self.governance_lock_key = {"key": lock_key(GOVERNANCE_LOCK)}
         self._blocks: dict[int, Prepared] = {}
         self._records: dict[int, Prepared] = {}  # PostgreSQL: record_unless_blocked
         self._prepared_lock = threading.Lock()
@@ -286,7 +286,7 @@ class ExchangeTransaction:
         statements in the pipeline, on a connection in autocommit: psycopg's implicit
         BEGIN would sync (a round trip of its own), and so would its commit() before the
         pipeline's sync. So an exchange from an external JWT is one round trip: BEGIN, the
-        signing-key lock, the fused block check and writes, COMMIT, then the one sync
+        governance lock, the fused block check and writes, COMMIT, then the one sync
         (README: Database and durability). The connection is the thread's own, already in
         pipeline mode (sts.db.pipelined)."""
         self._pipelined = connections.acquire()
@@ -296,14 +296,16 @@ class ExchangeTransaction:
 
     # ---- the statements ------------------------------------------------------------
 
-    def hold_signing_keys_shared(self) -> None:
-        """Until this transaction ends, no key lifecycle step (a compromise above all) can
-        commit: one that began first is waited for, one that begins later waits. On
-        PostgreSQL a shared advisory lock, queued with the first reads; on SQLite the
-        write gate already excludes every other writer."""
-        prepared = self.store.share_signing_keys_lock
+    def hold_governance_shared(self) -> None:
+        """Until this transaction ends, no key lifecycle step (a compromise above all) and
+        no revocation of an identity or a credential can commit: one that began first is
+        waited for, one that begins later waits (sts.db.locks.GOVERNANCE_LOCK). On
+        PostgreSQL a shared advisory lock, queued before the first reads (every later
+        statement, the block check included, sees what such a step committed); on SQLite
+        the write gate already excludes every other writer."""
+        prepared = self.store.share_governance_lock
         if prepared is not None:
-            self._execute(prepared, self.store.signing_keys_lock_key)
+            self._execute(prepared, self.store.governance_lock_key)
 
     def credential_by_key_id(self, key_id: str) -> tuple[Any, ...] | None:
         """(id, name, owner_subject, secret_hash, disabled) of a service credential."""

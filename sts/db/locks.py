@@ -1,4 +1,4 @@
-"""Cross-process mutual exclusion for rare writers (key bootstrap, rotation).
+"""Cross-process mutual exclusion for rare writers (key lifecycle, operator revocations).
 
 PostgreSQL: a transaction-scoped advisory lock. SQLite: the database's single-writer lock,
 taken up front with ``BEGIN IMMEDIATE`` so the critical section cannot interleave.
@@ -24,9 +24,17 @@ from sqlalchemy.orm import Session
 # the exchange answers with 503 temporarily_unavailable.
 WRITE_LOCK_TIMEOUT = 10.0
 
-# The named lock of the signing keys' lifecycle (bootstrap, rotation steps, retirement,
-# compromise): exclusive there; exchanges on PostgreSQL hold it shared (queries).
-SIGNING_KEYS_LOCK = "signing-keys"
+# The governance lock: every exchange holds it SHARED until it commits (PostgreSQL; SQLite's
+# write gate excludes every other writer anyway), and whatever makes exchanges refusable
+# takes it EXCLUSIVELY before it looks for the tokens already issued: a signing key's
+# lifecycle steps (a compromise above all: sts.keys.lifecycle) and the revocation of an
+# identity or a service credential (sts.revocation). So an exchange either committed
+# before the lock was granted, and its token is found (READ COMMITTED: a statement after
+# the lock sees it), or it waits for the commit and its own check, later, sees the key's
+# or the identity's block. The advisory key is derived from the name, which predates the
+# revocations' use of it and is kept: replicas of an older release still hold the same
+# lock (a new name would let their exchanges slip past a compromise during an upgrade).
+GOVERNANCE_LOCK = "signing-keys"
 
 
 def lock_key(name: str) -> int:
@@ -40,8 +48,21 @@ def begin_exclusive(session: Session, name: str) -> None:
     """
     if session.in_transaction():
         raise RuntimeError("begin_exclusive() must start the transaction")
+    hold_exclusive(session, name)
+
+
+def hold_exclusive(session: Session, name: str) -> None:
+    """Hold the lock named ``name`` until the session's transaction ends, from here on:
+    the statements after this call see everything its previous holders committed.
+
+    PostgreSQL: a transaction-scoped advisory lock (re-entrant: taken again in the same
+    transaction, it is granted at once). SQLite: the single writer lock is the named lock;
+    a session not yet in a transaction begins a write transaction (:func:`begin_write`),
+    one already in a transaction must be in one (as ``write_transaction`` makes).
+    """
     if session.get_bind().dialect.name == "sqlite":
-        begin_write(session)  # the single writer lock is the named lock on SQLite
+        if not session.in_transaction():
+            begin_write(session)
         return
     session.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": lock_key(name)})
 

@@ -3,7 +3,7 @@ psycopg's pipeline mode from one transaction to the next.
 
 Checking a pooled connection out, switching it to autocommit and into pipeline mode, and
 all of that back again when it returns to the pool, cost ~55 µs of client CPU per
-transaction: 152 against 97 µs for BEGIN, the signing-key lock, a query and COMMIT
+transaction: 152 against 97 µs for BEGIN, the governance lock, a query and COMMIT
 (bench/README.md, ninth sitting). So a thread that runs exchanges keeps a connection of
 its own: opened through the pool (its connect events, and the pool's ping of a stale
 connection), then detached from it, so that the pool, and every path that uses it

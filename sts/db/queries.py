@@ -130,11 +130,12 @@ CREDENTIAL_BY_KEY_ID = select(
     ServiceCredential.disabled,
 ).where(ServiceCredential.key_id == bindparam("key_id"))
 
-# PostgreSQL: the signing-key lock (see sts.db.locks.SIGNING_KEYS_LOCK) held SHARED until
-# the exchange commits. Every key lifecycle step (a compromise above all) takes it
-# exclusively: it waits for the exchanges in flight, whose lineage rows it then sees and
-# revokes, and an exchange that starts meanwhile waits for it, then sees the key's block.
-SHARE_SIGNING_KEYS_LOCK = select(func.pg_advisory_xact_lock_shared(bindparam("key")))
+# PostgreSQL: the governance lock (see sts.db.locks.GOVERNANCE_LOCK) held SHARED until the
+# exchange commits. Every key lifecycle step (a compromise above all) and every revocation
+# of an identity or a service credential takes it exclusively: it waits for the exchanges
+# in flight, whose lineage rows it then sees and revokes, and an exchange that starts
+# meanwhile waits for it, then sees the key's or the identity's block.
+SHARE_GOVERNANCE_LOCK = select(func.pg_advisory_xact_lock_shared(bindparam("key")))
 
 # (revoked_at,) of a token about to be re-exchanged, its row held FOR SHARE until the
 # exchange commits (PostgreSQL; SQLite's write lock is already exclusive), so a

@@ -179,10 +179,11 @@ def issue(
     key = services.keyring.signing_key()
 
     def decide_and_record(transaction: ExchangeTransaction) -> Granted:
-        # Before the block check (a later statement): a compromise of ``key`` either
-        # commits first (and the check sees the key's block) or waits for this commit (and
-        # revokes this token with the others the key signed).
-        transaction.hold_signing_keys_shared()
+        # Before every read (later statements): a compromise of ``key``, or a revocation of
+        # an identity or credential this exchange involves, either commits first (and the
+        # block check or the credential read sees it) or waits for this commit (and
+        # revokes this token with the others).
+        transaction.hold_governance_shared()
         if client.assertion_jti is not None:
             _record_assertion(transaction, client)
         resolved_subject = resolve(transaction, subject, "subject", settings.issuer)

@@ -1,7 +1,7 @@
 """Key lifecycle changes, applied under one exclusive lock: first key, scheduled rotation,
 manual retirement, compromise, and re-encryption at rest (rewrap).
 
-Every change takes the ``signing-keys`` lock (``begin_exclusive``) and re-reads the keys
+Every change takes the governance lock (``begin_exclusive``) and re-reads the keys
 inside it, so when several replicas decide at once that a step is due, the first applies
 it and the others find nothing left to do (compare dex ``server/signer/rotation.go``).
 Private key material of removed or compromised keys is destroyed after the commit.
@@ -18,7 +18,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from sts.clock import Clock
 from sts.db import queries
-from sts.db.locks import SIGNING_KEYS_LOCK, begin_exclusive
+from sts.db.locks import GOVERNANCE_LOCK, begin_exclusive
 from sts.db.models import SigningKey
 from sts.errors import ConfigurationError, StartupError
 from sts.keys.keystore import DatabaseKeyStore, FileKeyStore, KeyStore, resolve_key_passphrase
@@ -43,7 +43,7 @@ from sts.settings import Settings, decode_key_encryption_key
 
 log = logging.getLogger(__name__)
 
-LOCK_NAME = SIGNING_KEYS_LOCK
+LOCK_NAME = GOVERNANCE_LOCK
 MIN_PASSPHRASE_LENGTH = 12
 
 

@@ -198,7 +198,7 @@ def test_a_compromise_waits_for_an_exchange_in_flight_then_revokes_its_token(
     services = world.app.extensions["sts"]
     kid = services.keyring.signing_key().kid
     response, result = second_waits_for_first(
-        # Paused inside its transaction (the signing-key lock held), before its block check.
+        # Paused inside its transaction (the governance lock held), before its block check.
         lambda: world.exchange(world.ci_token(), audience=DEPLOY),
         paused_inside(monkeypatch, token_exchange, "allocate_token_status"),
         compromise_of(world, kid),

@@ -61,7 +61,7 @@ def test_an_exchange_from_an_external_jwt_is_one_round_trip(world: World) -> Non
     # simple Query: no ping, no BEGIN or COMMIT of psycopg's, each of which would sync).
     assert [m for m in sent if m.startswith("Parse")] == [
         "Parse BEGIN",
-        "Parse SELECT",  # the signing-key lock, shared
+        "Parse SELECT",  # the governance lock, shared
         "Parse WITH",  # the block check, the lineage row and the audit row
         "Parse COMMIT",
     ]
@@ -106,7 +106,7 @@ def test_the_threads_connection_stays_ready_after_failures(world: World) -> None
     with pytest.raises(IntegrityError):
         record(world, "jti-once")  # failed in the pipeline: aborted, then rolled back
     with store.write() as transaction:  # never committed: rolled back at the end
-        transaction.hold_signing_keys_shared()
+        transaction.hold_governance_shared()
     with store.read() as transaction:
         assert transaction.parent_revocation_state("jti-once") == (True, False)
 
@@ -130,7 +130,7 @@ def test_an_error_seen_at_a_later_statement_is_the_one_raised(world: World) -> N
     with pytest.raises(IntegrityError), store.write() as transaction:
         transaction.record_issued_token(lineage(world, "jti-once"))  # queued: a duplicate
         time.sleep(0.05)  # its error is back on the socket by now
-        transaction.hold_signing_keys_shared()  # the next statement meets it
+        transaction.hold_governance_shared()  # the next statement meets it
         transaction.commit()
 
     assert this_threads_connection(world) is connection

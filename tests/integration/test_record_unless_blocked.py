@@ -132,7 +132,7 @@ def test_a_failing_record_fails_the_commit_and_records_nothing(world: World) -> 
 def test_the_check_is_sent_with_the_commit_and_read_after_it(world: World) -> None:
     store = store_of(world)
     with store.write() as transaction:
-        transaction.hold_signing_keys_shared()
+        transaction.hold_governance_shared()
         blocks = transaction.record_unless_blocked(
             IDENTITIES, lineage(world, "jti-deferred"), granted(world, "jti-deferred")
         )

@@ -121,7 +121,7 @@ def test_one_transaction_per_exchange(world: World, caplog: pytest.LogCaptureFix
     # One transaction each: for the first exchange only, the first status list and a block of its
     # indexes (the second takes its index from that block); then the block check on the
     # identities involved and lineage + audit; one COMMIT. On PostgreSQL, first, the
-    # signing-key lock held shared, and the check and both inserts are one statement.
+    # governance lock held shared, and the check and both inserts are one statement.
     postgresql = world.app.extensions["sts"].engine.dialect.name == "postgresql"
     key_lock = ["SELECT"] if postgresql else []
     record = ["WITH"] if postgresql else ["SELECT", "INSERT", "INSERT"]
