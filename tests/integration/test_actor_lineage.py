@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import threading
 import time
-from datetime import timedelta
 from typing import Any
 
 import pytest
@@ -22,7 +21,15 @@ from sts.protocol import TOKEN_TYPE_ACCESS_TOKEN, TOKEN_TYPE_API_KEY
 from sts.revocation import revoke_token
 from tests.integration.test_offboarding import sts
 from tests.integration.test_status_list import bit, fetch_status_list, status_of
-from tests.integration.world import CI_SUBJECT, DEPLOY, PROJECT, VAULT, World, claims_of
+from tests.integration.world import (
+    CI_SUBJECT,
+    DEPLOY,
+    PROJECT,
+    VAULT,
+    World,
+    claims_of,
+    lineage_row,
+)
 
 # The CI job's token, with an sts token of its own (T_A) acting: T_D carries act.
 STS_ACTOR_RULE = {
@@ -242,28 +249,18 @@ def test_a_token_minted_with_an_actor_during_its_revocation_is_revoked(world: Wo
     exchange = services.exchange_store.write().__enter__()
     assert exchange.parent_revocation_state(actor_jti) == (True, False)
     exchange.record_issued_token(
-        {
-            "jti": "racing-delegated",
-            "parent_jti": None,
-            "credential_id": None,
-            "subject": CI_SUBJECT,
-            "subject_issuer": world.ci.issuer,
-            "subject_token_id": "upstream",
-            "actor": CI_SUBJECT,
-            "actor_parent_jti": actor_jti,
-            "actor_credential_id": None,
-            "actor_issuer": services.settings.issuer,
-            "client_id": "ci-runner",
-            "rule_id": 1,
-            "rule_version": 1,
-            "audience": [VAULT],
-            "scope": "secrets:read",
-            "kid": "k",
-            "issued_at": now,
-            "expires_at": now + timedelta(seconds=60),
-            "status_list_id": None,
-            "status_idx": None,
-        },
+        lineage_row(
+            "racing-delegated",
+            now,
+            subject=CI_SUBJECT,
+            subject_issuer=world.ci.issuer,
+            subject_token_id="upstream",
+            actor=CI_SUBJECT,
+            actor_parent_jti=actor_jti,
+            actor_issuer=services.settings.issuer,
+            audience=[VAULT],
+            scope="secrets:read",
+        )
     )
 
     revoked: list[int] = []

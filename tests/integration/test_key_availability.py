@@ -197,12 +197,15 @@ def test_a_failed_rotation_step_does_not_freeze_the_key_ring(
         services.engine.dispose()
 
 
-def take_down(database_url: str) -> None:
-    """PostgreSQL: refuse connections and end those open. SQLite: the key table is gone."""
+def set_reachable(database_url: str, reachable: bool) -> None:
+    """PostgreSQL: refuse connections and end those open (or allow them again). SQLite,
+    which has no server to take down: the key table is renamed away (or back)."""
     if database_url.startswith("sqlite"):
+        names = ("signing_keys_away", "signing_keys")
+        old, new = names if reachable else names[::-1]
         engine = create_engine(database_url)
         with engine.begin() as connection:
-            connection.execute(text("ALTER TABLE signing_keys RENAME TO signing_keys_away"))
+            connection.execute(text(f"ALTER TABLE {old} RENAME TO {new}"))
         engine.dispose()
         return
     database = make_url(database_url).database
@@ -210,27 +213,13 @@ def take_down(database_url: str) -> None:
         str(make_url(database_url).set(database="test")), isolation_level="AUTOCOMMIT"
     )
     with admin.connect() as connection:
-        connection.execute(text(f'ALTER DATABASE "{database}" WITH ALLOW_CONNECTIONS false'))
-        connection.execute(
-            text("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = :d"),
-            {"d": database},
-        )
-    admin.dispose()
-
-
-def bring_up(database_url: str) -> None:
-    if database_url.startswith("sqlite"):
-        engine = create_engine(database_url)
-        with engine.begin() as connection:
-            connection.execute(text("ALTER TABLE signing_keys_away RENAME TO signing_keys"))
-        engine.dispose()
-        return
-    database = make_url(database_url).database
-    admin = create_engine(
-        str(make_url(database_url).set(database="test")), isolation_level="AUTOCOMMIT"
-    )
-    with admin.connect() as connection:
-        connection.execute(text(f'ALTER DATABASE "{database}" WITH ALLOW_CONNECTIONS true'))
+        allow = "true" if reachable else "false"
+        connection.execute(text(f'ALTER DATABASE "{database}" WITH ALLOW_CONNECTIONS {allow}'))
+        if not reachable:
+            connection.execute(
+                text("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = :d"),
+                {"d": database},
+            )
     admin.dispose()
 
 
@@ -241,14 +230,14 @@ def test_database_down_keeps_the_last_keys_loaded(
     services = world.app.extensions["sts"]
     before = world.client.get("/jwks.json").json
     active = services.keyring.signing_key().kid
-    take_down(empty_database_url)
+    set_reachable(empty_database_url, False)
     try:
         for _ in range(3):
             refresh_due(world)
             assert world.client.get("/jwks.json").json == before
             assert services.keyring.signing_key().kid == active
     finally:
-        bring_up(empty_database_url)
+        set_reachable(empty_database_url, True)
     (warning,) = key_warnings(caplog)  # the cause, once per outage
     assert warning.startswith("key ring: key refresh failed: database unavailable (")
     assert "Error); keeping the keys loaded at " in warning

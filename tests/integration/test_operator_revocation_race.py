@@ -15,7 +15,6 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from datetime import timedelta
 from typing import Any
 
 import pytest
@@ -28,7 +27,7 @@ from sts.db import queries
 from sts.db.locks import begin_write
 from sts.db.models import IssuedToken
 from sts.revocation import OperatorOutcome, revoke_by_operator, revoke_credential, revoke_token
-from tests.integration.world import CI_SUBJECT, DEPLOY, PROJECT, World, claims_of
+from tests.integration.world import CI_SUBJECT, DEPLOY, PROJECT, World, claims_of, lineage_row
 
 HELD = 0.5  # seconds the second party is watched waiting for the first
 
@@ -120,28 +119,15 @@ def in_flight_exchange_row(world: World, jti: str) -> dict[str, Any]:
         rule = queries.rule_by_name(session, "payments-prod-deploy")
         assert rule is not None
         rule_id, rule_version = rule.id, rule.version
-    return {
-        "jti": jti,
-        "parent_jti": None,
-        "credential_id": None,
-        "subject": CI_SUBJECT,
-        "subject_issuer": world.ci.issuer,
-        "subject_token_id": "upstream-jti",
-        "actor": None,
-        "actor_parent_jti": None,
-        "actor_credential_id": None,
-        "actor_issuer": None,
-        "client_id": "ci-runner",
-        "rule_id": rule_id,
-        "rule_version": rule_version,
-        "audience": [DEPLOY],
-        "scope": "deploy:write",
-        "kid": world.app.extensions["sts"].keyring.signing_key().kid,
-        "issued_at": now,
-        "expires_at": now + timedelta(minutes=5),
-        "status_list_id": None,
-        "status_idx": None,
-    }
+    return lineage_row(
+        jti,
+        now,
+        subject=CI_SUBJECT,
+        subject_issuer=world.ci.issuer,
+        rule_id=rule_id,
+        rule_version=rule_version,
+        kid=world.app.extensions["sts"].keyring.signing_key().kid,
+    )
 
 
 @pytest.mark.parametrize(

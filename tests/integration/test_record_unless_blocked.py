@@ -4,7 +4,6 @@ inserts are one statement, queued with the COMMIT; its result is read after it."
 
 from __future__ import annotations
 
-from datetime import timedelta
 from typing import Any
 
 import pytest
@@ -15,7 +14,7 @@ from sts.audit import AuditEntry
 from sts.db.exchange_store import Blocks, ExchangeStore, ExchangeTransaction
 from sts.db.models import AuditRecord, IssuedToken, Revocation
 from sts.revocation import block_identity
-from tests.integration.world import World
+from tests.integration.world import World, lineage_row
 
 IDENTITIES = [("subject", "repo:acme/app"), ("client", "ci-runner"), ("key", "kid-1")]
 postgresql_only = pytest.mark.parametrize("empty_database_url", ["postgresql"], indirect=True)
@@ -27,29 +26,7 @@ def store_of(world: World) -> ExchangeStore:
 
 
 def lineage(world: World, jti: str) -> dict[str, Any]:
-    now = world.clock()
-    return {
-        "jti": jti,
-        "parent_jti": None,
-        "credential_id": None,
-        "subject": "repo:acme/app",
-        "subject_issuer": "https://ci.example",
-        "subject_token_id": "upstream-jti",
-        "actor": None,
-        "actor_parent_jti": None,
-        "actor_credential_id": None,
-        "actor_issuer": None,
-        "client_id": "ci-runner",
-        "rule_id": 1,
-        "rule_version": 1,
-        "audience": ["https://deploy.example"],
-        "scope": "deploy:write",
-        "kid": "kid-1",
-        "issued_at": now,
-        "expires_at": now + timedelta(minutes=5),
-        "status_list_id": None,
-        "status_idx": None,
-    }
+    return lineage_row(jti, world.clock(), audience=["https://deploy.example"])
 
 
 def granted(world: World, jti: str) -> dict[str, Any]:

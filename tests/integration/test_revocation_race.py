@@ -5,14 +5,13 @@ from __future__ import annotations
 
 import threading
 import time
-from datetime import timedelta
 
 import pytest
 
 from sts.db.models import IssuedToken
 from sts.revocation import revoke_token
 from tests.integration.test_exchange_scenarios import claims_of
-from tests.integration.world import DEPLOY, World
+from tests.integration.world import DEPLOY, World, lineage_row
 
 
 @pytest.mark.parametrize("empty_database_url", ["postgresql"], indirect=True)
@@ -27,28 +26,14 @@ def test_child_committed_during_a_revocation_is_revoked(world: World) -> None:
     exchange = services.exchange_store.write().__enter__()
     assert exchange.parent_revocation_state(parent_jti) == (True, False)
     exchange.record_issued_token(
-        {
-            "jti": "racing-child",
-            "parent_jti": parent_jti,
-            "credential_id": None,
-            "subject": "s",
-            "subject_issuer": "i",
-            "subject_token_id": parent_jti,
-            "actor": None,
-            "actor_parent_jti": None,
-            "actor_credential_id": None,
-            "actor_issuer": None,
-            "client_id": "workload",
-            "rule_id": 1,
-            "rule_version": 1,
-            "audience": [DEPLOY],
-            "scope": "",
-            "kid": "k",
-            "issued_at": now,
-            "expires_at": now + timedelta(seconds=60),
-            "status_list_id": None,
-            "status_idx": None,
-        },
+        lineage_row(
+            "racing-child",
+            now,
+            parent_jti=parent_jti,
+            subject_token_id=parent_jti,
+            client_id="workload",
+            scope="",
+        )
     )
 
     revoked: list[int] = []

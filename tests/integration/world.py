@@ -8,6 +8,7 @@ import json
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from datetime import datetime, timedelta
 from typing import Any
 from urllib.parse import urlencode
 
@@ -20,6 +21,7 @@ from werkzeug.test import TestResponse
 
 from sts.credentials import generate_api_key, hash_secret
 from sts.db import admin
+from sts.db.queries import ISSUED_TOKEN_FIELDS
 from sts.protocol import GRANT_TOKEN_EXCHANGE, TOKEN_TYPE_API_KEY, TOKEN_TYPE_JWT
 from tests.conftest import TEST_ISSUER, FixedClock
 from tests.issuer import TestIssuer
@@ -263,6 +265,29 @@ class World:
                 {c.name: getattr(row, c.name) for c in AuditRecord.__table__.columns}
                 for row in rows
             ]
+
+
+def lineage_row(jti: str, issued_at: datetime, **values: Any) -> dict[str, Any]:
+    """An ``issued_tokens`` row as the exchange records it (every column the exchange's
+    insert binds, ``queries.ISSUED_TOKEN_FIELDS``): ``values`` over neutral defaults, so a
+    test names only what it is about and a new column needs no edit here."""
+    row: dict[str, Any] = dict.fromkeys(ISSUED_TOKEN_FIELDS)
+    row.update(
+        jti=jti,
+        subject="repo:acme/app",
+        subject_issuer="https://ci.example",
+        subject_token_id="upstream-jti",
+        client_id="ci-runner",
+        rule_id=1,
+        rule_version=1,
+        audience=[DEPLOY],
+        scope="deploy:write",
+        kid="kid-1",
+        issued_at=issued_at,
+        expires_at=issued_at + timedelta(minutes=5),
+    )
+    row.update(values)
+    return row
 
 
 def claims_of(token: str) -> dict[str, Any]:
