@@ -258,7 +258,8 @@ def issue(
         refuse_if_blocked(granted.blocks.kinds())
     except SQLAlchemyError as exc:
         log.error("exchange refused: database error %s", type(exc).__name__)
-        raise errors.TemporarilyUnavailable(reason="database.unavailable") from None
+        reason = "database.locked" if _write_lock_timed_out(exc) else "database.unavailable"
+        raise errors.TemporarilyUnavailable(reason=reason) from None
     except errors.TemporarilyUnavailable as refusal:
         if refusal.reason == "keys.compromised":
             services.keyring.expire()  # the next exchange re-reads the keys first
@@ -444,6 +445,12 @@ def _note_resolved_subject(entry: AuditEntry, subject: Resolved) -> None:
     entry.subject_token_id = subject.token_id
 
 
+def _write_lock_timed_out(exc: SQLAlchemyError) -> bool:
+    """SQLite's write lock (its busy timeout, or sts's write gate: sts.db.locks) was not
+    free within the timeout."""
+    return "database is locked" in str(getattr(exc, "orig", ""))
+
+
 def record_refusal(
     services: Services,
     entry: AuditEntry,
@@ -451,10 +458,18 @@ def record_refusal(
     client: AuthenticatedClient | None,
 ) -> None:
     """Write the refusal's audit row in its own transaction. The response is the refusal
-    whether or not this write succeeds (no token is at stake); a failure is logged."""
+    whether or not this write succeeds (no token is at stake); a failure is logged.
+
+    Not when the write lock has just timed out: waiting for it again would double the
+    caller's wait (another 10 s) for a write that would most likely time out as well. The
+    log line below is then the only record."""
     entry.decision = "deny"
     entry.reason = error.reason
     entry.detail = error.detail
+    if error.reason == "database.locked":
+        log.error("could not record refusal %s: the write lock is held", error.reason)
+        _log_refusal(error, entry)
+        return
 
     def record(transaction: ExchangeTransaction) -> None:
         if client is not None and client.assertion_jti is not None:
@@ -469,6 +484,10 @@ def record_refusal(
         services.exchange_store.run_write(record)
     except SQLAlchemyError as exc:
         log.error("could not record refusal %s: %s", error.reason, type(exc).__name__)
+    _log_refusal(error, entry)
+
+
+def _log_refusal(error: errors.OAuthError, entry: AuditEntry) -> None:
     log.info(
         "refused token exchange: %s (%s) client=%s subject_token=%s",
         error.error,
