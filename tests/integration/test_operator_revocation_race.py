@@ -183,6 +183,45 @@ def test_an_exchange_during_the_revocation_of_its_credential_waits_then_is_refus
     assert waited
 
 
+def test_a_credential_revocation_waits_for_an_exchange_in_flight_then_revokes_its_token(
+    world: World,
+) -> None:
+    """The other order for a credential: the exchange presenting it has recorded its
+    token, not yet committed, when ``POST /revoke`` (or an exposure report) disables it."""
+    services = world.app.extensions["sts"]
+    with services.session_factory() as session:
+        credential = queries.credential_by_name(session, "agent-key")
+        assert credential is not None
+        credential_id = credential.id
+    row = lineage_row(
+        "in-flight",
+        world.clock(),
+        credential_id=credential_id,
+        subject="team-alpha-automation",
+        client_id="agent-runtime",
+    )
+    with services.exchange_store.write() as exchange:
+        exchange.hold_governance_shared()
+        exchange.record_issued_token(row)
+
+        def revoke() -> int:
+            with open_write_transaction(world) as revoker:
+                disabled = queries.credential_by_name(revoker, "agent-key")
+                assert disabled is not None
+                return revoke_credential(revoker, disabled, world.clock())
+
+        thread, outcome = in_thread(revoke)
+        thread.join(HELD)
+        waited = thread.is_alive()
+        exchange.commit()
+    thread.join(10)
+
+    assert outcome == [1]  # the in-flight token, swept
+    assert live_tokens(world) == 0
+    assert waited
+    assert "access_token" not in agent_exchange(world).json  # and the credential is disabled
+
+
 def test_a_re_exchange_during_the_revocation_of_its_parent_waits_then_is_refused(
     world: World,
 ) -> None:
