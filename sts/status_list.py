@@ -55,11 +55,6 @@ def allocate_token_status(
     return TokenStatus(list_id, idx, status_claim(status_list_uri(issuer, list_id), idx))
 
 
-# status_lists.id is a 32-bit INTEGER: a larger id in a URL names no list (and PostgreSQL
-# would refuse to compare it).
-MAX_LIST_ID = 2**31 - 1
-
-
 @dataclass(frozen=True)
 class _Signed:
     token: str
@@ -81,8 +76,6 @@ class StatusListPublisher:
         settings = services.settings
         now = services.clock()
         ttl = settings.status_list_ttl
-        if not 0 < list_id <= MAX_LIST_ID:
-            raise errors.NotFound(reason="status_list.unknown")
         key = services.keyring.signing_key()
         with self._lock:
             cached = self._signed.get(list_id)

@@ -70,15 +70,15 @@ class Prepared:
             self._places = tuple((name, self._processors.get(name)) for name in names)
 
     def params(self, values: Mapping[str, Any]) -> Sequence[Any] | dict[str, Any]:
-        merged = {**self._defaults, **values} if self._defaults else values
         if self._places is not None:
+            merged = {**self._defaults, **values} if self._defaults else values
             return tuple(
                 [
                     merged[name] if processor is None else processor(merged[name])
                     for name, processor in self._places
                 ]
             )
-        named = dict(merged)
+        named = {**self._defaults, **values}  # a copy: the caller's dict is left as it was
         for name, processor in self._processors.items():
             named[name] = processor(named[name])
         return named

@@ -12,10 +12,12 @@ from sts import errors
 from sts.endpoints import Response
 from sts.grants import token_exchange
 from sts.protocol import GRANT_TOKEN_EXCHANGE, require_form_encoded
+from sts.protocol.exchange import single_values
 from sts.services import Services
 
 GrantHandler = Callable[[Services, Sequence[tuple[str, str]], str | None], Response]
 GRANTS: dict[str, GrantHandler] = {GRANT_TOKEN_EXCHANGE: token_exchange.exchange}
+GRANT_TYPE = frozenset({"grant_type"})
 
 
 def handle_token_request(
@@ -26,16 +28,11 @@ def handle_token_request(
     authorization: str | None,
 ) -> Response:
     require_form_encoded(content_type)  # RFC 6749 §3.2
-    # RFC 6749 §3.2: a parameter sent without a value is treated as omitted.
-    grant_types = [value for name, value in form if name == "grant_type" and value]
-    if not grant_types:
+    # RFC 6749 §3.2: once, and a blank value is an omitted one (single_values).
+    grant_type = single_values(form, GRANT_TYPE).get("grant_type")
+    if grant_type is None:
         raise errors.InvalidRequest("Missing grant_type.", reason="request.grant_type_missing")
-    if len(grant_types) > 1:
-        # RFC 6749 §3.2: request parameters MUST NOT be included more than once.
-        raise errors.InvalidRequest(
-            "Parameter grant_type is repeated.", reason="request.duplicate_parameter"
-        )
-    handler = GRANTS.get(grant_types[0])
+    handler = GRANTS.get(grant_type)
     if handler is None:
         raise errors.UnsupportedGrantType(reason="request.unsupported_grant_type")
     return handler(services, form, authorization)

@@ -55,6 +55,8 @@ def register_revocation_routes(app: Flask, services: Services) -> None:
     def status_list_index() -> Response:
         return to_flask(render_status_list_index(services))
 
-    @app.get(STATUS_LIST_PATH + "/<int:list_id>")
+    # status_lists.id is a 32-bit INTEGER: a larger id names no list (and PostgreSQL would
+    # refuse to compare it), so the route does not match it: 404.
+    @app.get(STATUS_LIST_PATH + f"/<int(min=1, max={2**31 - 1}):list_id>")
     def status_list(list_id: int) -> Response:
         return to_flask(publisher.render(services, list_id))
