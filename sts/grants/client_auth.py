@@ -23,7 +23,7 @@ from sts.credentials import secret_matches
 from sts.errors import InvalidClient, InvalidRequest
 from sts.protocol.exchange import ClientCredentials
 from sts.tokens.jose import accepting_eddsa
-from sts.tokens.verify import ASYMMETRIC_ALGORITHMS
+from sts.tokens.verify import ASYMMETRIC_ALGORITHMS, MAX_JTI_CHARS
 from sts.trust import ClientConfig
 
 JWT_BEARER_ASSERTION = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
@@ -171,6 +171,11 @@ def _check_assertion(
             reason="client.assertion_claims",
             detail=str(exc),
         ) from None
+    if len(token.claims["jti"]) > MAX_JTI_CHARS:  # client_assertions.jti holds 255
+        raise InvalidClient(
+            f"The client assertion's jti is longer than {MAX_JTI_CHARS} characters.",
+            reason="client.assertion_jti",
+        )
     expires_at = from_numeric_date(token.claims["exp"])
     if expires_at is None or (expires_at - now).total_seconds() > MAX_ASSERTION_LIFETIME:
         raise InvalidClient("The client assertion lives too long.", reason="client.assertion_exp")

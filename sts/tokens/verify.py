@@ -31,6 +31,12 @@ ASYMMETRIC_ALGORITHMS = frozenset(
     {"ES256", "ES384", "ES512", "RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "EdDSA"}
 )
 MAX_TOKEN_BYTES = 16 * 1024
+# What the lineage and audit rows hold of a token (issued_tokens/audit_log: ``subject``
+# VARCHAR(1024), ``subject_token_id`` VARCHAR(255)). RFC 7519 bounds neither claim; a
+# longer one would fail the insert on PostgreSQL (a 503, and a refusal that could not be
+# recorded), so it is refused up front, recorded, as any unacceptable token is.
+MAX_SUBJECT_CHARS = 1024
+MAX_JTI_CHARS = 255
 ACCESS_TOKEN_TYP = "at+jwt"  # RFC 9068 §2.1
 
 
@@ -141,6 +147,7 @@ def verify_jwt(
     except JoseError as exc:
         what, reason = _describe_claim_error(exc)
         raise refuse(role, what, reason, str(exc)) from None
+    refuse_unstorable(claims, role)
     expires_at = from_numeric_date(claims["exp"])
     if expires_at is None:
         raise refuse(role, "has an invalid claim", "invalid_claim", "exp out of range")
@@ -156,6 +163,16 @@ def verify_jwt(
 
 
 _REGISTRIES: dict[str, jws.JWSRegistry] = {}
+
+
+def refuse_unstorable(claims: dict[str, Any], role: str) -> None:
+    """A ``sub`` or ``jti`` longer than the audit and lineage rows hold is refused (the
+    registry has checked that both are strings, RFC 7519 §4.1.2 and §4.1.7)."""
+    if len(claims["sub"]) > MAX_SUBJECT_CHARS:
+        raise refuse(role, f"has a sub longer than {MAX_SUBJECT_CHARS} characters", "sub_too_long")
+    jti = claims.get("jti")
+    if jti is not None and len(jti) > MAX_JTI_CHARS:
+        raise refuse(role, f"has a jti longer than {MAX_JTI_CHARS} characters", "jti_too_long")
 
 
 def _registry_for(alg: str) -> jws.JWSRegistry:

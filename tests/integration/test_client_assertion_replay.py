@@ -13,18 +13,6 @@ from sts.grants.client_auth import JWT_BEARER_ASSERTION
 from tests.integration.world import DEPLOY, VAULT, World, claims_of
 
 
-@pytest.fixture
-def workload_reads_secrets_with_ci_tokens(world: World) -> None:
-    world.put_rule(
-        "workload-from-ci",
-        {
-            "subject_token": {"issuer": "ci", "claims": {"repository": "acme/payments"}},
-            "clients": ["workload"],
-            "allow": {"audiences": [VAULT], "scopes": ["secrets:read"], "max_ttl": 60},
-        },
-    )
-
-
 def exchange_with_assertion(world: World, assertion: str, audience: str) -> Any:
     form = [("client_assertion_type", JWT_BEARER_ASSERTION), ("client_assertion", assertion)]
     return world.exchange(world.ci_token(), audience=audience, auth=None, form=form)
