@@ -26,7 +26,9 @@ from sts.db.models import ServiceCredential
 from sts.policy.evaluate import TokenFacts
 
 EVENT_REVOCATION = "token_revocation"
-IDENTITY_KINDS = ("subject", "client", "credential", "issuer", "actor")
+# ``upstream_token``: one upstream JWT (its jti, or sha256:<hash> of it), blocked once it
+# has leaked (``sts exposure --revoke``, an exposure report); the others name identities.
+IDENTITY_KINDS = ("subject", "client", "credential", "issuer", "actor", "upstream_token")
 
 
 def revoke_token(session: Session, jti: str, now: datetime) -> int:
@@ -45,9 +47,13 @@ def revoke_credential(session: Session, credential: ServiceCredential, now: date
 
 
 def identities_of(
-    client_id: str | None, subject: TokenFacts, actor: TokenFacts | None
+    client_id: str | None,
+    subject: TokenFacts,
+    actor: TokenFacts | None,
+    upstream_tokens: Sequence[str] = (),
 ) -> list[tuple[str, str]]:
-    """The (kind, value) identities an exchange involves, as blocks name them."""
+    """The (kind, value) identities an exchange involves, as blocks name them;
+    ``upstream_tokens`` are the ids of the upstream JWTs it presents (subject, actor)."""
     identities = [("subject", subject.subject), ("issuer", subject.issuer)]
     if client_id is not None:
         identities.append(("client", client_id))
@@ -57,6 +63,7 @@ def identities_of(
         identities += [("actor", actor.subject), ("issuer", actor.issuer)]
         if actor.source == "credential":
             identities.append(("credential", actor.source_name))
+    identities += [("upstream_token", token_id) for token_id in upstream_tokens]
     return identities
 
 
@@ -65,10 +72,11 @@ def exchange_identities(
     subject: TokenFacts,
     actor: TokenFacts | None,
     signing_kid: str,
+    upstream_tokens: Sequence[str] = (),
 ) -> list[tuple[str, str]]:
-    """What an exchange's block check covers: every identity it involves, and the key
-    about to sign."""
-    return [*identities_of(client_id, subject, actor), ("key", signing_kid)]
+    """What an exchange's block check covers: every identity it involves (the upstream
+    tokens it presents among them), and the key about to sign."""
+    return [*identities_of(client_id, subject, actor, upstream_tokens), ("key", signing_kid)]
 
 
 def refuse_if_blocked(blocked: Sequence[str]) -> None:
@@ -129,6 +137,16 @@ def block_identity(session: Session, kind: str, value: str, reason: str, now: da
     hold_exchanges_back(session)
     if not queries.active_blocks(session, [(kind, value)]):
         queries.add_block(session, kind, value, reason, now)
+
+
+def revoke_upstream_token(session: Session, token_id: str, reason: str, now: datetime) -> int:
+    """A leaked upstream token: revoke every token minted from it, as subject or actor
+    token, with their descendants, and block it from new exchanges (sts does not own the
+    token, so cannot revoke it; it can refuse it). How many tokens were newly revoked."""
+    hold_exchanges_back(session)  # first, as for an identity: see revoke_by_operator
+    count = queries.revoke_lineage(session, queries.tokens_named("upstream_token", token_id), now)
+    block_identity(session, "upstream_token", token_id, reason, now)
+    return count
 
 
 @dataclass(frozen=True)

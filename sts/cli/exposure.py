@@ -10,7 +10,7 @@ from sts.cli.common import current_clock, open_engine
 from sts.db import queries
 from sts.db.engine import make_session_factory
 from sts.db.locks import write_transaction
-from sts.revocation import record_revocation
+from sts.revocation import record_revocation, revoke_upstream_token
 from sts.tokens.exposure import upstream_token_id
 
 
@@ -21,28 +21,35 @@ from sts.tokens.exposure import upstream_token_id
     is_flag=True,
     help="Read the leaked token itself from stdin (kept out of shell history and logs).",
 )
-@click.option("--revoke", is_flag=True, help="Also revoke every live token listed.")
+@click.option(
+    "--revoke",
+    is_flag=True,
+    help="Also revoke every live token listed, and block the upstream token from new exchanges.",
+)
 def exposure_command(token_id: str | None, token_stdin: bool, revoke: bool) -> None:
-    """List every sts token exchanged from an upstream token (and their descendants):
-    jti, parent, client, audience, scope, expiry and state."""
+    """List every sts token minted from an upstream token, presented as the subject or the
+    actor token (and their descendants): jti, parent, client, audience, scope, expiry and
+    state."""
     if (token_id is None) == (not token_stdin):
         raise click.UsageError("give exactly one of --token-id or --token-stdin")
     if token_id is None:
         token_id = upstream_token_id(sys.stdin.read().strip())
     now = current_clock()()
-    roots = queries.tokens_named("subject_token", token_id)
+    roots = queries.tokens_named("upstream_token", token_id)
     with open_engine() as engine, write_transaction(make_session_factory(engine)) as session:
-        rows = queries.lineage_tokens(session, roots)
-        revoked = queries.revoke_lineage(session, roots, now) if revoke else 0
         if revoke:
+            # Before the listing: the block and the governance lock it takes first make
+            # the list complete (an exchange in flight with the token is waited for).
+            revoked = revoke_upstream_token(session, token_id, "exposed upstream token", now)
             record_revocation(
                 session,
                 now=now,
                 reason="operator.revoke.exposure",
-                detail=f"upstream token {token_id}: revoked {revoked} token(s)",
+                detail=f"upstream token {token_id}: revoked {revoked} token(s); blocked",
                 token_id=token_id,
                 decision="info",
             )
+        rows = queries.lineage_tokens(session, roots)
     click.echo(f"{len(rows)} token(s) derived from {token_id}")
     for row in rows:
         state = (
@@ -57,6 +64,10 @@ def exposure_command(token_id: str | None, token_stdin: bool, revoke: bool) -> N
         )
     if revoke:
         click.echo(f"revoked {revoked} token(s)")
+        click.echo(
+            f"upstream token {token_id} is blocked from new exchanges "
+            "(lift: sts revoke --lift --upstream-token ID)"
+        )
 
 
 def register(cli: click.Group) -> None:

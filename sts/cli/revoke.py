@@ -9,7 +9,7 @@ from sts.db.engine import make_session_factory
 from sts.db.locks import write_transaction
 from sts.revocation import UnknownTarget, lift_by_operator, revoke_by_operator
 
-SELECTORS = ("jti", "subject", "client", "credential", "issuer", "rule", "actor")
+SELECTORS = ("jti", "subject", "client", "credential", "issuer", "rule", "actor", "upstream_token")
 
 
 @click.command("revoke")
@@ -25,6 +25,10 @@ SELECTORS = ("jti", "subject", "client", "credential", "issuer", "rule", "actor"
 @click.option("--rule", help="Every live token minted under the rule NAME.")
 @click.option("--version", "versions", type=int, multiple=True, help="With --rule: only these.")
 @click.option("--actor", help="Every token where this actor acted; blocks the actor.")
+@click.option(
+    "--upstream-token",
+    help="An upstream JWT's jti (or sha256:<hex>): tokens minted from it; blocks it.",
+)
 @click.option("--reason", default="revoked by an operator", show_default=True)
 @click.option("--lift", is_flag=True, help="Lift the block on the identity instead.")
 def revoke_command(
@@ -36,6 +40,7 @@ def revoke_command(
     rule: str | None,
     versions: tuple[int, ...],
     actor: str | None,
+    upstream_token: str | None,
     reason: str,
     lift: bool,
 ) -> None:
@@ -44,12 +49,15 @@ def revoke_command(
     given = {
         kind: value
         for kind, value in zip(
-            SELECTORS, (jti, subject, client, credential, issuer, rule, actor), strict=True
+            SELECTORS,
+            (jti, subject, client, credential, issuer, rule, actor, upstream_token),
+            strict=True,
         )
         if value is not None
     }
     if len(given) != 1:
-        raise click.UsageError(f"name exactly one of --{', --'.join(SELECTORS)}")
+        options = ", ".join("--" + kind.replace("_", "-") for kind in SELECTORS)
+        raise click.UsageError(f"name exactly one of {options}")
     ((kind, value),) = given.items()
     if versions and kind != "rule":
         raise click.UsageError("--version goes with --rule")

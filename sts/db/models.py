@@ -150,9 +150,11 @@ class IssuedToken(Base):
     credential_id: Mapped[int | None] = mapped_column(ForeignKey("service_credentials.id"))
     subject: Mapped[str] = mapped_column(String(1024), index=True)
     subject_issuer: Mapped[str] = mapped_column(String(2048))
-    # The external subject token's jti, or sha256:<hash> of it: finds what a leaked
-    # upstream token was exchanged for.
-    subject_token_id: Mapped[str | None] = mapped_column(String(255))
+    # The subject token's jti, or sha256:<hash> of it ("credential:<name>" for a service
+    # credential): finds what a leaked upstream token was exchanged for (``sts exposure``,
+    # an exposure report), with ``actor_token_id``. Indexed: that lookup runs while every
+    # exchange waits for it (sts.revocation.revoke_upstream_token), so it must not scan.
+    subject_token_id: Mapped[str | None] = mapped_column(String(255), index=True)
     actor: Mapped[str | None] = mapped_column(String(1024))
     # The actor's lineage (RFC 8693 §4.1: the actor in ``act`` is a party to the token, so
     # a token an agent acted in is derived from the agent's token or credential too): the
@@ -171,6 +173,9 @@ class IssuedToken(Base):
     actor_parent_jti: Mapped[str | None] = mapped_column(String(64))
     actor_credential_id: Mapped[int | None] = mapped_column(Integer)
     actor_issuer: Mapped[str | None] = mapped_column(String(2048))
+    # The actor token's id, as ``subject_token_id`` names the subject token's (migration
+    # 0007): a leaked upstream token presented as ``actor_token`` is found too.
+    actor_token_id: Mapped[str | None] = mapped_column(String(255))
     client_id: Mapped[str | None] = mapped_column(String(255), index=True)
     rule_id: Mapped[int] = mapped_column(Integer)
     rule_version: Mapped[int] = mapped_column(Integer)
@@ -201,7 +206,13 @@ class IssuedToken(Base):
         # ``subject_issuer`` (not indexed either) in the same query.
         *(
             _indexed_where_set("issued_tokens", column)
-            for column in ("parent_jti", "credential_id", "actor_parent_jti", "actor_credential_id")
+            for column in (
+                "parent_jti",
+                "credential_id",
+                "actor_parent_jti",
+                "actor_credential_id",
+                "actor_token_id",
+            )
         ),
         # An index is never given to two tokens of the same list (the allocator's safety net).
         Index("ix_issued_tokens_status", "status_list_id", "status_idx", unique=True),
@@ -235,7 +246,7 @@ class Revocation(Base):
     __tablename__ = "revocations"
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True)
-    # jti | subject | client | credential | issuer | rule | actor | key
+    # jti | subject | client | credential | issuer | rule | actor | key | upstream_token
     kind: Mapped[str] = mapped_column(String(16))
     value: Mapped[str] = mapped_column(String(2048))
     reason: Mapped[str] = mapped_column(Text)

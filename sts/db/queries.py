@@ -186,6 +186,7 @@ ISSUED_TOKEN_FIELDS = (
     "actor_parent_jti",
     "actor_credential_id",
     "actor_issuer",
+    "actor_token_id",
     "client_id",
     "rule_id",
     "rule_version",
@@ -321,8 +322,9 @@ TOKEN_SELECTORS: dict[str, tuple[Any, ...]] = {
     "credential": (IssuedToken.credential_id, IssuedToken.actor_credential_id),
     "issuer": (IssuedToken.subject_issuer, IssuedToken.actor_issuer),
     "actor": (IssuedToken.actor,),
-    # The upstream token a first exchange consumed: its jti, or sha256:<hash> of it.
-    "subject_token": (IssuedToken.subject_token_id,),
+    # An upstream token (its jti, or sha256:<hash> of it), presented as the subject token
+    # or as the actor token: what a leaked token was exchanged for, as the block names it.
+    "upstream_token": (IssuedToken.subject_token_id, IssuedToken.actor_token_id),
 }
 
 

@@ -1,10 +1,13 @@
-"""Exposure reports: anyone holding a leaked sts access token or service credential (a
-secret scanner, a person who found it in a log) can report it. Possession is the proof.
+"""Exposure reports: anyone holding a leaked sts access token, upstream token or service
+credential (a secret scanner, a person who found it in a log) can report it. Possession
+is the proof.
 
 1. rate limit per source address (before anything else, so the limit is no oracle);
-2. find the token: an access token of this STS (signature verified) or a service
-   credential (hash compared);
-3. revoke it and everything derived from it; a credential is also disabled;
+2. find the token: an access token of this STS or a trusted issuer's JWT (signature,
+   issuer, audience and expiry verified), or a service credential (hash compared);
+3. revoke it and everything derived from it; a credential is also disabled; an upstream
+   token, which sts cannot revoke, is blocked from new exchanges and every token minted
+   from it (as subject or actor token) revoked;
 4. record one audit row: who reported it from where, and what was revoked (never the
    token);
 5. answer 202 with the same body whatever the token was: valid, invalid, expired or
@@ -15,20 +18,21 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
+from datetime import datetime
 
 from sqlalchemy.exc import SQLAlchemyError
 
 from sts import errors
 from sts.audit import AuditEntry, record
-from sts.credentials import secret_matches
+from sts.credentials import looks_like_api_key, secret_matches
 from sts.db import queries
 from sts.db.locks import write_transaction
 from sts.endpoints import NO_STORE, Response
-from sts.endpoints.revocation import find_token
+from sts.endpoints.revocation import Found, find_service_credential, verified_jwt
 from sts.protocol import require_form_encoded
 from sts.protocol.exchange import single_values
 from sts.ratelimit import RateLimiter
-from sts.revocation import revoke_credential, revoke_token
+from sts.revocation import revoke_credential, revoke_token, revoke_upstream_token
 from sts.services import Services
 from sts.tokens.verify import token_fingerprint
 
@@ -47,6 +51,18 @@ class TooManyReports(errors.OAuthError):
 
     def headers(self) -> dict[str, str]:
         return {"Retry-After": "60"}
+
+
+def find_exposed(services: Services, token: str, now: datetime) -> Found | None:
+    """What a reported token is: a service credential (its hash is compared in the
+    transaction), an access token of this STS, or a trusted issuer's JWT."""
+    if looks_like_api_key(token):
+        return find_service_credential(services, token, now)
+    verified = verified_jwt(services, token, "reported", now)
+    if verified is None:
+        return None
+    kind = "access_token" if verified.kind == "sts" else "upstream_token"
+    return Found(kind, verified.token_id)
 
 
 def handle_exposure_report(
@@ -72,7 +88,7 @@ def handle_exposure_report(
     entry.detail = (
         f"reported from {source_address} by {user_agent[:MAX_NOTE]!r}; found at {where!r}"
     )
-    found = find_token(services, token, None, now)
+    found = find_exposed(services, token, now)
     try:
         with write_transaction(services.session_factory) as session:
             if found is not None and found.kind == "access_token":
@@ -80,6 +96,11 @@ def handle_exposure_report(
                 entry.subject_token_id = found.identifier
                 entry.decision, entry.reason = "allow", "exposure.access_token_revoked"
                 entry.detail += f"; revoked {count} token(s)"
+            elif found is not None and found.kind == "upstream_token":
+                count = revoke_upstream_token(session, found.identifier, "exposure report", now)
+                entry.subject_token_id = found.identifier
+                entry.decision, entry.reason = "allow", "exposure.upstream_token_blocked"
+                entry.detail += f"; upstream token blocked, revoked {count} token(s)"
             elif found is not None:
                 credential = queries.credential_by_key_id(session, found.identifier)
                 if credential is not None and secret_matches(token, credential.secret_hash):

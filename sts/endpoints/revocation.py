@@ -31,6 +31,7 @@ from sts.grants.client_auth import AuthenticatedClient
 from sts.protocol.token_request import parse_token_request
 from sts.revocation import record_revocation, revoke_credential, revoke_token
 from sts.services import Services
+from sts.tokens.verify import VerifiedJwt
 
 log = logging.getLogger(__name__)
 
@@ -39,8 +40,8 @@ log = logging.getLogger(__name__)
 class Found:
     """What the presented token turned out to be (verified, before any transaction)."""
 
-    kind: str  # access_token | service_credential
-    identifier: str  # the access token's jti, or the credential's key id
+    kind: str  # access_token | service_credential | upstream_token (exposure reports)
+    identifier: str  # the token's jti (or sha256:<hex>), or the credential's key id
 
 
 # Each finder recognises one type of token, or answers None.
@@ -82,16 +83,22 @@ def find_token(services: Services, token: str, hint: str | None, now: datetime) 
     return None
 
 
+def verified_jwt(services: Services, token: str, role: str, now: datetime) -> VerifiedJwt | None:
+    """The token verified as a JWT of this STS or of a trusted issuer (signature, issuer,
+    audience, expiry), or None: not one, and the reason logged, never the token."""
+    try:
+        return services.verify_jwt(token, role=role, now=now)
+    except errors.InvalidRequest as refusal:
+        log.info("%s token not accepted (%s)", role, refusal.reason)
+        return None
+
+
 def find_access_token(services: Services, token: str, now: datetime) -> Found | None:
     if looks_like_api_key(token):
         return None
-    try:
-        verified = services.verify_jwt(token, role="revoked", now=now)
-    except errors.InvalidRequest as refusal:
-        log.info("revocation: token not accepted (%s)", refusal.reason)
-        return None
-    if verified.kind != "sts":
-        return None  # another issuer's token: nothing of ours to revoke
+    verified = verified_jwt(services, token, "revoked", now)
+    if verified is None or verified.kind != "sts":
+        return None  # not valid, or another issuer's token: nothing of ours to revoke
     return Found("access_token", verified.token_id)
 
 

@@ -235,7 +235,11 @@ def issue(
             status=status.claim,
         )
         identities = exchange_identities(
-            client.client_id, facts.subject, facts.actor, signing_kid=key.kid
+            client.client_id,
+            facts.subject,
+            facts.actor,
+            signing_kid=key.kid,
+            upstream_tokens=upstream_token_ids(resolved_subject, resolved_actor),
         )
         blocks = _record_issued(
             transaction,
@@ -360,6 +364,13 @@ def resolve(
     )
 
 
+def upstream_token_ids(*tokens: Resolved | None) -> list[str]:
+    """The ids of the upstream JWTs presented (subject, actor): the block check refuses
+    one that has leaked (sts.revocation.revoke_upstream_token). sts tokens and service
+    credentials need no block: they are revoked or disabled in their own rows."""
+    return [token.token_id for token in tokens if token and token.facts.source == "issuer"]
+
+
 def _record_assertion(transaction: ExchangeTransaction, client: AuthenticatedClient) -> None:
     assert client.client_id and client.assertion_jti and client.assertion_expires_at
     if not transaction.record_client_assertion(
@@ -401,6 +412,7 @@ def _record_issued(
         "actor_parent_jti": actor.parent_jti if actor else None,
         "actor_credential_id": actor.credential_id if actor else None,
         "actor_issuer": actor.facts.issuer if actor else None,
+        "actor_token_id": actor.token_id if actor else None,
         "client_id": claims.get("client_id"),
         "rule_id": decision.rule.id,
         "rule_version": decision.rule.version,

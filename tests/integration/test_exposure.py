@@ -1,12 +1,14 @@
-"""``sts exposure``: everything minted from a leaked upstream token, then revoked."""
+"""``sts exposure``: everything minted from a leaked upstream token, presented as the
+subject or as the actor token, then revoked, and the token blocked from new exchanges."""
 
 from __future__ import annotations
 
 from click.testing import CliRunner
 
 from sts.cli import cli
+from sts.tokens.verify import token_fingerprint
 from tests.integration.test_offboarding import claim, sts
-from tests.integration.world import DEPLOY, World
+from tests.integration.world import DEPLOY, PROJECT, World, claims_of
 
 
 def test_exposure_lists_and_revokes_what_a_leaked_token_was_exchanged_for(world: World) -> None:
@@ -31,3 +33,58 @@ def test_exposure_lists_and_revokes_what_a_leaked_token_was_exchanged_for(world:
     assert not world.is_active(first) and not world.is_active(second)
     assert world.is_active(unrelated)
     assert sts(world, "exposure").exit_code != 0  # exactly one of --token-id, --token-stdin
+
+
+def test_a_revoked_upstream_token_is_refused_until_lifted(world: World) -> None:
+    """sts cannot revoke another issuer's token, but it refuses it: the leaked token, still
+    valid at its issuer, gets nothing more; a fresh token of the same subject does."""
+    leaked = world.ci_token()
+    assert world.exchange(leaked, audience=DEPLOY).status_code == 200
+    revoked = sts(world, "exposure", "--token-id", claim(leaked, "jti"), "--revoke")
+    assert revoked.exit_code == 0, revoked.output
+    assert "is blocked from new exchanges" in revoked.output
+
+    refused = world.exchange(leaked, audience=DEPLOY)
+    assert refused.status_code == 400
+    assert refused.json["error"] == "invalid_request"
+    assert "access_token" not in refused.json
+    assert world.audit_rows()[-1]["reason"] == "blocked.upstream_token"
+    assert world.exchange(world.ci_token(), audience=DEPLOY).status_code == 200
+
+    lifted = sts(world, "revoke", "--lift", "--upstream-token", claim(leaked, "jti"))
+    assert "lifted 1 block(s)" in lifted.output
+    assert world.exchange(leaked, audience=DEPLOY).status_code == 200
+
+
+def test_a_token_without_a_jti_is_named_by_its_fingerprint(world: World) -> None:
+    leaked = world.ci_token(jti=None)
+    assert "jti" not in claims_of(leaked)
+    minted = world.exchange(leaked, audience=DEPLOY).json["access_token"]
+
+    revoked = sts(world, "revoke", "--upstream-token", token_fingerprint(leaked))
+    assert "revoked 1 token(s)" in revoked.output
+    assert not world.is_active(minted)
+    assert world.exchange(leaked, audience=DEPLOY).status_code == 400
+
+
+def test_a_leaked_actor_token_reaches_the_tokens_it_acted_in(world: World) -> None:
+    """RFC 8693 §4.1: the actor is a party to the token. An agent's upstream JWT that
+    leaked is found where it was presented as ``actor_token``, and refused there after."""
+    leaked = world.agent_token()
+    acted = world.agent_exchange(leaked, audience=PROJECT, scope="issues:write")
+    assert acted.status_code == 200, acted.json
+    minted = acted.json["access_token"]
+    other = world.agent_exchange(world.agent_token(), audience=PROJECT, scope="issues:write")
+    assert other.status_code == 200
+
+    listed = sts(world, "exposure", "--token-id", claim(leaked, "jti"))
+    assert "1 token(s) derived from" in listed.output
+    assert claim(minted, "jti") in listed.output
+
+    revoked = sts(world, "exposure", "--token-id", claim(leaked, "jti"), "--revoke")
+    assert "revoked 1 token(s)" in revoked.output
+    assert not world.is_active(minted)
+    assert world.is_active(other.json["access_token"])
+    refused = world.agent_exchange(leaked, audience=PROJECT, scope="issues:write")
+    assert refused.status_code == 400
+    assert world.audit_rows()[-1]["reason"] == "blocked.upstream_token"

@@ -7,7 +7,8 @@ from urllib.parse import urlencode
 from werkzeug.test import TestResponse
 
 from sts.credentials import generate_api_key
-from tests.integration.world import DEPLOY, PROJECT, World
+from sts.db import queries
+from tests.integration.world import DEPLOY, PROJECT, World, claims_of
 
 
 def report(world: World, token: str, address: str = "203.0.113.7", **extra: str) -> TestResponse:
@@ -51,6 +52,41 @@ def test_valid_invalid_and_expired_tokens_get_identical_answers(world: World) ->
     assert "203.0.113.7" in rows[0]["detail"] and "secret-scanner/1.0" in rows[0]["detail"]
     assert "ci.example/build/42" in rows[0]["detail"]
     assert all(live_chain[0] not in str(r) for r in world.audit_rows())
+
+
+def test_a_reported_upstream_token_is_blocked_and_what_it_minted_revoked(world: World) -> None:
+    """A CI token found in a build log: possession of a live token of a trusted issuer is
+    the proof. sts revokes what it was exchanged for (and their descendants) and refuses
+    it from then on; the answer is the one every report gets."""
+    leaked = world.ci_token()
+    first = world.exchange(leaked, audience=DEPLOY).json["access_token"]
+    second = world.workload_exchange(first, audience=DEPLOY).json["access_token"]
+    unrelated = world.exchange(world.ci_token(), audience=DEPLOY).json["access_token"]
+
+    answer = report(world, leaked, found_at="https://ci.example/build/7/log")
+    assert shape(answer) == shape(report(world, "not a token at all"))
+    assert not world.is_active(first) and not world.is_active(second)
+    assert world.is_active(unrelated)
+    rows = [r for r in world.audit_rows() if r["event"] == "exposure_report"]
+    assert rows[0]["reason"] == "exposure.upstream_token_blocked"
+    assert rows[0]["subject_token_id"] == claims_of(leaked)["jti"]
+    assert "revoked 2 token(s)" in rows[0]["detail"]
+    assert all(leaked not in str(r) for r in world.audit_rows())
+
+    refused = world.exchange(leaked, audience=DEPLOY)
+    assert refused.status_code == 400
+    assert world.audit_rows()[-1]["reason"] == "blocked.upstream_token"
+
+
+def test_an_upstream_token_that_would_not_be_accepted_blocks_nothing(world: World) -> None:
+    """Only a token sts would accept is acted on: one for another audience, from an
+    untrusted issuer, or expired, is an unknown string (and the same answer)."""
+    elsewhere = world.ci_token(aud="https://not-this-sts.example", jti="elsewhere")
+    assert shape(report(world, elsewhere)) == shape(report(world, "junk"))
+    with world.app.extensions["sts"].session_factory() as session:
+        assert queries.active_blocks(session, [("upstream_token", "elsewhere")]) == []
+    reasons = [r["reason"] for r in world.audit_rows() if r["event"] == "exposure_report"]
+    assert reasons == ["exposure.unknown", "exposure.unknown"]
 
 
 def test_reported_credential_is_disabled(world: World) -> None:

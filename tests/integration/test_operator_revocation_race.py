@@ -1,5 +1,6 @@
-"""An operator revoking an identity (``sts revoke --subject|--client|...``, offboarding) or a
-service credential (``POST /revoke``, exposure reports) while an exchange for it is in
+"""An operator revoking an identity (``sts revoke --subject|--client|...``, offboarding), a
+leaked upstream token (``sts exposure --revoke``, exposure reports) or a service
+credential (``POST /revoke``, exposure reports) while an exchange for it is in
 flight, on real concurrency: whichever transaction commits first, no live token of the
 identity is left once the revocation has committed, and later exchanges are refused.
 
@@ -40,6 +41,14 @@ def agent_exchange(world: World) -> TestResponse:
     return world.agent_exchange(world.agent_token(), audience=PROJECT)
 
 
+LEAKED_JTI = "upstream-jti"  # as lineage_row records the subject token
+
+
+def leaked_ci_exchange(world: World) -> TestResponse:
+    """An exchange presenting the one CI token that leaked (the same jti every time)."""
+    return world.exchange(world.ci_token(jti=LEAKED_JTI), audience=DEPLOY)
+
+
 # (kind, value named to sts revoke, an exchange that involves it)
 IDENTITIES = [
     pytest.param("subject", CI_SUBJECT, ci_exchange, id="subject"),
@@ -47,6 +56,7 @@ IDENTITIES = [
     pytest.param("issuer", "ci", ci_exchange, id="issuer"),
     pytest.param("credential", "agent-key", agent_exchange, id="credential"),
     pytest.param("actor", "agent-7", agent_exchange, id="actor"),
+    pytest.param("upstream_token", LEAKED_JTI, leaked_ci_exchange, id="upstream_token"),
 ]
 
 
@@ -131,7 +141,13 @@ def in_flight_exchange_row(world: World, jti: str) -> dict[str, Any]:
 
 
 @pytest.mark.parametrize(
-    ("kind", "value"), [("subject", CI_SUBJECT), ("client", "ci-runner"), ("issuer", "ci")]
+    ("kind", "value"),
+    [
+        ("subject", CI_SUBJECT),
+        ("client", "ci-runner"),
+        ("issuer", "ci"),
+        ("upstream_token", LEAKED_JTI),
+    ],
 )
 def test_an_operator_revocation_waits_for_an_exchange_in_flight_then_revokes_its_token(
     world: World, kind: str, value: str
@@ -139,7 +155,12 @@ def test_an_operator_revocation_waits_for_an_exchange_in_flight_then_revokes_its
     """The other order: the exchange has checked the blocks (none) and recorded its token,
     not yet committed, when the revocation begins."""
     services = world.app.extensions["sts"]
-    identities = [("subject", CI_SUBJECT), ("issuer", world.ci.issuer), ("client", "ci-runner")]
+    identities = [
+        ("subject", CI_SUBJECT),
+        ("issuer", world.ci.issuer),
+        ("client", "ci-runner"),
+        ("upstream_token", LEAKED_JTI),
+    ]
     row = in_flight_exchange_row(world, "in-flight")
     audit = AuditEntry(at=world.clock(), decision="allow", reason="granted", issued_jti="in-flight")
     with services.exchange_store.write() as exchange:
@@ -161,7 +182,7 @@ def test_an_operator_revocation_waits_for_an_exchange_in_flight_then_revokes_its
     assert outcome == [OperatorOutcome(revoked=1, blocked=True)]  # its token, swept
     assert live_tokens(world) == 0
     assert waited
-    assert ci_exchange(world).status_code == 400  # and the block holds
+    assert leaked_ci_exchange(world).status_code == 400  # and the block holds
 
 
 def test_an_exchange_during_the_revocation_of_its_credential_waits_then_is_refused(

@@ -243,3 +243,47 @@ def test_actor_lineage_revision_goes_both_ways_keeping_the_tokens(empty_database
     upgrade(config)
     assert schema_is_at_head(engine, config)[0]
     engine.dispose()
+
+
+def test_upstream_token_lineage_revision_goes_both_ways_keeping_the_tokens(
+    empty_database_url: str,
+) -> None:
+    """0007 indexes the subject token's id and adds the actor token's (partial index);
+    tokens on record keep their rows, with no actor token id; its downgrade drops both."""
+    engine = make_engine(empty_database_url)
+    config = alembic_config(engine)
+    indexes = {"ix_issued_tokens_subject_token_id", "ix_issued_tokens_actor_token_id"}
+
+    def columns() -> set[str]:
+        return {column["name"] for column in inspect(engine).get_columns("issued_tokens")}
+
+    def index_names() -> set[str]:
+        return {index["name"] or "" for index in inspect(engine).get_indexes("issued_tokens")}
+
+    upgrade(config, "0006_actor_lineage")
+    assert "actor_token_id" not in columns()
+    with engine.begin() as connection:
+        connection.execute(
+            text(
+                "INSERT INTO issued_tokens (jti, subject, subject_issuer, subject_token_id,"
+                " rule_id, rule_version, audience, scope, kid, issued_at, expires_at)"
+                " VALUES ('j1', 's', 'i', 'up-1', 1, 1, '[]', '', 'k', :t, :t)"
+            ),
+            {"t": "2026-11-30 12:00:00"},
+        )
+
+    upgrade(config)
+    assert "actor_token_id" in columns()
+    assert indexes <= index_names()
+    listed = "SELECT jti, subject_token_id, actor_token_id FROM issued_tokens"
+    with engine.connect() as connection:
+        assert [tuple(row) for row in connection.execute(text(listed))] == [("j1", "up-1", None)]
+    downgrade(config, "0006_actor_lineage")
+    assert "actor_token_id" not in columns()
+    assert not indexes & index_names()
+    with engine.connect() as connection:
+        listed = "SELECT jti, subject_token_id FROM issued_tokens"
+        assert connection.execute(text(listed)).all() == [("j1", "up-1")]
+    upgrade(config)
+    assert schema_is_at_head(engine, config)[0]
+    engine.dispose()

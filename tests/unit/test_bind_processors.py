@@ -84,6 +84,7 @@ def test_the_lineage_insert_binds_as_sqlalchemy_does() -> None:
         "actor_parent_jti": None,
         "actor_credential_id": None,
         "actor_issuer": None,
+        "actor_token_id": None,
         "client_id": "ci-runner",
         "rule_id": 3,
         "rule_version": 1,
