@@ -139,12 +139,17 @@ def block_identity(session: Session, kind: str, value: str, reason: str, now: da
         queries.add_block(session, kind, value, reason, now)
 
 
-def revoke_upstream_token(session: Session, token_id: str, reason: str, now: datetime) -> int:
+def revoke_upstream_token(
+    session: Session, token_id: str, subject: str | None, reason: str, now: datetime
+) -> int:
     """A leaked upstream token: revoke every token minted from it, as subject or actor
     token, with their descendants, and block it from new exchanges (sts does not own the
-    token, so cannot revoke it; it can refuse it). How many tokens were newly revoked."""
+    token, so cannot revoke it; it can refuse it). ``subject``, the token's ``sub`` when
+    known, makes the lookup an index's (the lock below holds every exchange meanwhile).
+    How many tokens were newly revoked."""
     hold_exchanges_back(session)  # first, as for an identity: see revoke_by_operator
-    count = queries.revoke_lineage(session, queries.tokens_named("upstream_token", token_id), now)
+    roots = queries.upstream_token_roots(token_id, subject)
+    count = queries.revoke_lineage(session, roots, now)
     block_identity(session, "upstream_token", token_id, reason, now)
     return count
 

@@ -11,7 +11,7 @@ from sts.db import queries
 from sts.db.engine import make_session_factory
 from sts.db.locks import write_transaction
 from sts.revocation import record_revocation, revoke_upstream_token
-from sts.tokens.exposure import upstream_token_id
+from sts.tokens.exposure import upstream_token_names
 
 
 @click.command("exposure")
@@ -32,15 +32,19 @@ def exposure_command(token_id: str | None, token_stdin: bool, revoke: bool) -> N
     state."""
     if (token_id is None) == (not token_stdin):
         raise click.UsageError("give exactly one of --token-id or --token-stdin")
+    # With the token itself, its sub narrows the lookup to an index (--token-id scans).
+    subject: str | None = None
     if token_id is None:
-        token_id = upstream_token_id(sys.stdin.read().strip())
+        token_id, subject = upstream_token_names(sys.stdin.read().strip())
     now = current_clock()()
-    roots = queries.tokens_named("upstream_token", token_id)
+    roots = queries.upstream_token_roots(token_id, subject)
     with open_engine() as engine, write_transaction(make_session_factory(engine)) as session:
         if revoke:
             # Before the listing: the block and the governance lock it takes first make
             # the list complete (an exchange in flight with the token is waited for).
-            revoked = revoke_upstream_token(session, token_id, "exposed upstream token", now)
+            revoked = revoke_upstream_token(
+                session, token_id, subject, "exposed upstream token", now
+            )
             record_revocation(
                 session,
                 now=now,

@@ -333,6 +333,16 @@ def tokens_named(kind: str, value: str | int) -> ColumnElement[bool]:
     return or_(*(column == value for column in TOKEN_SELECTORS[kind]))
 
 
+def upstream_token_roots(token_id: str, subject: str | None) -> ColumnElement[bool]:
+    """The tokens an upstream token was presented for: as the subject token (when its
+    ``sub`` is known, through ``subject``'s index: ``subject_token_id`` has none; else a
+    scan), or as the actor token (``actor_token_id``'s partial index)."""
+    as_subject = IssuedToken.subject_token_id == token_id
+    if subject is not None:
+        as_subject = and_(IssuedToken.subject == subject, as_subject)
+    return or_(as_subject, IssuedToken.actor_token_id == token_id)
+
+
 def tokens_of_rule(rule_id: int, versions: Sequence[int] = ()) -> ColumnElement[bool]:
     condition = IssuedToken.rule_id == rule_id
     return and_(condition, IssuedToken.rule_version.in_(versions)) if versions else condition

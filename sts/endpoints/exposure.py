@@ -61,8 +61,9 @@ def find_exposed(services: Services, token: str, now: datetime) -> Found | None:
     verified = verified_jwt(services, token, "reported", now)
     if verified is None:
         return None
-    kind = "access_token" if verified.kind == "sts" else "upstream_token"
-    return Found(kind, verified.token_id)
+    if verified.kind == "sts":
+        return Found("access_token", verified.token_id)
+    return Found("upstream_token", verified.token_id, subject=verified.claims["sub"])
 
 
 def handle_exposure_report(
@@ -97,7 +98,9 @@ def handle_exposure_report(
                 entry.decision, entry.reason = "allow", "exposure.access_token_revoked"
                 entry.detail += f"; revoked {count} token(s)"
             elif found is not None and found.kind == "upstream_token":
-                count = revoke_upstream_token(session, found.identifier, "exposure report", now)
+                count = revoke_upstream_token(
+                    session, found.identifier, found.subject, "exposure report", now
+                )
                 entry.subject_token_id = found.identifier
                 entry.decision, entry.reason = "allow", "exposure.upstream_token_blocked"
                 entry.detail += f"; upstream token blocked, revoked {count} token(s)"

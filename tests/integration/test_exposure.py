@@ -3,12 +3,20 @@ subject or as the actor token, then revoked, and the token blocked from new exch
 
 from __future__ import annotations
 
-from click.testing import CliRunner
+from click.testing import CliRunner, Result
 
 from sts.cli import cli
 from sts.tokens.verify import token_fingerprint
 from tests.integration.test_offboarding import claim, sts
 from tests.integration.world import DEPLOY, PROJECT, World, claims_of
+
+
+def sts_with_stdin(world: World, stdin: str, *args: str) -> Result:
+    settings = world.app.extensions["sts"].settings
+    env = {"STS_ISSUER": settings.issuer, "STS_DATABASE_URL": settings.effective_database_url}
+    result = CliRunner().invoke(cli, list(args), input=stdin, env=env, obj={"clock": world.clock})
+    assert result.exit_code == 0, result.output
+    return result
 
 
 def test_exposure_lists_and_revokes_what_a_leaked_token_was_exchanged_for(world: World) -> None:
@@ -17,12 +25,7 @@ def test_exposure_lists_and_revokes_what_a_leaked_token_was_exchanged_for(world:
     second = world.workload_exchange(first, audience=DEPLOY).json["access_token"]
     unrelated = world.chain()[0]
 
-    settings = world.app.extensions["sts"].settings
-    env = {"STS_ISSUER": settings.issuer, "STS_DATABASE_URL": settings.effective_database_url}
-    report = CliRunner().invoke(
-        cli, ["exposure", "--token-stdin"], input=leaked, env=env, obj={"clock": world.clock}
-    )
-    assert report.exit_code == 0, report.output
+    report = sts_with_stdin(world, leaked, "exposure", "--token-stdin")
     assert "2 token(s) derived from" in report.output
     assert claim(first, "jti") in report.output and claim(second, "jti") in report.output
     assert leaked not in report.output  # the leaked token itself is never printed
@@ -77,7 +80,9 @@ def test_a_leaked_actor_token_reaches_the_tokens_it_acted_in(world: World) -> No
     other = world.agent_exchange(world.agent_token(), audience=PROJECT, scope="issues:write")
     assert other.status_code == 200
 
-    listed = sts(world, "exposure", "--token-id", claim(leaked, "jti"))
+    # With the token itself, the lookup is narrowed by its sub (the agent's): the token it
+    # acted in has another subject, and is found on the actor's side.
+    listed = sts_with_stdin(world, leaked, "exposure", "--token-stdin")
     assert "1 token(s) derived from" in listed.output
     assert claim(minted, "jti") in listed.output
 

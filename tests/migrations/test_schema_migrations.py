@@ -248,11 +248,11 @@ def test_actor_lineage_revision_goes_both_ways_keeping_the_tokens(empty_database
 def test_upstream_token_lineage_revision_goes_both_ways_keeping_the_tokens(
     empty_database_url: str,
 ) -> None:
-    """0007 indexes the subject token's id and adds the actor token's (partial index);
-    tokens on record keep their rows, with no actor token id; its downgrade drops both."""
+    """0007 adds the actor token's id (with a partial index); tokens on record keep their
+    rows, with no actor token id; its downgrade drops both."""
     engine = make_engine(empty_database_url)
     config = alembic_config(engine)
-    indexes = {"ix_issued_tokens_subject_token_id", "ix_issued_tokens_actor_token_id"}
+    indexes = {"ix_issued_tokens_actor_token_id"}
 
     def columns() -> set[str]:
         return {column["name"] for column in inspect(engine).get_columns("issued_tokens")}

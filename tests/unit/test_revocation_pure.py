@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import json
 import zlib
 from datetime import UTC, datetime
 
@@ -11,7 +12,9 @@ import pytest
 from sts.policy.evaluate import Allow, Deny, TokenFacts, regrant
 from sts.policy.rules import compile_rule
 from sts.revocation import identities_of
+from sts.tokens.exposure import upstream_token_names
 from sts.tokens.status_list import build_status_list_claims, encode_status_list, status_claim
+from sts.tokens.verify import token_fingerprint
 
 
 def decode(lst: str) -> bytes:
@@ -98,3 +101,25 @@ def test_identities_of_an_exchange() -> None:
         ("subject", "repo"),
         ("issuer", "https://ci.test"),
     ]
+    # The upstream JWTs presented are named too: a leaked one is blocked on its own.
+    assert identities_of(None, anonymous, None, ["jti-1"]) == [
+        ("subject", "repo"),
+        ("issuer", "https://ci.test"),
+        ("upstream_token", "jti-1"),
+    ]
+
+
+def test_an_upstream_token_is_named_by_its_jti_else_its_fingerprint() -> None:
+    def unsigned(claims: dict[str, object]) -> str:
+        part = base64.urlsafe_b64encode(json.dumps(claims).encode()).rstrip(b"=").decode()
+        return f"eyJhbGciOiJFUzI1NiJ9.{part}.c2ln"
+
+    with_jti = unsigned({"sub": "repo:acme", "jti": "j-1"})
+    assert upstream_token_names(with_jti) == ("j-1", "repo:acme")
+    without = unsigned({"sub": "repo:acme"})
+    assert upstream_token_names(without) == (token_fingerprint(without), "repo:acme")
+    assert upstream_token_names(unsigned({"jti": "", "sub": 7})) == (
+        token_fingerprint(unsigned({"jti": "", "sub": 7})),
+        None,
+    )
+    assert upstream_token_names("not a jwt") == (token_fingerprint("not a jwt"), None)

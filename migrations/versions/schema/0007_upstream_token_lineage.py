@@ -1,16 +1,15 @@
-"""A leaked upstream token is found wherever it was presented, quickly, and can be
-blocked.
+"""A leaked upstream token is found wherever it was presented, and can be blocked.
 
 ``sts exposure`` and exposure reports find what a leaked upstream token (a CI OIDC token,
 an agent's JWT) was exchanged for, revoke it, and block the token from new exchanges.
-That lookup runs holding the governance lock exclusively (every exchange waits for it),
-so it must not scan the table, and it must see the token on either side of an exchange
-(RFC 8693 §4.1: the actor is a party to the token):
-
-* ``ix_issued_tokens_subject_token_id``: the subject token's id (its ``jti``, or
-  ``sha256:`` of it), recorded since revision 0001, now indexed;
-* ``actor_token_id``: the actor token's id, as the subject's is named; NULL without an
-  actor token, with a partial index (an exchange without an actor writes no page of it).
+That lookup must see the token on either side of an exchange (RFC 8693 §4.1: the actor
+is a party to the token), and, as it runs holding the governance lock exclusively (every
+exchange waits for it), not scan the table: ``actor_token_id`` is the actor token's id
+(its ``jti``, or ``sha256:`` of it), as ``subject_token_id`` names the subject token's
+since revision 0001; NULL without an actor token, with a partial index (an exchange
+without an actor writes no page of it). The subject side is found through
+``ix_issued_tokens_subject`` (the leaked token's ``sub``), not an index of its own, which
+every exchange would write.
 
 Tokens issued before this revision have no ``actor_token_id``: a leaked upstream token
 they were minted with as *actor* is not found for them (they expire within
@@ -38,7 +37,6 @@ depends_on: str | Sequence[str] | None = None
 def upgrade() -> None:
     with op.batch_alter_table("issued_tokens", schema=None) as batch_op:
         batch_op.add_column(sa.Column("actor_token_id", sa.String(length=255), nullable=True))
-    op.create_index("ix_issued_tokens_subject_token_id", "issued_tokens", ["subject_token_id"])
     where = sa.text("actor_token_id IS NOT NULL")
     op.create_index(
         "ix_issued_tokens_actor_token_id",
@@ -51,7 +49,6 @@ def upgrade() -> None:
 
 def downgrade() -> None:
     op.drop_index("ix_issued_tokens_actor_token_id", table_name="issued_tokens")
-    op.drop_index("ix_issued_tokens_subject_token_id", table_name="issued_tokens")
     # SQLite rebuilds the table to drop the column (batch mode); the lineage rows are kept.
     with op.batch_alter_table("issued_tokens", schema=None) as batch_op:
         batch_op.drop_column("actor_token_id")
