@@ -1,11 +1,12 @@
 """The indexes an exchange writes to: exactly those a query needs, and they serve it.
 
 The partial indexes on ``issued_tokens`` (parent_jti, credential_id, actor_parent_jti,
-actor_credential_id: only rows where they are set) still serve the queries that need
-them: revocation's walk down the lineage (along both edges), and revoking by service
-credential (as subject or actor). Checked in each database's own query plan; on PostgreSQL
-with sequential scans priced out, so the plan shows whether the index is usable at all
-(a table this small would be scanned anyway)."""
+actor_credential_id, actor_token_id: only rows where they are set) still serve the
+queries that need them: revocation's walk down the lineage (along both edges), revoking
+by service credential (as subject or actor), and finding a leaked upstream token.
+Checked in each database's own query plan; on PostgreSQL with sequential scans priced
+out, so the plan shows whether the index is usable at all (a table this small would be
+scanned anyway)."""
 
 from __future__ import annotations
 
@@ -46,7 +47,24 @@ def test_revoking_by_credential_uses_the_credential_indexes(world: World) -> Non
     assert "ix_issued_tokens_actor_credential_id" in plan
 
 
-PARTIAL = ("parent_jti", "credential_id", "actor_parent_jti", "actor_credential_id")
+def test_a_leaked_upstream_token_is_found_through_indexes(world: World) -> None:
+    """``sts exposure --revoke`` and exposure reports look it up holding the governance
+    lock: on the subject's side by its sub (``subject_token_id`` has no index of its
+    own), on the actor's by ``actor_token_id``."""
+    world.chain()
+    roots = queries.upstream_token_roots("leaked-jti", "repo:acme/payments")
+    plan = plan_of(world, select(IssuedToken.jti).where(roots))
+    assert "ix_issued_tokens_subject" in plan
+    assert "ix_issued_tokens_actor_token_id" in plan
+
+
+PARTIAL = (
+    "parent_jti",
+    "credential_id",
+    "actor_parent_jti",
+    "actor_credential_id",
+    "actor_token_id",
+)
 
 
 def test_the_partial_indexes_skip_rows_without_a_value(world: World) -> None:
@@ -74,6 +92,7 @@ EXCHANGE_TABLE_INDEXES = {
         # Partial, as the two above: rows without an actor token write no entry.
         "ix_issued_tokens_actor_parent_jti",  # the walk down the actor's edge
         "ix_issued_tokens_actor_credential_id",  # revoking a credential used as actor
+        "ix_issued_tokens_actor_token_id",  # a leaked upstream token used as actor
         "ix_issued_tokens_status",  # one status-list index per token
     },
     "audit_log": {"ix_audit_log_at"},  # sts gc, and every look-up by time
