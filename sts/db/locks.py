@@ -63,8 +63,27 @@ def hold_exclusive(session: Session, name: str) -> None:
     if session.get_bind().dialect.name == "sqlite":
         if not session.in_transaction():
             begin_write(session)
-        return
-    session.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": lock_key(name)})
+    else:
+        session.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": lock_key(name)})
+    transaction = session.get_transaction()
+    held: tuple[Any, set[str]] | None = session.info.get(_HELD)
+    if held is None or held[0] is not transaction:
+        held = session.info[_HELD] = (transaction, set())
+    held[1].add(name)
+
+
+# Session.info key: (the transaction that took them, the names held exclusively).
+_HELD = "sts.locks.held_exclusive"
+
+
+def holds_exclusive(session: Session, name: str) -> bool:
+    """Has this session's current transaction taken ``name`` with :func:`hold_exclusive`?
+    (A mark left by an earlier transaction of the session does not count.)"""
+    held = session.info.get(_HELD)
+    transaction = session.get_transaction()
+    return (
+        held is not None and transaction is not None and held[0] is transaction and name in held[1]
+    )
 
 
 class SqliteWriteGate:

@@ -25,6 +25,7 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session, aliased
 from sqlalchemy.sql.selectable import CTE
 
+from sts.db.locks import GOVERNANCE_LOCK, holds_exclusive
 from sts.db.models import (
     AuditRecord,
     Base,
@@ -410,23 +411,30 @@ def lock_lineage(session: Session, roots: ColumnElement[bool]) -> list[str]:
 
 def revoke_lineage(session: Session, roots: ColumnElement[bool], now: datetime) -> int:
     """Revoke the live tokens matching ``roots`` and every token exchanged from them.
-    Returns how many tokens were newly revoked."""
-    revoked = 0
-    for chunk in _in_chunks(lock_lineage(session, roots)):
-        result = session.execute(
-            update(IssuedToken)
-            .where(
-                IssuedToken.jti.in_(chunk),
-                IssuedToken.revoked_at.is_(None),
-                IssuedToken.expires_at > now,
-            )
-            .values(revoked_at=now)
-            .returning(IssuedToken.jti)
-            .execution_options(synchronize_session=False)
-        )
-        # Counted from RETURNING: a statement led by WITH reports no rowcount on SQLite.
-        revoked += len(result.all())
-    return revoked
+    Returns how many tokens were newly revoked.
+
+    No exchange in flight (SQLite's single writer, or the governance lock held
+    exclusively: an identity's revocation): the lineage cannot grow meanwhile, so one
+    UPDATE over the walk does it. Otherwise (a token by jti, a rule) the lineage is first
+    locked until stable (:func:`lock_lineage`), then revoked by jti."""
+    if session.get_bind().dialect.name == "sqlite" or holds_exclusive(session, GOVERNANCE_LOCK):
+        return _revoke_where(session, IssuedToken.jti.in_(select(_lineage(roots).c.jti)), now)
+    return sum(
+        _revoke_where(session, IssuedToken.jti.in_(chunk), now)
+        for chunk in _in_chunks(lock_lineage(session, roots))
+    )
+
+
+def _revoke_where(session: Session, tokens: ColumnElement[bool], now: datetime) -> int:
+    result = session.execute(
+        update(IssuedToken)
+        .where(tokens, IssuedToken.revoked_at.is_(None), IssuedToken.expires_at > now)
+        .values(revoked_at=now)
+        .returning(IssuedToken.jti)
+        .execution_options(synchronize_session=False)
+    )
+    # Counted from RETURNING: a statement led by WITH reports no rowcount on SQLite.
+    return len(result.all())
 
 
 def revoked_in_ancestry(session: Session, jti: str) -> bool:

@@ -25,7 +25,7 @@ from werkzeug.test import TestResponse
 
 from sts.audit import AuditEntry
 from sts.db import queries
-from sts.db.locks import begin_write
+from sts.db.locks import GOVERNANCE_LOCK, begin_write, hold_exclusive, holds_exclusive
 from sts.db.models import IssuedToken
 from sts.revocation import OperatorOutcome, revoke_by_operator, revoke_credential, revoke_token
 from tests.integration.world import CI_SUBJECT, DEPLOY, PROJECT, World, claims_of, lineage_row
@@ -261,3 +261,20 @@ def test_a_re_exchange_during_the_revocation_of_its_parent_waits_then_is_refused
     assert refused.status_code == 400
     assert live_tokens(world) == 0
     assert waited
+
+
+def test_the_exclusive_hold_is_known_to_its_own_transaction_only(world: World) -> None:
+    """An identity's sweep revokes in one statement only while its transaction holds the
+    governance lock exclusively (no exchange can add to the lineage then); the mark must
+    not outlive that transaction, or a later sweep in the same session would skip the row
+    locks a revocation without the lock needs (queries.revoke_lineage)."""
+    with world.app.extensions["sts"].session_factory() as session:
+        begin_write(session)
+        assert not holds_exclusive(session, GOVERNANCE_LOCK)
+        hold_exclusive(session, GOVERNANCE_LOCK)
+        assert holds_exclusive(session, GOVERNANCE_LOCK)
+        assert not holds_exclusive(session, "another-lock")
+        session.commit()
+        begin_write(session)
+        assert not holds_exclusive(session, GOVERNANCE_LOCK)
+        session.rollback()
