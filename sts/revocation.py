@@ -92,8 +92,14 @@ def refuse_if_blocked(blocked: Sequence[str]) -> None:
         )
     identity_blocks = [kind for kind in blocked if kind != "key"]
     if identity_blocks:
+        # A leaked upstream token is refused as a token; the others name who is refused.
+        who = (
+            "subject or actor token"
+            if identity_blocks[0] == "upstream_token"
+            else "subject or actor"
+        )
         raise errors.InvalidRequest(
-            "The subject or actor has been revoked.", reason=f"blocked.{identity_blocks[0]}"
+            f"The {who} has been revoked.", reason=f"blocked.{identity_blocks[0]}"
         )
     raise errors.TemporarilyUnavailable(
         "The signing key is being replaced; retry shortly.", reason="keys.compromised"
