@@ -1,0 +1,74 @@
+"""How long an identity's revocation holds every exchange back, by how many tokens it sweeps.
+
+``sts revoke --subject`` (offboarding, and likewise a client, credential, issuer, actor or
+leaked upstream token) takes the governance lock exclusively, then revokes the identity's
+lineage and stores its block; every exchange waits until it commits (README: Revocation).
+This times that transaction, in process on a seeded throw-away database, for a subject
+holding N tokens on record (copies of one real exchange's lineage row, inserted in bulk):
+
+    python -m bench.sweep [--database postgresql] [--tokens 1000,10000,70000]
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from typing import Any
+
+from sqlalchemy import insert, select
+
+from bench.profile import app_in_process, drive
+from bench.world import DEFAULT_POSTGRES
+from sts.db.locks import write_transaction
+from sts.db.models import IssuedToken
+from sts.revocation import revoke_by_operator
+
+
+def add_tokens(app: Any, subject: str, count: int) -> None:
+    """``count`` live tokens of ``subject``: the last exchange's lineage row, copied."""
+    table = IssuedToken.__table__
+    engine = app.extensions["sts"].engine
+    with engine.begin() as connection:
+        newest = select(table).order_by(table.c.issued_at.desc()).limit(1)
+        template = {**connection.execute(newest).mappings().one()}
+        template.update(subject=subject, parent_jti=None, status_list_id=None, status_idx=None)
+        rows = [{**template, "jti": f"{subject}-{i:07d}"} for i in range(count)]
+        connection.execute(insert(IssuedToken), rows)
+        if engine.dialect.name == "postgresql":
+            connection.exec_driver_sql("ANALYZE issued_tokens")
+
+
+def timed_revocation(app: Any, subject: str) -> tuple[float, int]:
+    """Seconds from the revoking transaction's start to its commit, and tokens revoked."""
+    services = app.extensions["sts"]
+    started = time.perf_counter()
+    with write_transaction(services.session_factory) as session:
+        outcome = revoke_by_operator(
+            session, "subject", subject, reason="bench.sweep", now=services.clock()
+        )
+    return time.perf_counter() - started, outcome.revoked
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench.sweep")
+    parser.add_argument("--database", choices=("sqlite", "postgresql"), default="sqlite")
+    parser.add_argument("--postgres-url", default=DEFAULT_POSTGRES)
+    parser.add_argument("--tokens", default="1000,10000,70000", help="comma-separated")
+    args = parser.parse_args(argv)
+    counts = [int(count) for count in args.tokens.split(",")]
+    print(f"an identity's revocation on {args.database}: the transaction every exchange waits for")
+    print("| tokens of the subject | seconds | revoked |")
+    print("|---:|---:|---:|")
+    with app_in_process(args.database, args.postgres_url, 10, "ci-deploy") as (app, environs):
+        drive(app, environs[:1])  # one real exchange: the lineage row to copy
+        for count in counts:
+            subject = f"bench-sweep-{count}"
+            add_tokens(app, subject, count)
+            seconds, revoked = timed_revocation(app, subject)
+            print(f"| {count:,} | {seconds:.3f} | {revoked:,} |", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
