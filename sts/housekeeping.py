@@ -2,7 +2,9 @@
 
 * lineage (``issued_tokens``) of tokens expired longer than ``lineage_retention``: an
   expired token cannot be used, so its row only serves investigations until then;
-* lifted blocks older than the same retention;
+* blocks lifted, or past their own expiry (a block on one upstream token: its ``exp``),
+  longer than the same retention (and than the clock leeway, during which an exchange
+  still accepts the token);
 * audit records older than ``audit_retention`` (their own, longer, retention);
 * status lists that are full (never allocated from again) and whose tokens have all
   expired are retired: no longer served, their ids never reused.
@@ -34,7 +36,7 @@ WriteTransaction = Callable[[], AbstractContextManager[Session]]
 @dataclass(frozen=True)
 class Collected:
     lineage: int
-    lifted_blocks: int
+    blocks: int  # lifted or expired
     audit: int
     status_lists: int
 
@@ -48,11 +50,14 @@ def collect_garbage(
     audit_cutoff = now - timedelta(seconds=settings.audit_retention)
     with write() as session:
         status_lists = queries.retire_spent_status_lists(session, now)
-        lifted_blocks = queries.delete_lifted_blocks(session, lineage_cutoff)
+        block_cutoff = now - timedelta(
+            seconds=max(settings.lineage_retention, settings.clock_leeway)
+        )
+        blocks = queries.delete_spent_blocks(session, block_cutoff)
         queries.detach_children_of_expired(session, lineage_cutoff)
     return Collected(
         status_lists=status_lists,
-        lifted_blocks=lifted_blocks,
+        blocks=blocks,
         lineage=_in_batches(
             write, lambda s, n: queries.delete_expired_lineage(s, lineage_cutoff, n), batch
         ),

@@ -134,29 +134,43 @@ def hold_exchanges_back(session: Session) -> None:
     hold_exclusive(session, GOVERNANCE_LOCK)
 
 
-def block_identity(session: Session, kind: str, value: str, reason: str, now: datetime) -> None:
-    """Refuse new exchanges involving this identity once committed. A caller that also
-    revokes the identity's tokens calls :func:`hold_exchanges_back` before looking for
-    them (taken again here, it is granted at once)."""
+def block_identity(
+    session: Session,
+    kind: str,
+    value: str,
+    reason: str,
+    now: datetime,
+    expires_at: datetime | None = None,
+) -> None:
+    """Refuse new exchanges involving this identity once committed (``expires_at``: when
+    the block can no longer matter, for ``sts gc``). A caller that also revokes the
+    identity's tokens calls :func:`hold_exchanges_back` before looking for them (taken
+    again here, it is granted at once)."""
     if kind not in IDENTITY_KINDS:
         raise ValueError(f"not an identity kind: {kind}")
     hold_exchanges_back(session)
     if not queries.active_blocks(session, [(kind, value)]):
-        queries.add_block(session, kind, value, reason, now)
+        queries.add_block(session, kind, value, reason, now, expires_at)
 
 
 def revoke_upstream_token(
-    session: Session, token_id: str, subject: str | None, reason: str, now: datetime
+    session: Session,
+    token_id: str,
+    subject: str | None,
+    reason: str,
+    now: datetime,
+    expires_at: datetime | None = None,
 ) -> int:
     """A leaked upstream token: revoke every token minted from it, as subject or actor
     token, with their descendants, and block it from new exchanges (sts does not own the
     token, so cannot revoke it; it can refuse it). ``subject``, the token's ``sub`` when
-    known, makes the lookup an index's (the lock below holds every exchange meanwhile).
-    How many tokens were newly revoked."""
+    known, makes the lookup an index's (the lock below holds every exchange meanwhile);
+    ``expires_at``, its verified ``exp``, lets ``sts gc`` delete the block once it cannot
+    matter. How many tokens were newly revoked."""
     hold_exchanges_back(session)  # first, as for an identity: see revoke_by_operator
     roots = queries.upstream_token_roots(token_id, subject)
     count = queries.revoke_lineage(session, roots, now)
-    block_identity(session, "upstream_token", token_id, reason, now)
+    block_identity(session, "upstream_token", token_id, reason, now, expires_at)
     return count
 
 

@@ -1,4 +1,5 @@
-"""``sts gc``: delete expired lineage, old lifted blocks and audit; retire spent lists."""
+"""``sts gc``: delete expired lineage, old lifted or expired blocks and audit; retire spent
+lists."""
 
 from __future__ import annotations
 
@@ -19,7 +20,7 @@ def gc_command() -> None:
         session_factory = make_session_factory(engine)
         collected = collect_garbage(lambda: write_transaction(session_factory), settings, now)
     click.echo(
-        f"deleted {collected.lineage} lineage row(s), {collected.lifted_blocks} lifted "
+        f"deleted {collected.lineage} lineage row(s), {collected.blocks} lifted or expired "
         f"block(s), {collected.audit} audit record(s); retired {collected.status_lists} "
         "status list(s)"
     )

@@ -255,6 +255,11 @@ class Revocation(Base):
     reason: Mapped[str] = mapped_column(Text)
     created_at: Mapped[datetime]
     lifted_at: Mapped[datetime | None]
+    # When the block can no longer matter (migration 0008): a block on an upstream token
+    # names one JWT, which no exchange accepts after its ``exp`` (plus the clock leeway);
+    # ``sts gc`` deletes the row after the lineage retention. Set only from a verified
+    # ``exp`` (an exposure report); NULL otherwise: the block stays until lifted.
+    expires_at: Mapped[datetime | None]
 
     __table_args__ = (Index("ix_revocations_kind_value", "kind", "value"),)
 

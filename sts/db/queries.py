@@ -469,9 +469,18 @@ def active_blocks(session: Session, identities: Sequence[tuple[str, str]]) -> Se
     return [kind for kind, _value in rows]
 
 
-def add_block(session: Session, kind: str, value: str, reason: str, now: datetime) -> None:
+def add_block(
+    session: Session,
+    kind: str,
+    value: str,
+    reason: str,
+    now: datetime,
+    expires_at: datetime | None = None,
+) -> None:
     session.execute(
-        insert(Revocation).values(kind=kind, value=value, reason=reason, created_at=now)
+        insert(Revocation).values(
+            kind=kind, value=value, reason=reason, created_at=now, expires_at=expires_at
+        )
     )
 
 
@@ -608,10 +617,12 @@ def delete_expired_lineage(session: Session, cutoff: datetime, limit: int) -> in
     return _delete_in(session, IssuedToken.jti, batch)
 
 
-def delete_lifted_blocks(session: Session, cutoff: datetime) -> int:
-    result = session.execute(
-        delete(Revocation).where(Revocation.lifted_at.is_not(None), Revocation.lifted_at < cutoff)
-    )
+def delete_spent_blocks(session: Session, cutoff: datetime) -> int:
+    """Blocks lifted, or past their own expiry (a block on one upstream token), before
+    ``cutoff``."""
+    lifted = and_(Revocation.lifted_at.is_not(None), Revocation.lifted_at < cutoff)
+    expired = and_(Revocation.expires_at.is_not(None), Revocation.expires_at < cutoff)
+    result = session.execute(delete(Revocation).where(or_(lifted, expired)))
     return int(result.rowcount)  # type: ignore[attr-defined]
 
 

@@ -63,7 +63,12 @@ def find_exposed(services: Services, token: str, now: datetime) -> Found | None:
         return None
     if verified.kind == "sts":
         return Found("access_token", verified.token_id)
-    return Found("upstream_token", verified.token_id, subject=verified.claims["sub"])
+    return Found(
+        "upstream_token",
+        verified.token_id,
+        subject=verified.claims["sub"],
+        expires_at=verified.expires_at,
+    )
 
 
 def handle_exposure_report(
@@ -99,7 +104,12 @@ def handle_exposure_report(
                 entry.detail += f"; revoked {count} token(s)"
             elif found is not None and found.kind == "upstream_token":
                 count = revoke_upstream_token(
-                    session, found.identifier, found.subject, "exposure report", now
+                    session,
+                    found.identifier,
+                    found.subject,
+                    "exposure report",
+                    now,
+                    found.expires_at,
                 )
                 entry.subject_token_id = found.identifier
                 entry.decision, entry.reason = "allow", "exposure.upstream_token_blocked"

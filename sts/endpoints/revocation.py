@@ -43,6 +43,7 @@ class Found:
     kind: str  # access_token | service_credential | upstream_token (exposure reports)
     identifier: str  # the token's jti (or sha256:<hex>), or the credential's key id
     subject: str | None = None  # an upstream token's sub (verified)
+    expires_at: datetime | None = None  # and its exp (verified)
 
 
 # Each finder recognises one type of token, or answers None.

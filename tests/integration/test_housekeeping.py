@@ -14,7 +14,7 @@ from sts.housekeeping import collect_garbage
 from sts.status_list import allocate_token_status
 from tests.conftest import TEST_ISSUER
 from tests.integration.test_offboarding import sts
-from tests.integration.world import CI_SUBJECT, World
+from tests.integration.world import CI_SUBJECT, World, claims_of
 
 
 def test_gc_deletes_only_what_is_past_its_retention(world: World) -> None:
@@ -26,13 +26,18 @@ def test_gc_deletes_only_what_is_past_its_retention(world: World) -> None:
 
     kept = sts(world, "gc")  # nothing has expired long enough
     assert kept.exit_code == 0, kept.output
-    assert "deleted 0 lineage row(s), 0 lifted block(s), 0 audit record(s)" in kept.output
+    assert (
+        "deleted 0 lineage row(s), 0 lifted or expired block(s), 0 audit record(s)" in kept.output
+    )
     assert world.count(IssuedToken) == 3
 
     world.clock.advance(settings.max_token_ttl + settings.lineage_retention + 1)
     fresh = world.chain()  # live tokens are never collected
     collected = sts(world, "gc")
-    assert "deleted 3 lineage row(s), 1 lifted block(s), 0 audit record(s)" in collected.output
+    assert (
+        "deleted 3 lineage row(s), 1 lifted or expired block(s), 0 audit record(s)"
+        in collected.output
+    )
     assert world.count(IssuedToken) == 3
     assert world.count(Revocation) == 0
     assert world.is_active(fresh[2])
@@ -92,3 +97,31 @@ def test_gc_deletes_in_transactions_of_at_most_one_batch(world: World) -> None:
     assert sum(deleted_per_transaction) == 18
     assert world.count(IssuedToken) == 3
     assert world.is_active(live[2])
+
+
+def test_gc_deletes_a_reported_upstream_tokens_block_once_the_token_cannot_matter(
+    world: World,
+) -> None:
+    """An exposure report's block on an upstream token records the token's verified exp:
+    ``sts gc`` deletes it once that is past the lineage retention (no exchange accepts
+    the token after exp + leeway anyway). A block an operator stored from a bare token id
+    has no verified expiry and stays until lifted."""
+    settings = world.app.extensions["sts"].settings
+    reported = world.ci_token(lifetime=600)
+    world.client.post(
+        "/exposure-reports",
+        data={"token": reported},
+        content_type="application/x-www-form-urlencoded",
+    )
+    sts(world, "revoke", "--upstream-token", "operator-named-jti")
+    with world.app.extensions["sts"].session_factory() as session:
+        blocks = {row.value: row.expires_at for row in session.query(Revocation)}
+    exp = claims_of(reported)["exp"]
+    assert blocks[claims_of(reported)["jti"]].timestamp() == exp
+    assert blocks["operator-named-jti"] is None
+
+    world.clock.advance(600 + settings.lineage_retention - 1)
+    assert "0 lifted or expired block(s)" in sts(world, "gc").output
+    world.clock.advance(2)
+    assert "1 lifted or expired block(s)" in sts(world, "gc").output
+    assert world.count(Revocation) == 1  # the operator's, without an expiry

@@ -287,3 +287,37 @@ def test_upstream_token_lineage_revision_goes_both_ways_keeping_the_tokens(
     upgrade(config)
     assert schema_is_at_head(engine, config)[0]
     engine.dispose()
+
+
+def test_block_expiry_revision_goes_both_ways_keeping_the_blocks(empty_database_url: str) -> None:
+    """0008 adds ``revocations.expires_at`` (NULL for the blocks on record); its downgrade
+    drops it and keeps them."""
+    engine = make_engine(empty_database_url)
+    config = alembic_config(engine)
+
+    def columns() -> set[str]:
+        return {column["name"] for column in inspect(engine).get_columns("revocations")}
+
+    upgrade(config, "0007_upstream_token_lineage")
+    assert "expires_at" not in columns()
+    with engine.begin() as connection:
+        connection.execute(
+            text(
+                "INSERT INTO revocations (kind, value, reason, created_at)"
+                " VALUES ('subject', 's', 'r', :t)"
+            ),
+            {"t": "2026-11-30 12:00:00"},
+        )
+    upgrade(config)
+    listed = "SELECT kind, value, expires_at FROM revocations"
+    with engine.connect() as connection:
+        assert [tuple(row) for row in connection.execute(text(listed))] == [("subject", "s", None)]
+    downgrade(config, "0007_upstream_token_lineage")
+    assert "expires_at" not in columns()
+    with engine.connect() as connection:
+        assert connection.execute(text("SELECT kind, value FROM revocations")).all() == [
+            ("subject", "s")
+        ]
+    upgrade(config)
+    assert schema_is_at_head(engine, config)[0]
+    engine.dispose()
