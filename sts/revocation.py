@@ -167,6 +167,11 @@ def revoke_upstream_token(
     known, makes the lookup an index's (the lock below holds every exchange meanwhile);
     ``expires_at``, its verified ``exp``, lets ``sts gc`` delete the block once it cannot
     matter. How many tokens were newly revoked."""
+    if subject is None:
+        # Named by id alone: learn its sub from a token it was exchanged for, BEFORE the
+        # lock, so that the scan this takes holds no exchange back (every token exchanged
+        # from it has that sub). None found: the sweep below scans, under the lock.
+        subject = queries.subject_of_upstream_token(session, token_id)
     hold_exchanges_back(session)  # first, as for an identity: see revoke_by_operator
     roots = queries.upstream_token_roots(token_id, subject)
     count = queries.revoke_lineage(session, roots, now)
@@ -196,6 +201,10 @@ def revoke_by_operator(
 ) -> OperatorOutcome:
     """``sts revoke``: revoke every live token the selector names and their descendants;
     where it names an identity, block new exchanges for it. One audit record."""
+    if kind == "upstream_token":  # the lock, the sweep and the block, in that order
+        count = revoke_upstream_token(session, value, None, reason, now)
+        _record_operator_revocation(session, kind, value, versions, count, True, reason, now)
+        return OperatorOutcome(revoked=count, blocked=True)
     if kind in IDENTITY_KINDS:
         # First: the sweep below must see every token of an exchange that did not see
         # the block (a jti or a rule leaves no block for an exchange to miss).
@@ -220,6 +229,20 @@ def revoke_by_operator(
     blocked = kind in IDENTITY_KINDS
     if blocked:
         block_identity(session, kind, value, reason, now)
+    _record_operator_revocation(session, kind, value, versions, count, blocked, reason, now)
+    return OperatorOutcome(revoked=count, blocked=blocked)
+
+
+def _record_operator_revocation(
+    session: Session,
+    kind: str,
+    value: str,
+    versions: Sequence[int],
+    count: int,
+    blocked: bool,
+    reason: str,
+    now: datetime,
+) -> None:
     shown = f"{kind}={value!r}" + (f" versions={list(versions)}" if versions else "")
     record_revocation(
         session,
@@ -228,7 +251,6 @@ def revoke_by_operator(
         detail=f"{shown}: revoked {count} token(s){'; blocked' if blocked else ''}: {reason}",
         decision="info",
     )
-    return OperatorOutcome(revoked=count, blocked=blocked)
 
 
 def lift_by_operator(

@@ -344,6 +344,13 @@ def upstream_token_roots(token_id: str, subject: str | None) -> ColumnElement[bo
     return or_(as_subject, IssuedToken.actor_token_id == token_id)
 
 
+def subject_of_upstream_token(session: Session, token_id: str) -> str | None:
+    """The ``sub`` of a token exchanged from this upstream token as its subject (a scan:
+    ``subject_token_id`` has no index), or None if none is on record."""
+    found = select(IssuedToken.subject).where(IssuedToken.subject_token_id == token_id)
+    return session.scalar(found.limit(1))
+
+
 def tokens_of_rule(rule_id: int, versions: Sequence[int] = ()) -> ColumnElement[bool]:
     condition = IssuedToken.rule_id == rule_id
     return and_(condition, IssuedToken.rule_version.in_(versions)) if versions else condition

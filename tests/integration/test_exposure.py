@@ -6,6 +6,7 @@ from __future__ import annotations
 from click.testing import CliRunner, Result
 
 from sts.cli import cli
+from sts.db import queries
 from sts.tokens.verify import token_fingerprint
 from tests.integration.test_offboarding import claim, sts
 from tests.integration.world import DEPLOY, PROJECT, World, claims_of
@@ -95,3 +96,17 @@ def test_a_leaked_actor_token_reaches_the_tokens_it_acted_in(world: World) -> No
     refused = world.agent_exchange(leaked, audience=PROJECT, scope="issues:write")
     assert refused.status_code == 400
     assert world.audit_rows()[-1]["reason"] == "blocked.upstream_token"
+
+
+def test_a_token_named_by_id_alone_is_looked_up_by_its_sub_before_the_lock(
+    world: World,
+) -> None:
+    """``sts revoke --upstream-token ID`` learns the token's sub from a token exchanged
+    from it (a scan, before the governance lock, so no exchange waits for it); under the
+    lock the sweep then goes through ``subject``'s index."""
+    leaked = world.ci_token()
+    assert world.exchange(leaked, audience=DEPLOY).status_code == 200
+    with world.app.extensions["sts"].session_factory() as session:
+        found = queries.subject_of_upstream_token(session, claim(leaked, "jti"))
+        assert found == claims_of(leaked)["sub"]
+        assert queries.subject_of_upstream_token(session, "never-presented") is None
