@@ -32,18 +32,21 @@ def exposure_command(token_id: str | None, token_stdin: bool, revoke: bool) -> N
     state."""
     if (token_id is None) == (not token_stdin):
         raise click.UsageError("give exactly one of --token-id or --token-stdin")
-    # With the token itself, its sub narrows the lookup to an index (--token-id scans).
-    subject: str | None = None
+    subject = issuer = None
     if token_id is None:
-        token_id, subject = upstream_token_names(sys.stdin.read().strip())
+        token_id, subject, issuer = upstream_token_names(sys.stdin.read().strip())
     now = current_clock()()
-    roots = queries.upstream_token_roots(token_id, subject)
     with open_engine() as engine, write_transaction(make_session_factory(engine)) as session:
+        if subject is None:
+            # Its sub narrows the lookup to an index: read from the token itself, else
+            # from a token exchanged from it (a scan, before any lock).
+            subject = queries.subject_of_upstream_token(session, token_id, issuer)
+        roots = queries.upstream_token_roots(token_id, subject, issuer)
         if revoke:
             # Before the listing: the block and the governance lock it takes first make
             # the list complete (an exchange in flight with the token is waited for).
             revoked = revoke_upstream_token(
-                session, token_id, subject, "exposed upstream token", now
+                session, token_id, subject, "exposed upstream token", now, issuer=issuer
             )
             record_revocation(
                 session,

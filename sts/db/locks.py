@@ -60,6 +60,10 @@ def hold_exclusive(session: Session, name: str) -> None:
     a session not yet in a transaction begins a write transaction (:func:`begin_write`),
     one already in a transaction must be in one (as ``write_transaction`` makes).
     """
+    if session.in_nested_transaction():
+        # A rollback to the savepoint would release PostgreSQL's lock while the mark
+        # below (on the outer transaction) still said it was held.
+        raise RuntimeError("hold_exclusive() inside a savepoint")
     if session.get_bind().dialect.name == "sqlite":
         if not session.in_transaction():
             begin_write(session)

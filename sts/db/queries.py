@@ -334,21 +334,56 @@ def tokens_named(kind: str, value: str | int) -> ColumnElement[bool]:
     return or_(*(column == value for column in TOKEN_SELECTORS[kind]))
 
 
-def upstream_token_roots(token_id: str, subject: str | None) -> ColumnElement[bool]:
-    """The tokens an upstream token was presented for: as the subject token (when its
-    ``sub`` is known, through ``subject``'s index: ``subject_token_id`` has none; else a
-    scan), or as the actor token (``actor_token_id``'s partial index)."""
-    as_subject = IssuedToken.subject_token_id == token_id
+def upstream_token_roots(
+    token_id: str, subject: str | None, issuer: str | None = None
+) -> ColumnElement[bool]:
+    """The tokens an upstream token was presented for: as the subject token (through
+    ``subject``'s index when its ``sub`` is known: ``subject_token_id`` has none; else a
+    scan), or as the actor token (``actor_token_id``'s partial index).
+
+    Only where an upstream JWT was presented: the same columns name a service credential
+    (``credential:<name>``) or an sts token (its jti) presented instead, and a reported
+    token whose ``jti`` mimics one must not reach those. ``issuer``, when known (verified
+    by an exposure report, read from the token by ``sts exposure``), narrows it further:
+    a jti is unique per issuer (RFC 7519 §4.1.7 asks issuers to avoid collisions across
+    issuers too)."""
+    as_subject = _upstream_subject_token(token_id, issuer)
     if subject is not None:
         as_subject = and_(IssuedToken.subject == subject, as_subject)
-    return or_(as_subject, IssuedToken.actor_token_id == token_id)
+    as_actor = and_(
+        IssuedToken.actor_token_id == token_id,
+        IssuedToken.actor_parent_jti.is_(None),
+        IssuedToken.actor_credential_id.is_(None),
+    )
+    if issuer is not None:
+        as_actor = and_(as_actor, IssuedToken.actor_issuer == issuer)
+    return or_(as_subject, as_actor)
 
 
-def subject_of_upstream_token(session: Session, token_id: str) -> str | None:
-    """The ``sub`` of a token exchanged from this upstream token as its subject (a scan:
-    ``subject_token_id`` has no index), or None if none is on record."""
-    found = select(IssuedToken.subject).where(IssuedToken.subject_token_id == token_id)
-    return session.scalar(found.limit(1))
+def _upstream_subject_token(token_id: str, issuer: str | None) -> ColumnElement[bool]:
+    """Tokens exchanged from this upstream JWT as their subject token."""
+    condition = and_(
+        IssuedToken.subject_token_id == token_id,
+        IssuedToken.parent_jti.is_(None),
+        IssuedToken.credential_id.is_(None),
+    )
+    return and_(condition, IssuedToken.subject_issuer == issuer) if issuer else condition
+
+
+def subject_of_upstream_token(
+    session: Session, token_id: str, issuer: str | None = None
+) -> str | None:
+    """The ``sub`` of the tokens exchanged from this upstream token as their subject (a
+    scan: ``subject_token_id`` has no index), or None if there is no such token, or more
+    than one ``sub`` (ids colliding across issuers: the sweep then scans, not narrowed)."""
+    found = (
+        select(IssuedToken.subject)
+        .where(_upstream_subject_token(token_id, issuer))
+        .distinct()
+        .limit(2)
+    )
+    subjects = session.scalars(found).all()
+    return subjects[0] if len(subjects) == 1 else None
 
 
 def tokens_of_rule(rule_id: int, versions: Sequence[int] = ()) -> ColumnElement[bool]:

@@ -63,11 +63,13 @@ def find_exposed(services: Services, token: str, now: datetime) -> Found | None:
         return None
     if verified.kind == "sts":
         return Found("access_token", verified.token_id)
+    assert verified.issuer is not None  # a trusted issuer's token
     return Found(
         "upstream_token",
         verified.token_id,
         subject=verified.claims["sub"],
         expires_at=verified.expires_at,
+        issuer=verified.issuer.issuer,
     )
 
 
@@ -109,7 +111,8 @@ def handle_exposure_report(
                     found.subject,
                     "exposure report",
                     now,
-                    found.expires_at,
+                    expires_at=found.expires_at,
+                    issuer=found.issuer,
                 )
                 entry.subject_token_id = found.identifier
                 entry.decision, entry.reason = "allow", "exposure.upstream_token_blocked"

@@ -44,6 +44,7 @@ class Found:
     identifier: str  # the token's jti (or sha256:<hex>), or the credential's key id
     subject: str | None = None  # an upstream token's sub (verified)
     expires_at: datetime | None = None  # and its exp (verified)
+    issuer: str | None = None  # and its issuer (verified)
 
 
 # Each finder recognises one type of token, or answers None.

@@ -67,8 +67,16 @@ class OwnKeySet:
 
 
 def token_fingerprint(token: str) -> str:
-    """How the audit log names a token without a jti: never the token itself."""
-    return "sha256:" + hashlib.sha256(token.encode()).hexdigest()
+    """How the audit log and the lineage name a token without a jti: never the token
+    itself. For a compact JWS, the hash of its signing input (header and payload) only:
+    an ECDSA signature (r, s) has a twin (r, n - s) that verifies as well, so a hash of
+    the whole token would give a leaked token, blocked by its fingerprint, a second
+    fingerprint that is not blocked. The signing input cannot change without the
+    signature failing."""
+    header, dot, rest = token.partition(".")
+    payload, dot2, _signature = rest.partition(".")
+    named = f"{header}.{payload}" if dot and dot2 else token
+    return "sha256:" + hashlib.sha256(named.encode()).hexdigest()
 
 
 def refuse(role: str, what: str, reason: str, detail: str | None = None) -> InvalidRequest:
@@ -173,6 +181,17 @@ def refuse_unstorable(claims: dict[str, Any], role: str) -> None:
     jti = claims.get("jti")
     if jti is not None and len(jti) > MAX_JTI_CHARS:
         raise refuse(role, f"has a jti longer than {MAX_JTI_CHARS} characters", "jti_too_long")
+    # RFC 8693 §4.1: ``act`` is a JSON object whose ``sub`` names the actor; the token
+    # carries it on, and the lineage records it (``actor``, VARCHAR(1024)).
+    act = claims.get("act")
+    if isinstance(act, dict) and "sub" in act:
+        actor = act["sub"]
+        if not isinstance(actor, str) or len(actor) > MAX_SUBJECT_CHARS:
+            raise refuse(
+                role,
+                f"has an act.sub that is not a string of at most {MAX_SUBJECT_CHARS} characters",
+                "act_sub",
+            )
 
 
 def _registry_for(alg: str) -> jws.JWSRegistry:

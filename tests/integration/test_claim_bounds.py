@@ -49,3 +49,15 @@ def test_a_client_assertion_jti_past_255_characters_is_invalid_client(world: Wor
     assert last_reason(world) == "client.assertion_jti"
     granted = exchange_with_assertion(world, world.workload_assertion(jti="k" * 255), VAULT)
     assert granted.status_code == 200, granted.json
+
+
+def test_an_upstream_act_sub_that_the_lineage_cannot_hold_is_refused(world: World) -> None:
+    """RFC 8693 §4.1: ``act.sub`` names the actor; an upstream token's ``act`` is carried
+    into the new token and its ``sub`` into the lineage (``actor``, 1024 characters)."""
+    for act in ({"sub": "a" * 1025}, {"sub": 7}):
+        refused = world.exchange(world.ci_token(act=act), audience=DEPLOY)
+        assert refused.status_code == 400
+        assert last_reason(world) == "subject.act_sub"
+    assert (
+        world.exchange(world.ci_token(act={"sub": "a" * 1024}), audience=DEPLOY).status_code == 200
+    )

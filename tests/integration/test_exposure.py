@@ -3,6 +3,8 @@ subject or as the actor token, then revoked, and the token blocked from new exch
 
 from __future__ import annotations
 
+import base64
+
 from click.testing import CliRunner, Result
 
 from sts.cli import cli
@@ -110,3 +112,29 @@ def test_a_token_named_by_id_alone_is_looked_up_by_its_sub_before_the_lock(
         found = queries.subject_of_upstream_token(session, claim(leaked, "jti"))
         assert found == claims_of(leaked)["sub"]
         assert queries.subject_of_upstream_token(session, "never-presented") is None
+
+
+P256_ORDER = 0xFFFFFFFF00000000FFFFFFFFFFFFFFFFBCE6FAADA7179E84F3B9CAC2FC632551
+
+
+def ecdsa_twin(token: str) -> str:
+    """The same ES256 token with its other valid signature, (r, n - s)."""
+    header, payload, signature = token.split(".")
+    raw = base64.urlsafe_b64decode(signature + "=" * (-len(signature) % 4))
+    r, s = raw[:32], int.from_bytes(raw[32:], "big")
+    twin = r + (P256_ORDER - s).to_bytes(32, "big")
+    return f"{header}.{payload}.{base64.urlsafe_b64encode(twin).rstrip(b'=').decode()}"
+
+
+def test_a_token_blocked_by_fingerprint_cannot_come_back_with_its_twin_signature(
+    world: World,
+) -> None:
+    leaked = world.ci_token(jti=None)
+    twin = ecdsa_twin(leaked)
+    assert twin != leaked
+    assert world.exchange(twin, audience=DEPLOY).status_code == 200  # it verifies
+    sts(world, "revoke", "--upstream-token", token_fingerprint(leaked))
+    for presented in (leaked, twin):
+        refused = world.exchange(presented, audience=DEPLOY)
+        assert refused.status_code == 400
+        assert world.audit_rows()[-1]["reason"] == "blocked.upstream_token"

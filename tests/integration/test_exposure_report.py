@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import threading
 from urllib.parse import urlencode
 
+import pytest
 from werkzeug.test import TestResponse
 
 from sts.credentials import generate_api_key
 from sts.db import queries
+from tests.conftest import TEST_ISSUER
 from tests.integration.world import DEPLOY, PROJECT, World, claims_of
+from tests.issuer import TestIssuer
 
 
 def report(world: World, token: str, address: str = "203.0.113.7", **extra: str) -> TestResponse:
@@ -81,12 +85,58 @@ def test_a_reported_upstream_token_is_blocked_and_what_it_minted_revoked(world: 
 def test_an_upstream_token_that_would_not_be_accepted_blocks_nothing(world: World) -> None:
     """Only a token sts would accept is acted on: one for another audience, from an
     untrusted issuer, or expired, is an unknown string (and the same answer)."""
-    elsewhere = world.ci_token(aud="https://not-this-sts.example", jti="elsewhere")
-    assert shape(report(world, elsewhere)) == shape(report(world, "junk"))
+    untrusted = TestIssuer("https://untrusted.example")
+    refused = {
+        "other-audience": world.ci_token(aud="https://not-this-sts.example", jti="j1"),
+        "untrusted": untrusted.mint(now=world.now(), aud=TEST_ISSUER, jti="j2"),
+        "expired": world.ci_token(lifetime=60, jti="j3"),
+    }
+    world.clock.advance(120)
+    for token in refused.values():
+        assert shape(report(world, token)) == shape(report(world, "junk"))
     with world.app.extensions["sts"].session_factory() as session:
-        assert queries.active_blocks(session, [("upstream_token", "elsewhere")]) == []
-    reasons = [r["reason"] for r in world.audit_rows() if r["event"] == "exposure_report"]
-    assert reasons == ["exposure.unknown", "exposure.unknown"]
+        assert (
+            queries.active_blocks(session, [("upstream_token", j) for j in ["j1", "j2", "j3"]])
+            == []
+        )
+    reasons = {r["reason"] for r in world.audit_rows() if r["event"] == "exposure_report"}
+    assert reasons == {"exposure.unknown"}
+
+
+def test_a_reported_token_cannot_reach_a_credential_by_mimicking_its_id(world: World) -> None:
+    """The lineage names a service credential presented as ``credential:<name>``, in the
+    column that names an upstream token by its jti: a reported token whose jti is that
+    string (any trusted issuer will sign what its caller asks for in some claims) revokes
+    nothing minted with the credential."""
+    minted = world.agent_exchange(world.agent_token(), audience=PROJECT, scope="issues:write")
+    assert minted.status_code == 200
+    mimic = world.ci_token(jti="credential:agent-key", sub="team-alpha-automation")
+    assert report(world, mimic).status_code == 202
+    assert world.is_active(minted.json["access_token"])
+
+
+def test_a_second_report_of_a_blocked_token_holds_no_exchange_back(world: World) -> None:
+    """Once a token is blocked (and swept, under the governance lock), a report of it
+    again takes no lock: the public endpoint cannot be used to stall exchanges by
+    reporting one token over and over. PostgreSQL: SQLite's single writer serialises
+    the report behind an exchange's transaction anyway."""
+    services = world.app.extensions["sts"]
+    if services.engine.dialect.name != "postgresql":
+        pytest.skip("the governance lock is PostgreSQL's (SQLite has one writer)")
+    leaked = world.ci_token()
+    assert report(world, leaked).status_code == 202
+    with services.exchange_store.write() as exchange:
+        exchange.hold_governance_shared()  # as an exchange in flight holds it
+        outcome: list[int] = []
+        thread = threading.Thread(
+            target=lambda: outcome.append(report(world, leaked).status_code), daemon=True
+        )
+        thread.start()
+        thread.join(5)
+        finished = not thread.is_alive()
+        exchange.commit()
+    thread.join(10)
+    assert finished and outcome == [202]
 
 
 def test_reported_credential_is_disabled(world: World) -> None:

@@ -278,3 +278,14 @@ def test_the_exclusive_hold_is_known_to_its_own_transaction_only(world: World) -
         begin_write(session)
         assert not holds_exclusive(session, GOVERNANCE_LOCK)
         session.rollback()
+
+
+def test_the_exclusive_hold_is_refused_inside_a_savepoint(world: World) -> None:
+    """Rolling back to a savepoint releases a PostgreSQL lock taken inside it, while the
+    mark on the outer transaction would still say it is held."""
+    with world.app.extensions["sts"].session_factory() as session:
+        begin_write(session)
+        with session.begin_nested(), pytest.raises(RuntimeError, match="savepoint"):
+            hold_exclusive(session, GOVERNANCE_LOCK)
+        assert not holds_exclusive(session, GOVERNANCE_LOCK)
+        session.rollback()

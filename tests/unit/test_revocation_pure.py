@@ -114,12 +114,17 @@ def test_an_upstream_token_is_named_by_its_jti_else_its_fingerprint() -> None:
         part = base64.urlsafe_b64encode(json.dumps(claims).encode()).rstrip(b"=").decode()
         return f"eyJhbGciOiJFUzI1NiJ9.{part}.c2ln"
 
-    with_jti = unsigned({"sub": "repo:acme", "jti": "j-1"})
-    assert upstream_token_names(with_jti) == ("j-1", "repo:acme")
+    with_jti = unsigned({"sub": "repo:acme", "jti": "j-1", "iss": "https://ci"})
+    assert upstream_token_names(with_jti) == ("j-1", "repo:acme", "https://ci")
     without = unsigned({"sub": "repo:acme"})
-    assert upstream_token_names(without) == (token_fingerprint(without), "repo:acme")
-    assert upstream_token_names(unsigned({"jti": "", "sub": 7})) == (
-        token_fingerprint(unsigned({"jti": "", "sub": 7})),
-        None,
-    )
-    assert upstream_token_names("not a jwt") == (token_fingerprint("not a jwt"), None)
+    assert upstream_token_names(without) == (token_fingerprint(without), "repo:acme", None)
+    odd = unsigned({"jti": "", "sub": 7, "iss": 8})
+    assert upstream_token_names(odd) == (token_fingerprint(odd), None, None)
+    assert upstream_token_names("not a jwt") == (token_fingerprint("not a jwt"), None, None)
+
+
+def test_a_fingerprint_names_the_signed_part_of_a_jws_only() -> None:
+    """A second valid signature (ECDSA's (r, n - s)) must not give a token a second name."""
+    assert token_fingerprint("aGVhZA.Ym9keQ.c2ln") == token_fingerprint("aGVhZA.Ym9keQ.other")
+    assert token_fingerprint("aGVhZA.Ym9keQ.c2ln") != token_fingerprint("aGVhZA.Ym9keR.c2ln")
+    assert token_fingerprint("no dots") != token_fingerprint("no dots either")
