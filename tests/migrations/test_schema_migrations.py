@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
-from sqlalchemy import inspect, text
+from sqlalchemy import Engine, inspect, text
 
 from sts.app import create_app
 from sts.db.engine import make_engine
@@ -33,6 +33,14 @@ EXPECTED_TABLES = {
     "audit_log",
     "status_lists",
 }
+
+
+def columns_of(engine: Engine, table: str) -> set[str]:
+    return {column["name"] for column in inspect(engine).get_columns(table)}
+
+
+def index_names_of(engine: Engine, table: str) -> set[str]:
+    return {index["name"] or "" for index in inspect(engine).get_indexes(table)}
 
 
 def test_upgrade_downgrade_upgrade(empty_database_url: str) -> None:
@@ -205,14 +213,8 @@ def test_actor_lineage_revision_goes_both_ways_keeping_the_tokens(empty_database
     added = {"actor_parent_jti", "actor_credential_id", "actor_issuer"}
     indexes = {"ix_issued_tokens_actor_parent_jti", "ix_issued_tokens_actor_credential_id"}
 
-    def columns() -> set[str]:
-        return {column["name"] for column in inspect(engine).get_columns("issued_tokens")}
-
-    def index_names() -> set[str]:
-        return {index["name"] or "" for index in inspect(engine).get_indexes("issued_tokens")}
-
     upgrade(config, "0005_no_status_list_foreign_key")
-    assert not added & columns()
+    assert not added & columns_of(engine, "issued_tokens")
     with engine.begin() as connection:
         connection.execute(
             text(
@@ -224,16 +226,16 @@ def test_actor_lineage_revision_goes_both_ways_keeping_the_tokens(empty_database
         )
 
     upgrade(config)
-    assert added <= columns()
-    assert indexes <= index_names()
+    assert added <= columns_of(engine, "issued_tokens")
+    assert indexes <= index_names_of(engine, "issued_tokens")
     listed = "SELECT jti, actor_parent_jti, actor_credential_id, actor_issuer FROM issued_tokens"
     with engine.connect() as connection:
         assert [tuple(row) for row in connection.execute(text(listed))] == [
             ("j1", None, None, None)
         ]
     downgrade(config, "0005_no_status_list_foreign_key")
-    assert not added & columns()
-    assert not indexes & index_names()
+    assert not added & columns_of(engine, "issued_tokens")
+    assert not indexes & index_names_of(engine, "issued_tokens")
     with engine.connect() as connection:
         assert connection.execute(text("SELECT jti, subject FROM issued_tokens")).all() == [
             ("j1", "s")
@@ -254,14 +256,8 @@ def test_upstream_token_lineage_revision_goes_both_ways_keeping_the_tokens(
     config = alembic_config(engine)
     indexes = {"ix_issued_tokens_actor_token_id"}
 
-    def columns() -> set[str]:
-        return {column["name"] for column in inspect(engine).get_columns("issued_tokens")}
-
-    def index_names() -> set[str]:
-        return {index["name"] or "" for index in inspect(engine).get_indexes("issued_tokens")}
-
     upgrade(config, "0006_actor_lineage")
-    assert "actor_token_id" not in columns()
+    assert "actor_token_id" not in columns_of(engine, "issued_tokens")
     with engine.begin() as connection:
         connection.execute(
             text(
@@ -273,14 +269,14 @@ def test_upstream_token_lineage_revision_goes_both_ways_keeping_the_tokens(
         )
 
     upgrade(config)
-    assert "actor_token_id" in columns()
-    assert indexes <= index_names()
+    assert "actor_token_id" in columns_of(engine, "issued_tokens")
+    assert indexes <= index_names_of(engine, "issued_tokens")
     listed = "SELECT jti, subject_token_id, actor_token_id FROM issued_tokens"
     with engine.connect() as connection:
         assert [tuple(row) for row in connection.execute(text(listed))] == [("j1", "up-1", None)]
     downgrade(config, "0006_actor_lineage")
-    assert "actor_token_id" not in columns()
-    assert not indexes & index_names()
+    assert "actor_token_id" not in columns_of(engine, "issued_tokens")
+    assert not indexes & index_names_of(engine, "issued_tokens")
     with engine.connect() as connection:
         listed = "SELECT jti, subject_token_id FROM issued_tokens"
         assert connection.execute(text(listed)).all() == [("j1", "up-1")]
@@ -295,11 +291,8 @@ def test_block_expiry_revision_goes_both_ways_keeping_the_blocks(empty_database_
     engine = make_engine(empty_database_url)
     config = alembic_config(engine)
 
-    def columns() -> set[str]:
-        return {column["name"] for column in inspect(engine).get_columns("revocations")}
-
     upgrade(config, "0007_upstream_token_lineage")
-    assert "expires_at" not in columns()
+    assert "expires_at" not in columns_of(engine, "revocations")
     with engine.begin() as connection:
         connection.execute(
             text(
@@ -313,7 +306,7 @@ def test_block_expiry_revision_goes_both_ways_keeping_the_blocks(empty_database_
     with engine.connect() as connection:
         assert [tuple(row) for row in connection.execute(text(listed))] == [("subject", "s", None)]
     downgrade(config, "0007_upstream_token_lineage")
-    assert "expires_at" not in columns()
+    assert "expires_at" not in columns_of(engine, "revocations")
     with engine.connect() as connection:
         assert connection.execute(text("SELECT kind, value FROM revocations")).all() == [
             ("subject", "s")
