@@ -49,6 +49,11 @@ def leaked_ci_exchange(world: World) -> TestResponse:
     return world.exchange(world.ci_token(jti=LEAKED_JTI), audience=DEPLOY)
 
 
+def leaked_actor_exchange(world: World) -> TestResponse:
+    """An exchange presenting the one agent token that leaked, as the actor token."""
+    return world.agent_exchange(world.agent_token(jti=LEAKED_JTI), audience=PROJECT)
+
+
 # (kind, value named to sts revoke, an exchange that involves it)
 IDENTITIES = [
     pytest.param("subject", CI_SUBJECT, ci_exchange, id="subject"),
@@ -57,6 +62,7 @@ IDENTITIES = [
     pytest.param("credential", "agent-key", agent_exchange, id="credential"),
     pytest.param("actor", "agent-7", agent_exchange, id="actor"),
     pytest.param("upstream_token", LEAKED_JTI, leaked_ci_exchange, id="upstream_token"),
+    pytest.param("upstream_token", LEAKED_JTI, leaked_actor_exchange, id="upstream_actor"),
 ]
 
 
