@@ -16,6 +16,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
+from sqlalchemy import ColumnElement
 from sqlalchemy.orm import Session
 
 from sts import errors
@@ -156,30 +157,24 @@ def block_identity(
 def revoke_upstream_token(
     session: Session,
     token_id: str,
-    subject: str | None,
+    roots: ColumnElement[bool],
     reason: str,
     now: datetime,
     expires_at: datetime | None = None,
-    issuer: str | None = None,
 ) -> int:
     """A leaked upstream token: revoke every token minted from it, as subject or actor
-    token, with their descendants, and block it from new exchanges (sts does not own the
-    token, so cannot revoke it; it can refuse it). ``subject`` (its ``sub``) makes the
-    lookup an index's (the lock below holds every exchange meanwhile); ``issuer`` narrows
-    it to that issuer's token; ``expires_at``, its verified ``exp``, lets ``sts gc``
-    delete the block once it cannot matter. How many tokens were newly revoked."""
+    token (``roots``: :func:`sts.db.queries.find_upstream_token_roots`, built before this
+    call so that any scan it needs runs before the lock below, which holds every exchange
+    back), with their descendants, and block it from new exchanges (sts does not own the
+    token, so cannot revoke it; it can refuse it). ``expires_at``, its verified ``exp``,
+    lets ``sts gc`` delete the block once it cannot matter. How many tokens were newly
+    revoked."""
     if queries.active_blocks(session, [("upstream_token", token_id)]):
         # Blocked and swept already, under the lock: every exchange since has been
         # refused. Nothing to wait for (a public report must not hold exchanges back
         # again and again with the same token).
         return 0
-    if subject is None:
-        # Named by id alone: learn its sub from a token it was exchanged for, BEFORE the
-        # lock, so that the scan this takes holds no exchange back (every token exchanged
-        # from it has that sub). None found: the sweep below scans, under the lock.
-        subject = queries.subject_of_upstream_token(session, token_id, issuer)
     hold_exchanges_back(session)  # first, as for an identity: see revoke_by_operator
-    roots = queries.upstream_token_roots(token_id, subject, issuer)
     count = queries.revoke_lineage(session, roots, now)
     block_identity(session, "upstream_token", token_id, reason, now, expires_at)
     return count
@@ -208,7 +203,8 @@ def revoke_by_operator(
     """``sts revoke``: revoke every live token the selector names and their descendants;
     where it names an identity, block new exchanges for it. One audit record."""
     if kind == "upstream_token":  # the lock, the sweep and the block, in that order
-        count = revoke_upstream_token(session, value, None, reason, now)
+        roots = queries.find_upstream_token_roots(session, value, None, None)
+        count = revoke_upstream_token(session, value, roots, reason, now)
         _record_operator_revocation(session, kind, value, versions, count, True, reason, now)
         return OperatorOutcome(revoked=count, blocked=True)
     if kind in IDENTITY_KINDS:

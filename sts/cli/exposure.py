@@ -37,17 +37,13 @@ def exposure_command(token_id: str | None, token_stdin: bool, revoke: bool) -> N
         token_id, subject, issuer = upstream_token_names(sys.stdin.read().strip())
     now = current_clock()()
     with open_engine() as engine, write_transaction(make_session_factory(engine)) as session:
-        if subject is None:
-            # Its sub narrows the lookup to an index: read from the token itself, else
-            # from a token exchanged from it (a scan, before any lock).
-            subject = queries.subject_of_upstream_token(session, token_id, issuer)
-        roots = queries.upstream_token_roots(token_id, subject, issuer)
+        # Its sub narrows the lookup to an index: read from the token itself, else from a
+        # token exchanged from it (a scan, here, before any lock).
+        roots = queries.find_upstream_token_roots(session, token_id, subject, issuer)
         if revoke:
             # Before the listing: the block and the governance lock it takes first make
             # the list complete (an exchange in flight with the token is waited for).
-            revoked = revoke_upstream_token(
-                session, token_id, subject, "exposed upstream token", now, issuer=issuer
-            )
+            revoked = revoke_upstream_token(session, token_id, roots, "exposed upstream token", now)
             record_revocation(
                 session,
                 now=now,

@@ -370,6 +370,16 @@ def _upstream_subject_token(token_id: str, issuer: str | None) -> ColumnElement[
     return and_(condition, IssuedToken.subject_issuer == issuer) if issuer else condition
 
 
+def find_upstream_token_roots(
+    session: Session, token_id: str, subject: str | None, issuer: str | None
+) -> ColumnElement[bool]:
+    """:func:`upstream_token_roots`, with the token's sub learned first when it is not
+    known (a scan, to be run before any lock: see :func:`subject_of_upstream_token`)."""
+    if subject is None:
+        subject = subject_of_upstream_token(session, token_id, issuer)
+    return upstream_token_roots(token_id, subject, issuer)
+
+
 def subject_of_upstream_token(
     session: Session, token_id: str, issuer: str | None = None
 ) -> str | None:

@@ -105,14 +105,9 @@ def handle_exposure_report(
                 entry.decision, entry.reason = "allow", "exposure.access_token_revoked"
                 entry.detail += f"; revoked {count} token(s)"
             elif found is not None and found.kind == "upstream_token":
+                roots = queries.upstream_token_roots(found.identifier, found.subject, found.issuer)
                 count = revoke_upstream_token(
-                    session,
-                    found.identifier,
-                    found.subject,
-                    "exposure report",
-                    now,
-                    expires_at=found.expires_at,
-                    issuer=found.issuer,
+                    session, found.identifier, roots, "exposure report", now, found.expires_at
                 )
                 entry.subject_token_id = found.identifier
                 entry.decision, entry.reason = "allow", "exposure.upstream_token_blocked"

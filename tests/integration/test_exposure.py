@@ -112,6 +112,14 @@ def test_a_token_named_by_id_alone_is_looked_up_by_its_sub_before_the_lock(
         found = queries.subject_of_upstream_token(session, claim(leaked, "jti"))
         assert found == claims_of(leaked)["sub"]
         assert queries.subject_of_upstream_token(session, "never-presented") is None
+        # The roots every caller sweeps (sts revoke, sts exposure) carry that sub, and the
+        # same rows are found as by the id alone.
+        roots = queries.find_upstream_token_roots(session, claim(leaked, "jti"), None, None)
+        assert found in {str(value) for value in roots.compile().params.values()}
+        by_id = queries.upstream_token_roots(claim(leaked, "jti"), None)
+        listed = [row.jti for row in queries.lineage_tokens(session, roots)]
+        assert listed == [row.jti for row in queries.lineage_tokens(session, by_id)]
+        assert len(listed) == 1
 
 
 P256_ORDER = 0xFFFFFFFF00000000FFFFFFFFFFFFFFFFBCE6FAADA7179E84F3B9CAC2FC632551
