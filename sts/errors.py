@@ -52,6 +52,14 @@ class InvalidRequest(OAuthError):
     error = "invalid_request"
 
 
+class InvalidDpopProof(OAuthError):
+    """RFC 9449 §5: a token request whose DPoP proof is missing where one is required, or
+    fails a check of §4.3, is answered 400 ``invalid_dpop_proof`` (registered in §12.3)."""
+
+    error = "invalid_dpop_proof"
+    default_description = "The DPoP proof is invalid."
+
+
 class InvalidClient(OAuthError):
     """RFC 6749 §5.2: 401 with a WWW-Authenticate header. A client that authenticated with
     the Authorization header used Basic, the one HTTP scheme sts's endpoints accept, and

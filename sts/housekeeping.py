@@ -6,6 +6,8 @@
   longer than the same retention (and than the clock leeway, during which an exchange
   still accepts the token);
 * audit records older than ``audit_retention`` (their own, longer, retention);
+* used client assertions and DPoP proofs whose own expiry (plus the clock leeway)
+  refuses them anyway: their record guards against a replay only until then;
 * status lists that are full (never allocated from again) and whose tokens have all
   expired are retired: no longer served, their ids never reused.
 """
@@ -39,6 +41,7 @@ class Collected:
     blocks: int  # lifted or expired
     audit: int
     status_lists: int
+    replay_records: int = 0  # used client assertions and DPoP proofs
 
 
 def collect_garbage(
@@ -48,6 +51,7 @@ def collect_garbage(
     rows each, so that exchanges get the write lock between them."""
     lineage_cutoff = now - timedelta(seconds=settings.lineage_retention)
     audit_cutoff = now - timedelta(seconds=settings.audit_retention)
+    replay_cutoff = now - timedelta(seconds=settings.clock_leeway)
     with write() as session:
         status_lists = queries.retire_spent_status_lists(session, now)
         block_cutoff = now - timedelta(
@@ -62,6 +66,9 @@ def collect_garbage(
             write, lambda s, n: queries.delete_expired_lineage(s, lineage_cutoff, n), batch
         ),
         audit=_in_batches(write, lambda s, n: queries.delete_old_audit(s, audit_cutoff, n), batch),
+        replay_records=_in_batches(
+            write, lambda s, n: queries.delete_spent_replay_records(s, replay_cutoff, n), batch
+        ),
     )
 
 

@@ -47,6 +47,9 @@ class Settings:
     signing_alg: str = "ES256"
     max_token_ttl: int = 900  # global cap on any issued token's lifetime, seconds
     clock_leeway: int = 30  # seconds of skew tolerated on exp/nbf/iat of inbound tokens
+    # RFC 9449 §4.3 check 11 (§11.1): a DPoP proof is accepted this many seconds after its
+    # ``iat`` (plus the clock leeway); its ``jti`` is kept that long to refuse a replay.
+    dpop_proof_max_age: int = 60
     # Cache-Control max-age of the JWKS document, seconds. None: derived from the lead
     # time (see jwks_cache_max_age); when set, it must not exceed the lead time.
     jwks_max_age: int | None = None
@@ -144,6 +147,7 @@ class Settings:
             "STS_SIGNING_ALG": self.signing_alg,
             "STS_MAX_TOKEN_TTL": str(self.max_token_ttl),
             "STS_CLOCK_LEEWAY": str(self.clock_leeway),
+            "STS_DPOP_PROOF_MAX_AGE": str(self.dpop_proof_max_age),
             "STS_JWKS_MAX_AGE": str(self.jwks_cache_max_age),
             "STS_AUTO_MIGRATE": str(self.should_auto_migrate).lower(),
             "STS_ISSUER_JWKS_TIMEOUT": str(self.issuer_jwks_timeout),
@@ -186,6 +190,7 @@ class Settings:
             "STS_SIGNING_ALG": ("signing_alg", str),
             "STS_MAX_TOKEN_TTL": ("max_token_ttl", _parse_positive_int),
             "STS_CLOCK_LEEWAY": ("clock_leeway", _parse_non_negative_int),
+            "STS_DPOP_PROOF_MAX_AGE": ("dpop_proof_max_age", _parse_positive_int),
             "STS_JWKS_MAX_AGE": ("jwks_max_age", _parse_non_negative_int),
             "STS_AUTO_MIGRATE": ("auto_migrate", _parse_bool),
             "STS_ISSUER_JWKS_TIMEOUT": ("issuer_jwks_timeout", _parse_seconds),

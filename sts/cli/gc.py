@@ -21,8 +21,8 @@ def gc_command() -> None:
         collected = collect_garbage(lambda: write_transaction(session_factory), settings, now)
     click.echo(
         f"deleted {collected.lineage} lineage row(s), {collected.blocks} lifted or expired "
-        f"block(s), {collected.audit} audit record(s); retired {collected.status_lists} "
-        "status list(s)"
+        f"block(s), {collected.audit} audit record(s), {collected.replay_records} used "
+        f"assertion or DPoP proof id(s); retired {collected.status_lists} status list(s)"
     )
 
 

@@ -120,6 +120,7 @@ class ExchangeStore:
         self.insert_issued_token = prepare(queries.INSERT_ISSUED_TOKEN)
         self.insert_audit = prepare(queries.INSERT_AUDIT)
         self.insert_client_assertion = prepare(queries.INSERT_CLIENT_ASSERTION_ONCE[dialect.name])
+        self.insert_dpop_proof = prepare(queries.INSERT_DPOP_PROOF_ONCE[dialect.name])
         self.share_governance_lock = (
             prepare(queries.SHARE_GOVERNANCE_LOCK) if dialect.name == "postgresql" else None
         )
@@ -353,6 +354,11 @@ class ExchangeTransaction:
         """False when this (client, jti) was already recorded: a replay."""
         values = {"client_id": client_id, "jti": jti, "expires_at": expires_at}
         return self._execute_counting(self.store.insert_client_assertion, values) > 0
+
+    def record_dpop_proof(self, jkt: str, jti: str, expires_at: datetime) -> bool:
+        """False when this (key, jti) was already recorded: a replayed DPoP proof."""
+        values = {"jkt": jkt, "jti": jti, "expires_at": expires_at}
+        return self._execute_counting(self.store.insert_dpop_proof, values) > 0
 
     def status_index(self) -> tuple[int, int] | None:
         """(list id, index): from a block this transaction claimed, else from the process's

@@ -274,6 +274,16 @@ class ClientAssertion(Base):
     expires_at: Mapped[datetime] = mapped_column(index=True)
 
 
+class DpopProof(Base):
+    """``jti`` values of DPoP proofs already used, per proof key (RFC 9449 §11.1)."""
+
+    __tablename__ = "dpop_proofs"
+
+    jkt: Mapped[str] = mapped_column(String(64), primary_key=True)  # RFC 7638 thumbprint
+    jti: Mapped[str] = mapped_column(String(255), primary_key=True)
+    expires_at: Mapped[datetime] = mapped_column(index=True)
+
+
 class AuditRecord(Base):
     """Append-only: one row per decision. Tokens appear only as ``jti`` or a SHA-256 hash."""
 

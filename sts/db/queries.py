@@ -18,6 +18,7 @@ from sqlalchemy import (
     or_,
     select,
     text,
+    tuple_,
     update,
 )
 from sqlalchemy.dialects.postgresql import insert as postgresql_insert
@@ -31,6 +32,7 @@ from sts.db.models import (
     Base,
     Client,
     ClientAssertion,
+    DpopProof,
     IssuedToken,
     Revocation,
     Rule,
@@ -247,18 +249,24 @@ def record_unless_blocked_statement(pairs: int) -> Select[str, str]:
     return select(blocked.c.kind, blocked.c.value).add_cte(lineage, audited.cte("audit"))
 
 
-def _insert_client_assertion_once(dialect_name: str) -> Insert:
-    values: dict[str, Any] = {name: bindparam(name) for name in ("client_id", "jti", "expires_at")}
+def _insert_once(model: Any, columns: tuple[str, ...], dialect_name: str) -> Insert:
+    values: dict[str, Any] = {name: bindparam(name) for name in columns}
     insert_for = postgresql_insert if dialect_name == "postgresql" else sqlite_insert
     # preserve_rowcount: SQLAlchemy keeps an INSERT's rowcount only when asked to.
-    statement = insert_for(ClientAssertion).values(values).on_conflict_do_nothing()
+    statement = insert_for(model).values(values).on_conflict_do_nothing()
     return statement.execution_options(preserve_rowcount=True)
 
 
-# RFC 7523 §3: a JWT assertion is used once. ``ON CONFLICT DO NOTHING``: a replay inserts
-# no row (rowcount 0) instead of failing the transaction. Per dialect (SQLite, PostgreSQL).
+# RFC 7523 §3: a JWT assertion is used once; RFC 9449 §11.1: so is a DPoP proof. ``ON
+# CONFLICT DO NOTHING``: a replay inserts no row (rowcount 0) instead of failing the
+# transaction. Per dialect (SQLite, PostgreSQL).
 INSERT_CLIENT_ASSERTION_ONCE = {
-    dialect: _insert_client_assertion_once(dialect) for dialect in ("sqlite", "postgresql")
+    dialect: _insert_once(ClientAssertion, ("client_id", "jti", "expires_at"), dialect)
+    for dialect in ("sqlite", "postgresql")
+}
+INSERT_DPOP_PROOF_ONCE = {
+    dialect: _insert_once(DpopProof, ("jkt", "jti", "expires_at"), dialect)
+    for dialect in ("sqlite", "postgresql")
 }
 
 
@@ -676,6 +684,27 @@ def delete_spent_blocks(session: Session, cutoff: datetime) -> int:
     expired = and_(Revocation.expires_at.is_not(None), Revocation.expires_at < cutoff)
     result = session.execute(delete(Revocation).where(or_(lifted, expired)))
     return int(result.rowcount)  # type: ignore[attr-defined]
+
+
+def delete_spent_replay_records(session: Session, cutoff: datetime, limit: int) -> int:
+    """Delete up to ``limit`` used client assertions and as many DPoP proofs whose
+    ``expires_at`` is before ``cutoff``: their own expiry refuses them by then, so their
+    record no longer guards against a replay (RFC 7523 §3, RFC 9449 §11.1)."""
+    deleted = 0
+    tables: tuple[tuple[Any, tuple[Any, ...]], ...] = (
+        (ClientAssertion, (ClientAssertion.client_id, ClientAssertion.jti)),
+        (DpopProof, (DpopProof.jkt, DpopProof.jti)),
+    )
+    for model, primary_key in tables:
+        key = tuple_(*primary_key)
+        spent = select(*primary_key).where(model.expires_at < cutoff)
+        result = session.execute(
+            delete(model)
+            .where(key.in_(spent.limit(limit)))
+            .execution_options(synchronize_session=False)
+        )
+        deleted += int(result.rowcount)  # type: ignore[attr-defined]
+    return deleted
 
 
 def delete_old_audit(session: Session, cutoff: datetime, limit: int) -> int:

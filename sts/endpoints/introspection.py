@@ -27,11 +27,26 @@ from sts.endpoints.metadata import INTROSPECTION_PATH
 from sts.policy.evaluate import Deny, regrant
 from sts.protocol.token_request import parse_token_request
 from sts.services import Services
+from sts.tokens.dpop import dpop_key
 
 log = logging.getLogger(__name__)
 
 # RFC 7662 §2.2: the members an active answer carries (when the token has them).
-ACTIVE_MEMBERS = ("scope", "client_id", "sub", "aud", "iss", "exp", "iat", "nbf", "jti", "act")
+# RFC 9449 §6.2: ``cnf`` too, so that a resource server learns the key a DPoP-bound token
+# must be presented with.
+ACTIVE_MEMBERS = (
+    "scope",
+    "client_id",
+    "sub",
+    "aud",
+    "iss",
+    "exp",
+    "iat",
+    "nbf",
+    "jti",
+    "act",
+    "cnf",
+)
 
 
 def handle_introspection(
@@ -84,7 +99,8 @@ def inspect_token(services: Services, token: str, now: datetime) -> dict[str, An
     if rule is None:
         log.info("introspection: jti=%s inactive: its rule was removed", jti)
         return inactive
-    decision = regrant(rule, audiences, scopes)
+    bound = dpop_key(verified.claims) is not None
+    decision = regrant(rule, audiences, scopes, bound=bound)
     if isinstance(decision, Deny):
         log.info(
             "introspection: jti=%s inactive: rule %s@%s no longer grants it (%s)",
@@ -97,5 +113,5 @@ def inspect_token(services: Services, token: str, now: datetime) -> dict[str, An
     claims = verified.claims
     active: dict[str, Any] = {"active": True}
     active.update({name: claims[name] for name in ACTIVE_MEMBERS if name in claims})
-    active["token_type"] = "Bearer"
+    active["token_type"] = "DPoP" if bound else "Bearer"  # RFC 9449 §6.2
     return active

@@ -8,6 +8,7 @@ from urllib.parse import urlsplit
 from sts.endpoints import Response
 from sts.protocol import GRANT_TOKEN_EXCHANGE, SUPPORTED_SUBJECT_TOKEN_TYPES
 from sts.settings import SIGNING_ALGORITHMS, Settings
+from sts.tokens.dpop import PROOF_ALGORITHMS
 
 TOKEN_PATH = "/token"
 REVOCATION_PATH = "/revoke"
@@ -49,6 +50,8 @@ def build_metadata(settings: Settings) -> dict[str, Any]:
         # draft-ietf-oauth-status-list: where every status list this issuer serves is named.
         "status_list_aggregation_endpoint": issuer + STATUS_LIST_PATH,
         "exposure_report_endpoint": issuer + EXPOSURE_PATH,
+        # RFC 9449 §5.1: the algorithms a DPoP proof may be signed with.
+        "dpop_signing_alg_values_supported": sorted(PROOF_ALGORITHMS),
     }
 
 

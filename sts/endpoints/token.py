@@ -15,7 +15,8 @@ from sts.protocol import GRANT_TOKEN_EXCHANGE, require_form_encoded
 from sts.protocol.exchange import single_values
 from sts.services import Services
 
-GrantHandler = Callable[[Services, Sequence[tuple[str, str]], str | None], Response]
+# (services, form, Authorization header, DPoP header: RFC 9449 §4.1)
+GrantHandler = Callable[[Services, Sequence[tuple[str, str]], str | None, str | None], Response]
 GRANTS: dict[str, GrantHandler] = {GRANT_TOKEN_EXCHANGE: token_exchange.exchange}
 GRANT_TYPE = frozenset({"grant_type"})
 
@@ -26,6 +27,7 @@ def handle_token_request(
     content_type: str,
     form: Sequence[tuple[str, str]],
     authorization: str | None,
+    dpop: str | None = None,
 ) -> Response:
     require_form_encoded(content_type)  # RFC 6749 §3.2
     # RFC 6749 §3.2: once, and a blank value is an omitted one (single_values).
@@ -35,4 +37,4 @@ def handle_token_request(
     handler = GRANTS.get(grant_type)
     if handler is None:
         raise errors.UnsupportedGrantType(reason="request.unsupported_grant_type")
-    return handler(services, form, authorization)
+    return handler(services, form, authorization, dpop)

@@ -1,11 +1,13 @@
 """The RFC 8693 token exchange grant, as numbered steps.
 
 1. parse the request once (``protocol.exchange``);
-2. authenticate the client (``client_auth``);
+2. authenticate the client (``client_auth``), and check its DPoP proof if it sent one
+   (RFC 9449 §4.3, ``sts.tokens.dpop``);
 3. verify the subject and actor tokens: signature, issuer, audience, times (no I/O but
-   a cached issuer JWKS);
+   a cached issuer JWKS); a token bound to a key (``cnf``) needs a proof by that key;
 4. in ONE database transaction (``sts.db.exchange_store``): resolve what only the database
-   knows (credential, lineage and revocation of a parent), evaluate the rules (pure),
+   knows (credential, lineage and revocation of a parent), record the DPoP proof's jti
+   (a replay is refused), evaluate the rules (pure),
    build the claims (pure), claim a status-list index, and record the lineage and audit
    rows unless an identity involved or the signing key is blocked (on PostgreSQL the
    check and both rows are one statement, sent with the COMMIT); commit; refuse if a
@@ -50,6 +52,7 @@ from sts.tokens.claims import (
     compute_lifetime,
     new_token_id,
 )
+from sts.tokens.dpop import DpopProof, require_possession, verify_dpop_proof
 from sts.tokens.mint import mint_access_token
 from sts.tokens.verify import VerifiedJwt, refuse
 from sts.trust import TrustConfig
@@ -106,11 +109,15 @@ class Resolved:
 
 
 def exchange(
-    services: Services, form: Sequence[tuple[str, str]], authorization: str | None
+    services: Services,
+    form: Sequence[tuple[str, str]],
+    authorization: str | None,
+    dpop: str | None = None,
 ) -> Response:
     now = services.clock()
     entry = AuditEntry(at=now)
     client: AuthenticatedClient | None = None
+    proof: DpopProof | None = None
     try:
         request = parse_token_exchange_request(form)
         entry.requested_audiences = list(request.targets)
@@ -127,6 +134,14 @@ def exchange(
             now=now,
         )
         entry.client_id = client.client_id
+        proof = verify_dpop_proof(
+            dpop,
+            method="POST",
+            uri=settings.issuer + "/token",  # the public URI, as for client assertions
+            now=now,
+            max_age=settings.dpop_proof_max_age,
+            leeway=settings.clock_leeway,
+        )
         subject = present(
             services, trust, request.subject_token, request.subject_token_type, "subject", now
         )
@@ -136,9 +151,12 @@ def exchange(
             actor = present(
                 services, trust, request.actor_token, request.actor_token_type, "actor", now
             )
-        return issue(services, trust, request, client, subject, actor, entry, now)
+        for role, token in (("subject", subject), ("actor", actor)):
+            if isinstance(token, VerifiedJwt):
+                require_possession(role, token.claims, proof)
+        return issue(services, trust, request, client, subject, actor, entry, now, proof)
     except errors.OAuthError as error:
-        record_refusal(services, entry, error, client)
+        record_refusal(services, entry, error, client, proof)
         raise
 
 
@@ -170,6 +188,7 @@ def issue(
     actor: Presented | None,
     entry: AuditEntry,
     now: datetime,
+    proof: DpopProof | None = None,
 ) -> Response:
     """Step 4: one transaction from the database checks to the committed records, then
     the signature."""
@@ -186,6 +205,8 @@ def issue(
         transaction.hold_governance_shared()
         if client.assertion_jti is not None:
             _record_assertion(transaction, client)
+        if proof is not None:
+            _record_proof(transaction, proof)
         resolved_subject = resolve(transaction, subject, "subject", settings.issuer)
         _note_resolved_subject(entry, resolved_subject)
         resolved_actor = resolve(transaction, actor, "actor", settings.issuer) if actor else None
@@ -202,6 +223,7 @@ def issue(
         if isinstance(decision, Deny):
             raise _deny_error(decision, entry)
         entry.rule_id, entry.rule_version = decision.rule.id, decision.rule.version
+        _require_sender_constraint(decision, proof)
         lifetime = compute_lifetime(
             rule_max_ttl=decision.max_ttl,
             global_cap=settings.max_token_ttl,
@@ -233,6 +255,8 @@ def issue(
             act=act,
             subject_claims=resolved_subject.facts.claims,
             status=status.claim,
+            # RFC 9449 §6.1: bound to the key that signed the proof (RFC 7800 ``cnf``).
+            confirmation={"jkt": proof.jkt} if proof is not None else None,
         )
         identities = exchange_identities(
             client.client_id,
@@ -252,6 +276,7 @@ def issue(
             now,
             status,
             identities=identities,
+            proof=proof,
         )
         return Granted(claims, decision, lifetime.seconds, blocks)
 
@@ -283,7 +308,8 @@ def issue(
     body: dict[str, Any] = {
         "access_token": access_token,
         "issued_token_type": request.requested_token_type,
-        "token_type": "Bearer",
+        # RFC 9449 §5: a token bound to a DPoP key is of type DPoP.
+        "token_type": "DPoP" if proof is not None else "Bearer",
         "expires_in": granted.lifetime,
     }
     # Always sent when the token has scopes (REQUIRED where they differ from the request);
@@ -379,6 +405,21 @@ def _record_assertion(transaction: ExchangeTransaction, client: AuthenticatedCli
         raise errors.InvalidClient("The client assertion was already used.", reason="client.replay")
 
 
+def _record_proof(transaction: ExchangeTransaction, proof: DpopProof) -> None:
+    # RFC 9449 §11.1: a proof is used once (per key; the jti is the client's own).
+    if not transaction.record_dpop_proof(proof.jkt, proof.jti, proof.expires_at):
+        raise errors.InvalidDpopProof("The DPoP proof was already used.", reason="dpop.replay")
+
+
+def _require_sender_constraint(decision: Allow, proof: DpopProof | None) -> None:
+    """The rule's ``allow.sender_constraint``: "dpop" issues only to the holder of a key."""
+    grant = decision.rule.grant
+    if grant is not None and grant.sender_constraint == "dpop" and proof is None:
+        raise errors.InvalidDpopProof(
+            "This exchange requires a DPoP proof (RFC 9449).", reason="policy.dpop_required"
+        )
+
+
 def _record_issued(
     transaction: ExchangeTransaction,
     decision: Allow,
@@ -391,6 +432,7 @@ def _record_issued(
     status: TokenStatus,
     *,
     identities: Sequence[tuple[str, str]],
+    proof: DpopProof | None = None,
 ) -> Blocks:
     """Lineage and audit, in the exchange's transaction: no token without both, and
     neither while one of ``identities`` is blocked (the blocks found are returned).
@@ -429,6 +471,8 @@ def _record_issued(
     # this jti.
     granted = entry.values()
     granted.update(decision="allow", reason="granted", issued_jti=claims["jti"])
+    if proof is not None:  # which key the token is bound to (a public key's hash)
+        granted["detail"] = f"dpop_jkt={proof.jkt}"
     return transaction.record_unless_blocked(identities, lineage, granted)
 
 
@@ -468,6 +512,7 @@ def record_refusal(
     entry: AuditEntry,
     error: errors.OAuthError,
     client: AuthenticatedClient | None,
+    proof: DpopProof | None = None,
 ) -> None:
     """Write the refusal's audit row in its own transaction. The response is the refusal
     whether or not this write succeeds (no token is at stake); a failure is logged.
@@ -490,6 +535,8 @@ def record_refusal(
             transaction.record_client_assertion(
                 client.client_id, client.assertion_jti, client.assertion_expires_at
             )
+        if proof is not None:  # a verified proof is spent whatever became of the request
+            transaction.record_dpop_proof(proof.jkt, proof.jti, proof.expires_at)
         transaction.record_audit(entry.values())
 
     try:

@@ -201,12 +201,17 @@ def _grant_scopes(grant_: Grant, facts: ExchangeFacts) -> tuple[str, ...] | Deny
     return tuple(dict.fromkeys(facts.scopes))
 
 
-def regrant(rule: CompiledRule, audiences: Sequence[str], scopes: Sequence[str]) -> Allow | Deny:
+def regrant(
+    rule: CompiledRule, audiences: Sequence[str], scopes: Sequence[str], *, bound: bool = False
+) -> Allow | Deny:
     """Post-issuance check (RFC 7662 introspection): would ``rule``, as it stands now,
-    still grant an issued token's audiences and scopes? Only the grant step is re-run;
-    the facts the rule matched at issuance (the subject token) are not kept."""
+    still grant an issued token's audiences and scopes, and is the token bound to a key
+    (``bound``: a ``cnf.jkt``) if the rule now asks for that? Only the grant step is
+    re-run; the facts the rule matched at issuance (the subject token) are not kept."""
     if rule.effect != "allow" or rule.grant is None:
         return Deny("invalid_request", "rule: no longer an allow rule", rule)
+    if rule.grant.sender_constraint == "dpop" and not bound:
+        return Deny("invalid_request", "rule: now requires a DPoP-bound token", rule)
     issued = TokenFacts(source="sts", source_name="sts", issuer="", subject="")
     facts = ExchangeFacts(
         subject=issued,

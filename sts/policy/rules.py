@@ -14,7 +14,7 @@ A definition is plain JSON (stored in ``rules.definition``)::
                "max_chain_depth": 1},    # absent: actor tokens are refused
      "allow": {"audiences": ["https://deploy.acme.internal"], "scopes": ["deploy:write"],
                "default_scopes": [], "max_ttl": 300, "copy_claims": ["repository", "sha"],
-               "max_audiences": 1}}
+               "max_audiences": 1, "sender_constraint": "dpop"}}   # dpop: RFC 9449, optional
 """
 
 from __future__ import annotations
@@ -47,6 +47,7 @@ RESERVED_CLAIMS = frozenset(
 )
 SCOPE_TOKEN = re.compile(r"^[\x21\x23-\x5B\x5D-\x7E]+$")  # RFC 6749 §3.3 scope-token
 SOURCE_KEYS = ("issuer", "credential", "sts")
+SENDER_CONSTRAINTS = (None, "dpop")  # RFC 9449
 
 
 class RuleError(ValueError):
@@ -100,6 +101,10 @@ class Grant:
     max_ttl: int
     copy_claims: tuple[str, ...]
     max_audiences: int
+    # "dpop": the token is issued only to the holder of a key, proven by a DPoP proof
+    # (RFC 9449), and bound to it (``cnf.jkt``). None: a proof is optional (a token is
+    # bound whenever the request carries one).
+    sender_constraint: str | None = None
 
 
 @dataclass(frozen=True)
@@ -230,7 +235,15 @@ def _compile_grant(spec: object) -> Grant:
         raise RuleError("allow must be a mapping")
     _only_keys(
         spec,
-        {"audiences", "scopes", "default_scopes", "max_ttl", "copy_claims", "max_audiences"},
+        {
+            "audiences",
+            "scopes",
+            "default_scopes",
+            "max_ttl",
+            "copy_claims",
+            "max_audiences",
+            "sender_constraint",
+        },
         "allow",
     )
     audiences = tuple(_string_list(spec.get("audiences", []), "allow.audiences", allow_empty=True))
@@ -259,7 +272,12 @@ def _compile_grant(spec: object) -> Grant:
     max_audiences = spec.get("max_audiences", 1)
     if not isinstance(max_audiences, int) or isinstance(max_audiences, bool) or max_audiences < 1:
         raise RuleError("allow.max_audiences must be a positive whole number")
-    return Grant(audiences, scopes, defaults, max_ttl, copy_claims, max_audiences)
+    sender_constraint = spec.get("sender_constraint")
+    if sender_constraint not in SENDER_CONSTRAINTS:
+        raise RuleError('allow.sender_constraint must be "dpop" (or left out)')
+    return Grant(
+        audiences, scopes, defaults, max_ttl, copy_claims, max_audiences, sender_constraint
+    )
 
 
 def _only_keys(spec: Mapping[str, Any], allowed: set[str], where: str) -> None:

@@ -81,6 +81,7 @@ def build_claims(
     act: Mapping[str, Any] | None,
     subject_claims: Mapping[str, Any],
     status: Mapping[str, Any] | None = None,
+    confirmation: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     issued_at = int(now.timestamp())
     claims: dict[str, Any] = {
@@ -104,6 +105,8 @@ def build_claims(
         claims["client_id"] = client_id
     if act:
         claims["act"] = dict(act)
+    if confirmation is not None:
+        claims["cnf"] = dict(confirmation)  # RFC 7800 §3.1
     if status is not None:
         # draft-ietf-oauth-status-list: where a relying party finds this token's status.
         claims["status"] = dict(status)

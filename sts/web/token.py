@@ -45,6 +45,7 @@ def register_token_routes(app: Flask, services: Services) -> None:
             content_type=request.mimetype,
             form=form_items(),
             authorization=auth_header(),
+            dpop=request.environ.get("HTTP_DPOP"),
         )
         return to_flask(result)
 
@@ -96,6 +97,7 @@ class DirectToken:
             content_type=mimetype,
             form=parse_form(mimetype, body),
             authorization=environ.get("HTTP_AUTHORIZATION"),
+            dpop=environ.get("HTTP_DPOP"),
         )
 
     @staticmethod
