@@ -6,6 +6,7 @@ import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from sqlalchemy import Engine, inspect, text
+from sqlalchemy.exc import IntegrityError
 
 from sts.app import create_app
 from sts.db.engine import make_engine
@@ -311,6 +312,30 @@ def test_block_expiry_revision_goes_both_ways_keeping_the_blocks(empty_database_
         assert connection.execute(text("SELECT kind, value FROM revocations")).all() == [
             ("subject", "s")
         ]
+    upgrade(config)
+    assert schema_is_at_head(engine, config)[0]
+    engine.dispose()
+
+
+def test_dpop_proofs_revision_goes_both_ways(empty_database_url: str) -> None:
+    """0009 adds ``dpop_proofs`` (RFC 9449 §11.1), keyed by (proof key, jti) so that a
+    second insert of one proof is a conflict; its downgrade drops the table."""
+    engine = make_engine(empty_database_url)
+    config = alembic_config(engine)
+
+    upgrade(config, "0008_block_expiry")
+    assert "dpop_proofs" not in inspect(engine).get_table_names()
+    upgrade(config)
+    assert columns_of(engine, "dpop_proofs") >= {"jkt", "jti", "expires_at"}
+    assert "ix_dpop_proofs_expires_at" in index_names_of(engine, "dpop_proofs")
+    insert = text("INSERT INTO dpop_proofs (jkt, jti, expires_at) VALUES (:k, :j, :t)")
+    with engine.begin() as connection:
+        connection.execute(insert, {"k": "key-1", "j": "j", "t": "2026-11-30 12:00:00"})
+        connection.execute(insert, {"k": "key-2", "j": "j", "t": "2026-11-30 12:00:00"})
+    with pytest.raises(IntegrityError), engine.begin() as connection:
+        connection.execute(insert, {"k": "key-1", "j": "j", "t": "2026-11-30 12:00:00"})
+    downgrade(config, "0008_block_expiry")
+    assert "dpop_proofs" not in inspect(engine).get_table_names()
     upgrade(config)
     assert schema_is_at_head(engine, config)[0]
     engine.dispose()

@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from sts.policy.evaluate import Allow, Deny, ExchangeFacts, TokenFacts, evaluate
+from sts.policy.evaluate import Allow, Deny, ExchangeFacts, TokenFacts, evaluate, regrant
 from sts.policy.rules import CompiledRule, RuleError, compile_matcher, compile_rule
 
 DEPLOY = "https://deploy"
@@ -371,6 +371,14 @@ COMPILE_ERRORS: list[tuple[str, dict[str, Any], str]] = [
         },
         "actor.max_chain_depth must be",
     ),
+    (
+        "unknown sender constraint",
+        {
+            "subject_token": {"issuer": "ci"},
+            "allow": {"audiences": ["a"], "max_ttl": 1, "sender_constraint": "mtls"},
+        },
+        'allow.sender_constraint must be "dpop"',
+    ),
 ]
 
 
@@ -391,3 +399,20 @@ def test_matchers() -> None:
     assert not compile_matcher({"glob": "refs/heads/*"}, "m").matches("xrefs/heads/main")
     assert compile_matcher(["a", "b"], "m").matches("b")
     assert not compile_matcher(["a", "b"], "m").matches(["a"])
+
+
+def test_a_rule_may_require_dpop_and_regrant_checks_it_after_issuance() -> None:
+    """``allow.sender_constraint: dpop`` (RFC 9449): introspection's post-issuance check
+    ends a token that is not bound to a key once its rule asks for one."""
+    definition = {
+        "subject_token": {"issuer": "ci"},
+        "allow": {"audiences": ["a"], "max_ttl": 1, "sender_constraint": "dpop"},
+    }
+    rule = compile_rule(1, "r", 1, definition)
+    assert rule.grant is not None and rule.grant.sender_constraint == "dpop"
+    assert isinstance(regrant(rule, ["a"], [], bound=True), Allow)
+    refused = regrant(rule, ["a"], [], bound=False)
+    assert isinstance(refused, Deny) and "DPoP" in refused.reason
+    optional = compile_rule(2, "o", 1, {**definition, "allow": {"audiences": ["a"], "max_ttl": 1}})
+    assert optional.grant is not None and optional.grant.sender_constraint is None
+    assert isinstance(regrant(optional, ["a"], [], bound=False), Allow)

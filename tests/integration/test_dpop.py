@@ -1,0 +1,267 @@
+"""DPoP at the token endpoint (RFC 9449), through the app, on SQLite and PostgreSQL.
+
+The proof's own checks (§4.3) are unit-tested in ``tests/unit/test_dpop_proof.py``; here,
+what the exchange does with a proof: the token is bound (§6.1) and typed DPoP (§5), the
+proof is used once (§11.1) whatever the answer, a bound token is exchanged only with a
+proof by its key, a rule can require a proof, introspection describes the binding (§6.2)
+and re-checks that requirement, and ``sts gc`` forgets spent proofs."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+import pytest
+from joserfc import jwt
+from joserfc.jwk import ECKey
+
+from sts.db.models import ClientAssertion, DpopProof, IssuedToken
+from tests.conftest import TEST_ISSUER
+from tests.integration.test_offboarding import sts
+from tests.integration.world import DEPLOY, RULES, VAULT, World, claims_of
+
+TOKEN_URI = TEST_ISSUER + "/token"
+
+
+def make_proof(world: World, key: ECKey, **claims: Any) -> str:
+    """A DPoP proof for POST /token, signed by ``key`` (RFC 9449 §4.2)."""
+    header = {"typ": "dpop+jwt", "alg": "ES256", "jwk": key.as_dict(private=False)}
+    payload = {"jti": uuid.uuid4().hex, "htm": "POST", "htu": TOKEN_URI, "iat": world.now()}
+    payload.update(claims)
+    return jwt.encode(header, payload, key, algorithms=["ES256"])
+
+
+def ci_exchange(world: World, proof: str | None, **params: str) -> Any:
+    headers = {"DPoP": proof} if proof is not None else None
+    return world.exchange(world.ci_token(), audience=DEPLOY, headers=headers, **params)
+
+
+def workload_exchange(world: World, subject_token: str, proof: str | None) -> Any:
+    from sts.grants.client_auth import JWT_BEARER_ASSERTION
+    from sts.protocol import TOKEN_TYPE_ACCESS_TOKEN
+
+    return world.exchange(
+        subject_token,
+        TOKEN_TYPE_ACCESS_TOKEN,
+        auth=None,
+        form=[
+            ("client_assertion_type", JWT_BEARER_ASSERTION),
+            ("client_assertion", world.workload_assertion()),
+        ],
+        headers={"DPoP": proof} if proof is not None else None,
+        audience=DEPLOY,
+        scope="deploy:write",
+    )
+
+
+def last_audit(world: World) -> dict[str, Any]:
+    return world.audit_rows()[-1]
+
+
+def test_a_proof_binds_the_token_to_its_key(world: World) -> None:
+    key = ECKey.generate_key("P-256")
+    response = ci_exchange(world, make_proof(world, key))
+    assert response.status_code == 200, response.json
+    assert response.json["token_type"] == "DPoP"  # RFC 9449 §5
+    claims = claims_of(response.json["access_token"])
+    assert claims["cnf"] == {"jkt": key.thumbprint()}  # §6.1, RFC 7638
+    row = last_audit(world)
+    assert (row["decision"], row["issued_jti"]) == ("allow", claims["jti"])
+    assert row["detail"] == f"dpop_jkt={key.thumbprint()}"
+    assert world.count(DpopProof) == 1
+
+
+def test_without_a_proof_the_token_is_a_bearer_token(world: World) -> None:
+    response = ci_exchange(world, None)
+    assert response.status_code == 200, response.json
+    assert response.json["token_type"] == "Bearer"
+    assert "cnf" not in claims_of(response.json["access_token"])
+
+
+def test_a_replayed_proof_is_refused(world: World) -> None:
+    proof = make_proof(world, ECKey.generate_key("P-256"))
+    assert ci_exchange(world, proof).status_code == 200
+    issued = world.count(IssuedToken)
+
+    replay = ci_exchange(world, proof)
+    assert replay.status_code == 400
+    assert replay.json["error"] == "invalid_dpop_proof"
+    assert "access_token" not in replay.json
+    assert last_audit(world)["reason"] == "dpop.replay"
+    assert world.count(IssuedToken) == issued
+
+
+def test_a_proof_is_spent_by_a_refused_exchange_too(world: World) -> None:
+    proof = make_proof(world, ECKey.generate_key("P-256"))
+    refused = world.exchange(world.ci_token(), audience=VAULT, headers={"DPoP": proof})
+    assert refused.status_code == 400
+    assert refused.json["error"] == "invalid_target"
+
+    again = ci_exchange(world, proof)
+    assert again.status_code == 400
+    assert again.json["error"] == "invalid_dpop_proof"
+    assert last_audit(world)["reason"] == "dpop.replay"
+
+
+def test_the_same_jti_under_another_key_is_another_proof(world: World) -> None:
+    first = make_proof(world, ECKey.generate_key("P-256"), jti="shared-jti")
+    second = make_proof(world, ECKey.generate_key("P-256"), jti="shared-jti")
+    assert ci_exchange(world, first).status_code == 200
+    assert ci_exchange(world, second).status_code == 200
+
+
+@pytest.mark.parametrize(
+    ("claims", "reason"),
+    [
+        ({"htu": "https://elsewhere.test/token"}, "dpop.htu"),
+        ({"htm": "GET"}, "dpop.htm"),
+        ({"iat": -3600}, "dpop.stale"),
+    ],
+    ids=["htu", "htm", "stale"],
+)
+def test_an_invalid_proof_is_refused_and_not_recorded(
+    world: World, claims: dict[str, Any], reason: str
+) -> None:
+    if claims.get("iat") == -3600:
+        claims = {"iat": world.now() - 3600}
+    response = ci_exchange(world, make_proof(world, ECKey.generate_key("P-256"), **claims))
+    assert response.status_code == 400
+    assert response.json["error"] == "invalid_dpop_proof"
+    assert response.json["error_description"]
+    assert last_audit(world)["reason"] == reason
+    assert world.count(DpopProof) == 0  # nothing verified: nothing to spend
+
+
+def test_two_dpop_headers_are_refused(world: World) -> None:
+    key = ECKey.generate_key("P-256")
+    response = world.client.post(
+        "/token",
+        data=(
+            "grant_type=urn%3Aietf%3Aparams%3Aoauth%3Agrant-type%3Atoken-exchange"
+            f"&subject_token={world.ci_token()}"
+            "&subject_token_type=urn%3Aietf%3Aparams%3Aoauth%3Atoken-type%3Ajwt"
+            f"&audience={DEPLOY}"
+        ),
+        content_type="application/x-www-form-urlencoded",
+        headers=[
+            ("Authorization", "Basic Y2ktcnVubmVyOmNpLXJ1bm5lci1zZWNyZXQtMDEyMzQ1Njc4OWFiY2RlZg=="),
+            ("DPoP", make_proof(world, key)),
+            ("DPoP", make_proof(world, key)),
+        ],
+    )
+    assert response.status_code == 400, response.json
+    assert response.json["error"] == "invalid_dpop_proof"
+    assert last_audit(world)["reason"] == "dpop.multiple"
+
+
+def test_a_bound_token_is_exchanged_only_with_a_proof_by_its_key(world: World) -> None:
+    key = ECKey.generate_key("P-256")
+    bound = ci_exchange(world, make_proof(world, key)).json["access_token"]
+
+    # Leaked without its key: re-exchanging it would strip the binding.
+    bare = workload_exchange(world, bound, None)
+    assert bare.status_code == 400
+    assert bare.json["error"] == "invalid_dpop_proof"
+    assert last_audit(world)["reason"] == "dpop.subject_bound"
+
+    other = workload_exchange(world, bound, make_proof(world, ECKey.generate_key("P-256")))
+    assert other.status_code == 400
+    assert other.json["error"] == "invalid_dpop_proof"
+    assert last_audit(world)["reason"] == "dpop.subject_key"
+
+    holder = workload_exchange(world, bound, make_proof(world, key))
+    assert holder.status_code == 200, holder.json
+    assert holder.json["token_type"] == "DPoP"
+    assert claims_of(holder.json["access_token"])["cnf"] == {"jkt": key.thumbprint()}
+
+
+def test_an_upstream_token_bound_to_a_key_needs_its_proof(world: World) -> None:
+    key = ECKey.generate_key("P-256")
+    upstream = world.ci_token(cnf={"jkt": key.thumbprint()})
+
+    refused = world.exchange(upstream, audience=DEPLOY)
+    assert refused.status_code == 400
+    assert refused.json["error"] == "invalid_dpop_proof"
+    assert last_audit(world)["reason"] == "dpop.subject_bound"
+
+    allowed = world.exchange(upstream, audience=DEPLOY, headers={"DPoP": make_proof(world, key)})
+    assert allowed.status_code == 200, allowed.json
+    assert claims_of(allowed.json["access_token"])["cnf"] == {"jkt": key.thumbprint()}
+
+
+def test_a_binding_sts_cannot_check_refuses_the_token(world: World) -> None:
+    """RFC 8705 mTLS binding (``x5t#S256``): sts sees no client certificate: fail closed."""
+    upstream = world.ci_token(cnf={"x5t#S256": "bwcK0esc3ACC3DB2Y5_lESsXE8o9ltc05O89jdN-dg2"})
+    response = world.exchange(upstream, audience=DEPLOY)
+    assert response.status_code == 400
+    assert response.json["error"] == "invalid_request"
+    assert last_audit(world)["reason"] == "subject.cnf_unsupported"
+
+
+def require_dpop(world: World, name: str = "payments-prod-deploy") -> None:
+    definition = dict(RULES[name])
+    definition["allow"] = {**definition["allow"], "sender_constraint": "dpop"}
+    world.put_rule(name, definition)
+
+
+def test_a_rule_can_require_a_proof(world: World) -> None:
+    require_dpop(world)
+    refused = ci_exchange(world, None)
+    assert refused.status_code == 400
+    assert refused.json["error"] == "invalid_dpop_proof"
+    assert last_audit(world)["reason"] == "policy.dpop_required"
+
+    allowed = ci_exchange(world, make_proof(world, ECKey.generate_key("P-256")))
+    assert allowed.status_code == 200, allowed.json
+    assert allowed.json["token_type"] == "DPoP"
+
+
+def test_introspection_describes_the_binding(world: World) -> None:
+    key = ECKey.generate_key("P-256")
+    bound = ci_exchange(world, make_proof(world, key)).json["access_token"]
+    answer = world.introspect(bound).json
+    assert answer["active"] is True
+    assert answer["cnf"] == {"jkt": key.thumbprint()}  # RFC 9449 §6.2
+    assert answer["token_type"] == "DPoP"
+
+    bearer = world.introspect(ci_exchange(world, None).json["access_token"]).json
+    assert bearer["active"] is True
+    assert (bearer["token_type"], "cnf" in bearer) == ("Bearer", False)
+
+
+def test_a_rule_that_comes_to_require_a_proof_ends_its_bearer_tokens(world: World) -> None:
+    """Post-issuance check: introspection re-applies the rule as it stands now."""
+    bearer = ci_exchange(world, None).json["access_token"]
+    bound = ci_exchange(world, make_proof(world, ECKey.generate_key("P-256"))).json["access_token"]
+    require_dpop(world)
+    assert world.is_active(bearer) is False
+    assert world.is_active(bound) is True
+
+
+def test_metadata_names_the_proof_algorithms(world: World) -> None:
+    metadata = world.client.get("/.well-known/oauth-authorization-server").json
+    algorithms = metadata["dpop_signing_alg_values_supported"]  # RFC 9449 §5.1
+    assert "ES256" in algorithms
+    assert not {"none", "HS256"} & set(algorithms)
+
+
+def test_gc_forgets_spent_proofs_and_assertions(world: World) -> None:
+    """A used proof or client assertion is kept while its own expiry still lets it
+    through (plus the clock leeway): until then its record is what refuses a replay."""
+    settings = world.app.extensions["sts"].settings
+    assert ci_exchange(world, make_proof(world, ECKey.generate_key("P-256"))).status_code == 200
+    sts_token = ci_exchange(world, None).json["access_token"]
+    assert workload_exchange(world, sts_token, None).status_code == 200
+    assert (world.count(DpopProof), world.count(ClientAssertion)) == (1, 1)
+
+    kept = sts(world, "gc")
+    assert kept.exit_code == 0, kept.output
+    assert "0 used assertion or DPoP proof id(s)" in kept.output
+    assert (world.count(DpopProof), world.count(ClientAssertion)) == (1, 1)
+
+    # The proof's record: max age + 2 x leeway after its use; the assertion's: its exp
+    # (60 s), each then past the leeway.
+    world.clock.advance(settings.dpop_proof_max_age + 3 * settings.clock_leeway + 1)
+    collected = sts(world, "gc")
+    assert "2 used assertion or DPoP proof id(s)" in collected.output
+    assert (world.count(DpopProof), world.count(ClientAssertion)) == (0, 0)
