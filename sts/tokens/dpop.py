@@ -16,6 +16,9 @@ worthless to anyone who copies it out of a log without the key. Here, I/O-free:
 from __future__ import annotations
 
 import json
+import math
+import re
+import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -23,7 +26,7 @@ from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 from joserfc import jws
-from joserfc.errors import JoseError
+from joserfc.errors import JoseError, SecurityWarning
 from joserfc.jwk import JWKRegistry, RSAKey
 from joserfc.util import to_bytes
 
@@ -40,6 +43,18 @@ MIN_RSA_BITS = 2048
 # symmetric key, which a proof can never carry).
 PRIVATE_MEMBERS = frozenset({"d", "p", "q", "dp", "dq", "qi", "oth", "k"})
 DEFAULT_PORTS = {"http": 80, "https": 443}
+UNRESERVED = re.compile(r"%([0-9A-Fa-f]{2})")
+
+
+class _ProofRegistry(jws.JWSRegistry):
+    """joserfc's JWS limits, with room for the key in the header: an RSA-2048 ``jwk``
+    alone takes joserfc's default 512 characters of header."""
+
+    max_header_length = MAX_PROOF_BYTES
+
+
+_EXTRACTING = _ProofRegistry(algorithms=sorted(PROOF_ALGORITHMS))
+_VERIFYING = {alg: _ProofRegistry(algorithms=[alg]) for alg in PROOF_ALGORITHMS}
 
 
 @dataclass(frozen=True)
@@ -72,7 +87,7 @@ def verify_dpop_proof(
     if not proof or len(proof) > MAX_PROOF_BYTES:
         raise _invalid("The DPoP proof is not a well-formed JWT.", "malformed")
     try:  # §4.3 check 2
-        compact = jws.extract_compact(to_bytes(proof))
+        compact = jws.extract_compact(to_bytes(proof), None, _EXTRACTING)
         jose_header = compact.headers()
         claims = json.loads(compact.payload)
     except (JoseError, ValueError, UnicodeDecodeError):
@@ -83,7 +98,7 @@ def verify_dpop_proof(
     key = _public_key(jose_header.get("jwk"), alg)
     try:  # §4.3 check 6, with the key from the proof itself (and only that key)
         with accepting_eddsa(alg):
-            valid = jws.validate_compact(compact, key, registry=jws.JWSRegistry(algorithms=[alg]))
+            valid = jws.validate_compact(compact, key, registry=_VERIFYING[alg])
     except JoseError:
         valid = False
     if not valid:
@@ -127,22 +142,52 @@ def dpop_key(claims: Mapping[str, Any]) -> str | None:
 
 def normalize_uri(uri: str) -> str | None:
     """RFC 3986 §6.2.2-6.2.3 normalisation as RFC 9449 §4.3 asks for ``htu``: scheme and
-    host in lower case, the scheme's default port dropped, an empty path as "/"; query
-    and fragment ignored. None: not an absolute http(s) URI."""
+    host in lower case, percent-encoding normalised, dot segments removed, the scheme's
+    default port dropped, an empty path as "/"; query and fragment ignored. None: not an
+    absolute http(s) URI, or one with userinfo (RFC 9110 §4.2.4: never generated)."""
     try:
         parts = urlsplit(uri)
         port = parts.port
     except ValueError:
         return None
     scheme = parts.scheme.lower()
-    if scheme not in DEFAULT_PORTS or not parts.hostname:
+    if scheme not in DEFAULT_PORTS or not parts.hostname or "@" in parts.netloc:
         return None
     host = parts.hostname.lower()
     if ":" in host:
         host = f"[{host}]"  # an IPv6 literal keeps its brackets
     if port is not None and port != DEFAULT_PORTS[scheme]:
         host = f"{host}:{port}"
-    return urlunsplit((scheme, host, parts.path or "/", "", ""))
+    path = _remove_dot_segments(UNRESERVED.sub(_normalize_escape, parts.path)) or "/"
+    return urlunsplit((scheme, host, path, "", ""))
+
+
+def _normalize_escape(match: re.Match[str]) -> str:
+    """RFC 3986 §6.2.2.1-2: an escaped unreserved character is that character; any other
+    escape in upper case."""
+    char = chr(int(match.group(1), 16))
+    if char.isascii() and (char.isalnum() or char in "-._~"):
+        return char
+    return match.group(0).upper()
+
+
+def _remove_dot_segments(path: str) -> str:
+    """RFC 3986 §5.2.4 (§6.2.2.3), for an absolute path."""
+    output: list[str] = []
+    segments = path.split("/")
+    for index, segment in enumerate(segments):
+        last = index == len(segments) - 1
+        if segment == ".":
+            if last:
+                output.append("")
+        elif segment == "..":
+            if len(output) > 1:
+                output.pop()
+            if last:
+                output.append("")
+        else:
+            output.append(segment)
+    return "/".join(output)
 
 
 def _check_header(header: Mapping[str, Any]) -> str:
@@ -167,8 +212,11 @@ def _public_key(jwk: object, alg: str) -> Any:
     if jwk.get("alg") not in (None, alg):
         raise _invalid("The DPoP proof's jwk is for another algorithm.", "jwk")
     try:
-        key = JWKRegistry.import_key(jwk)
-    except (JoseError, ValueError, TypeError):
+        with warnings.catch_warnings():
+            # joserfc warns of a short RSA key; refused below, with its own reason.
+            warnings.simplefilter("ignore", SecurityWarning)
+            key = JWKRegistry.import_key(jwk)
+    except (JoseError, ValueError, TypeError, KeyError):  # KeyError: an unknown curve
         raise _invalid("The DPoP proof's jwk is not a valid public key.", "jwk") from None
     if key.is_private or key.key_type not in _KEY_TYPES[alg]:
         raise _invalid("The DPoP proof's jwk does not fit its algorithm.", "jwk")
@@ -202,7 +250,15 @@ def _check_claims(
     iat = claims.get("iat")
     if not isinstance(iat, int | float) or isinstance(iat, bool):
         raise _invalid("The DPoP proof has no iat.", "iat")
-    age = now.timestamp() - iat
+    try:
+        issued = float(iat)
+    except OverflowError:  # an integer past any float
+        issued = math.inf
+    # NaN compares false with everything: without this, it would pass both checks below
+    # at any time, also once the proof's jti has been forgotten.
+    if not math.isfinite(issued):
+        raise _invalid("The DPoP proof has no valid iat.", "iat")
+    age = now.timestamp() - issued
     if age > max_age + leeway:
         raise _invalid("The DPoP proof is too old.", "stale")
     if age < -leeway:
