@@ -34,6 +34,9 @@ class Explanation:
             out.append(f"  audiences: {' '.join(decision.audiences)}")
             out.append(f"  scopes: {' '.join(decision.scopes) or '(none)'}")
             out.append(f"  max ttl: {decision.max_ttl}s")
+            grant = decision.rule.grant
+            if grant is not None and grant.sender_constraint == "dpop":
+                out.append("  sender constraint: a DPoP proof is required (RFC 9449)")
         else:
             rule = f" by rule {decision.rule.name}" if decision.rule else ""
             out.append(f"decision: deny ({decision.error}){rule}: {decision.reason}")

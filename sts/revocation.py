@@ -28,8 +28,18 @@ from sts.policy.evaluate import TokenFacts
 
 EVENT_REVOCATION = "token_revocation"
 # ``upstream_token``: one upstream JWT (its jti, or sha256:<hash> of it), blocked once it
-# has leaked (``sts exposure --revoke``, an exposure report); the others name identities.
-IDENTITY_KINDS = ("subject", "client", "credential", "issuer", "actor", "upstream_token")
+# has leaked (``sts exposure --revoke``, an exposure report); ``dpop_key``: a DPoP key
+# (RFC 9449), by its thumbprint, once its private key has leaked; the others name
+# identities.
+IDENTITY_KINDS = (
+    "subject",
+    "client",
+    "credential",
+    "issuer",
+    "actor",
+    "upstream_token",
+    "dpop_key",
+)
 
 
 def revoke_token(session: Session, jti: str, now: datetime) -> int:
@@ -74,10 +84,15 @@ def exchange_identities(
     actor: TokenFacts | None,
     signing_kid: str,
     upstream_tokens: Sequence[str] = (),
+    dpop_key: str | None = None,
 ) -> list[tuple[str, str]]:
     """What an exchange's block check covers: every identity it involves (the upstream
-    tokens it presents among them), and the key about to sign."""
-    return [*identities_of(client_id, subject, actor, upstream_tokens), ("key", signing_kid)]
+    tokens it presents among them), the DPoP key that signed its proof, and the key
+    about to sign."""
+    identities = identities_of(client_id, subject, actor, upstream_tokens)
+    if dpop_key is not None:
+        identities.append(("dpop_key", dpop_key))
+    return [*identities, ("key", signing_kid)]
 
 
 def refuse_if_blocked(blocked: Sequence[str]) -> None:
@@ -90,6 +105,10 @@ def refuse_if_blocked(blocked: Sequence[str]) -> None:
     if "client" in blocked:
         raise errors.UnauthorizedClient(
             "This client may not exchange tokens.", reason="blocked.client"
+        )
+    if "dpop_key" in blocked:  # RFC 9449 §5: the proof is what is refused
+        raise errors.InvalidDpopProof(
+            "The DPoP proof's key has been revoked.", reason="blocked.dpop_key"
         )
     identity_blocks = [kind for kind in blocked if kind != "key"]
     if identity_blocks:

@@ -9,7 +9,17 @@ from sts.db.engine import make_session_factory
 from sts.db.locks import write_transaction
 from sts.revocation import UnknownTarget, lift_by_operator, revoke_by_operator
 
-SELECTORS = ("jti", "subject", "client", "credential", "issuer", "rule", "actor", "upstream_token")
+SELECTORS = (
+    "jti",
+    "subject",
+    "client",
+    "credential",
+    "issuer",
+    "rule",
+    "actor",
+    "upstream_token",
+    "dpop_key",
+)
 
 
 @click.command("revoke")
@@ -29,6 +39,10 @@ SELECTORS = ("jti", "subject", "client", "credential", "issuer", "rule", "actor"
     "--upstream-token",
     help="An upstream JWT's jti (or sha256:<hex>): tokens minted from it; blocks it.",
 )
+@click.option(
+    "--dpop-key",
+    help="A DPoP key's RFC 7638 thumbprint (cnf.jkt): tokens bound to it; blocks its proofs.",
+)
 @click.option("--reason", default="revoked by an operator", show_default=True)
 @click.option("--lift", is_flag=True, help="Lift the block on the identity instead.")
 def revoke_command(
@@ -41,6 +55,7 @@ def revoke_command(
     versions: tuple[int, ...],
     actor: str | None,
     upstream_token: str | None,
+    dpop_key: str | None,
     reason: str,
     lift: bool,
 ) -> None:
@@ -50,7 +65,7 @@ def revoke_command(
         kind: value
         for kind, value in zip(
             SELECTORS,
-            (jti, subject, client, credential, issuer, rule, actor, upstream_token),
+            (jti, subject, client, credential, issuer, rule, actor, upstream_token, dpop_key),
             strict=True,
         )
         if value is not None

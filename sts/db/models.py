@@ -179,6 +179,9 @@ class IssuedToken(Base):
     # The actor token's id, as ``subject_token_id`` names the subject token's (migration
     # 0007): a leaked upstream token presented as ``actor_token`` is found too.
     actor_token_id: Mapped[str | None] = mapped_column(String(255))
+    # The key a DPoP-bound token is bound to (its ``cnf.jkt``, RFC 9449 §6.1; migration
+    # 0009): ``sts revoke --dpop-key`` revokes every token bound to a leaked key.
+    dpop_jkt: Mapped[str | None] = mapped_column(String(64))
     client_id: Mapped[str | None] = mapped_column(String(255), index=True)
     rule_id: Mapped[int] = mapped_column(Integer)
     rule_version: Mapped[int] = mapped_column(Integer)
@@ -215,6 +218,7 @@ class IssuedToken(Base):
                 "actor_parent_jti",
                 "actor_credential_id",
                 "actor_token_id",
+                "dpop_jkt",
             )
         ),
         # An index is never given to two tokens of the same list (the allocator's safety net).

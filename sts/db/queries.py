@@ -200,6 +200,7 @@ ISSUED_TOKEN_FIELDS = (
     "expires_at",
     "status_list_id",
     "status_idx",
+    "dpop_jkt",
 )
 INSERT_ISSUED_TOKEN = _insert_values(IssuedToken, ISSUED_TOKEN_FIELDS)
 AUDIT_FIELDS = tuple(column.name for column in AuditRecord.__table__.columns if column.name != "id")
@@ -334,6 +335,8 @@ TOKEN_SELECTORS: dict[str, tuple[Any, ...]] = {
     # An upstream token (its jti, or sha256:<hash> of it), presented as the subject token
     # or as the actor token: what a leaked token was exchanged for, as the block names it.
     "upstream_token": (IssuedToken.subject_token_id, IssuedToken.actor_token_id),
+    # A DPoP key (its RFC 7638 thumbprint): the tokens bound to it (RFC 9449 §6.1).
+    "dpop_key": (IssuedToken.dpop_jkt,),
 }
 
 

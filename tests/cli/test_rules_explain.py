@@ -76,3 +76,17 @@ def test_explain_refused_token(world: World, env: dict[str, str]) -> None:
     result = explain(env, "garbage", "--client", "ci-runner")
     assert result.exit_code == 1
     assert "before any rule: The subject token is not a well-formed JWT." in result.output
+
+
+def test_explain_says_when_the_rule_requires_a_dpop_proof(
+    world: World, env: dict[str, str]
+) -> None:
+    from tests.integration.test_dpop import require_dpop
+
+    token = real_time_token(world)
+    before = explain(env, token, "--client", "ci-runner", "--audience", DEPLOY)
+    assert "sender constraint" not in before.output
+    require_dpop(world)
+    after = explain(env, token, "--client", "ci-runner", "--audience", DEPLOY)
+    assert after.exit_code == 0, after.output
+    assert "  sender constraint: a DPoP proof is required (RFC 9449)" in after.output

@@ -265,3 +265,34 @@ def test_gc_forgets_spent_proofs_and_assertions(world: World) -> None:
     collected = sts(world, "gc")
     assert "2 used assertion or DPoP proof id(s)" in collected.output
     assert (world.count(DpopProof), world.count(ClientAssertion)) == (0, 0)
+
+
+def test_a_leaked_dpop_key_is_revoked_with_every_token_bound_to_it(world: World) -> None:
+    """``sts revoke --dpop-key JKT``: the private key behind a DPoP binding has leaked.
+    Every token bound to it (and what was exchanged from them) is revoked, and its
+    proofs are refused until the block is lifted; other keys and bearer tokens are not
+    touched."""
+    leaked, other = ECKey.generate_key("P-256"), ECKey.generate_key("P-256")
+    bound = ci_exchange(world, make_proof(world, leaked)).json["access_token"]
+    derived = workload_exchange(world, bound, make_proof(world, leaked)).json["access_token"]
+    kept = ci_exchange(world, make_proof(world, other)).json["access_token"]
+    bearer = ci_exchange(world, None).json["access_token"]
+    with world.app.extensions["sts"].session_factory() as session:
+        bound_row = session.get(IssuedToken, claims_of(bound)["jti"])
+        assert bound_row is not None and bound_row.dpop_jkt == leaked.thumbprint()
+
+    revoked = sts(world, "revoke", "--dpop-key", leaked.thumbprint(), "--reason", "key leaked")
+    assert revoked.exit_code == 0, revoked.output
+    assert "revoked 2 token(s)" in revoked.output
+    assert (world.is_active(bound), world.is_active(derived)) == (False, False)
+    assert (world.is_active(kept), world.is_active(bearer)) == (True, True)
+
+    refused = ci_exchange(world, make_proof(world, leaked))
+    assert refused.status_code == 400
+    assert refused.json["error"] == "invalid_dpop_proof"
+    assert last_audit(world)["reason"] == "blocked.dpop_key"
+    assert ci_exchange(world, make_proof(world, other)).status_code == 200
+
+    lifted = sts(world, "revoke", "--lift", "--dpop-key", leaked.thumbprint())
+    assert "lifted 1 block(s)" in lifted.output
+    assert ci_exchange(world, make_proof(world, leaked)).status_code == 200

@@ -19,6 +19,7 @@ from contextlib import contextmanager
 from typing import Any
 
 import pytest
+from joserfc.jwk import ECKey
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 from werkzeug.test import TestResponse
@@ -28,6 +29,7 @@ from sts.db import queries
 from sts.db.locks import GOVERNANCE_LOCK, begin_write, hold_exclusive, holds_exclusive
 from sts.db.models import IssuedToken
 from sts.revocation import OperatorOutcome, revoke_by_operator, revoke_credential, revoke_token
+from tests.integration.test_dpop import make_proof
 from tests.integration.world import CI_SUBJECT, DEPLOY, PROJECT, World, claims_of, lineage_row
 
 HELD = 0.5  # seconds the second party is watched waiting for the first
@@ -54,6 +56,16 @@ def leaked_actor_exchange(world: World) -> TestResponse:
     return world.agent_exchange(world.agent_token(jti=LEAKED_JTI), audience=PROJECT)
 
 
+DPOP_KEY = ECKey.generate_key("P-256")
+LEAKED_JKT = DPOP_KEY.thumbprint()  # RFC 7638
+
+
+def dpop_ci_exchange(world: World) -> TestResponse:
+    """An exchange with a DPoP proof by the one DPoP key that leaked (RFC 9449)."""
+    proof = make_proof(world, DPOP_KEY)
+    return world.exchange(world.ci_token(), audience=DEPLOY, headers={"DPoP": proof})
+
+
 # (kind, value named to sts revoke, an exchange that involves it)
 IDENTITIES = [
     pytest.param("subject", CI_SUBJECT, ci_exchange, id="subject"),
@@ -63,6 +75,7 @@ IDENTITIES = [
     pytest.param("actor", "agent-7", agent_exchange, id="actor"),
     pytest.param("upstream_token", LEAKED_JTI, leaked_ci_exchange, id="upstream_token"),
     pytest.param("upstream_token", LEAKED_JTI, leaked_actor_exchange, id="upstream_actor"),
+    pytest.param("dpop_key", LEAKED_JKT, dpop_ci_exchange, id="dpop_key"),
 ]
 
 
@@ -138,6 +151,7 @@ def in_flight_exchange_row(world: World, jti: str) -> dict[str, Any]:
     return lineage_row(
         jti,
         now,
+        dpop_jkt=LEAKED_JKT,
         subject=CI_SUBJECT,
         subject_issuer=world.ci.issuer,
         rule_id=rule_id,
@@ -147,16 +161,17 @@ def in_flight_exchange_row(world: World, jti: str) -> dict[str, Any]:
 
 
 @pytest.mark.parametrize(
-    ("kind", "value"),
+    ("kind", "value", "later"),
     [
-        ("subject", CI_SUBJECT),
-        ("client", "ci-runner"),
-        ("issuer", "ci"),
-        ("upstream_token", LEAKED_JTI),
+        ("subject", CI_SUBJECT, leaked_ci_exchange),
+        ("client", "ci-runner", leaked_ci_exchange),
+        ("issuer", "ci", leaked_ci_exchange),
+        ("upstream_token", LEAKED_JTI, leaked_ci_exchange),
+        ("dpop_key", LEAKED_JKT, dpop_ci_exchange),
     ],
 )
 def test_an_operator_revocation_waits_for_an_exchange_in_flight_then_revokes_its_token(
-    world: World, kind: str, value: str
+    world: World, kind: str, value: str, later: Callable[[World], TestResponse]
 ) -> None:
     """The other order: the exchange has checked the blocks (none) and recorded its token,
     not yet committed, when the revocation begins."""
@@ -166,6 +181,7 @@ def test_an_operator_revocation_waits_for_an_exchange_in_flight_then_revokes_its
         ("issuer", world.ci.issuer),
         ("client", "ci-runner"),
         ("upstream_token", LEAKED_JTI),
+        ("dpop_key", LEAKED_JKT),
     ]
     row = in_flight_exchange_row(world, "in-flight")
     audit = AuditEntry(at=world.clock(), decision="allow", reason="granted", issued_jti="in-flight")
@@ -188,7 +204,7 @@ def test_an_operator_revocation_waits_for_an_exchange_in_flight_then_revokes_its
     assert outcome == [OperatorOutcome(revoked=1, blocked=True)]  # its token, swept
     assert live_tokens(world) == 0
     assert waited
-    assert leaked_ci_exchange(world).status_code == 400  # and the block holds
+    assert later(world).status_code == 400  # and the block holds
 
 
 def test_an_exchange_during_the_revocation_of_its_credential_waits_then_is_refused(
