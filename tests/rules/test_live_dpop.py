@@ -1,0 +1,91 @@
+"""DPoP (RFC 9449) through a real ``sts serve`` on each HTTP server, with a rule that
+requires it applied as a reviewed rules migration: the header reaches the exchange, a
+proof for the public token endpoint binds the token, and two ``DPoP`` headers (which a
+server joins into one value) are refused (§4.3 check 1)."""
+
+from __future__ import annotations
+
+import http.client
+import json
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import pytest
+from joserfc import jwt
+from joserfc.jwk import ECKey
+
+from sts.db.engine import make_engine
+from sts.db.migrate import alembic_config, upgrade
+from tests.integration.world import claims_of
+from tests.issuer import TestIssuer
+from tests.rules.test_live_effect import (
+    BASIC_AUTH,
+    apply_rules,
+    exchange_body,
+    rules_document,
+    rules_service_env,
+)
+from tests.server import running_server
+
+
+def dpop_rules(issuer: TestIssuer) -> dict[str, Any]:
+    document = rules_document(issuer, "refs/heads/main")
+    rule = document["rules"][0]  # type: ignore[index]
+    rule["allow"]["sender_constraint"] = "dpop"
+    return document
+
+
+def proof(key: ECKey, now: int) -> str:
+    header = {"typ": "dpop+jwt", "alg": "ES256", "jwk": key.as_dict(private=False)}
+    claims = {"jti": uuid.uuid4().hex, "htm": "POST", "htu": "https://sts.test/token", "iat": now}
+    return jwt.encode(header, claims, key, algorithms=["ES256"])
+
+
+def post(base: str, body: bytes, dpop: list[str]) -> tuple[int, dict[str, Any]]:
+    parts = urlsplit(base)
+    connection = http.client.HTTPConnection(parts.hostname or "", parts.port, timeout=5)
+    connection.putrequest("POST", "/token")
+    connection.putheader("Content-Type", "application/x-www-form-urlencoded")
+    connection.putheader("Content-Length", str(len(body)))
+    connection.putheader("Authorization", BASIC_AUTH)
+    for value in dpop:
+        connection.putheader("DPoP", value)
+    connection.endheaders(body)
+    response = connection.getresponse()
+    document = json.loads(response.read())
+    connection.close()
+    return response.status, document
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("server", ["granian", "gunicorn"])
+def test_dpop_through_a_real_server(empty_database_url: str, tmp_path: Path, server: str) -> None:
+    env = rules_service_env(empty_database_url, tmp_path)
+    engine = make_engine(empty_database_url)
+    upgrade(alembic_config(engine), "schema@head")
+    engine.dispose()
+    issuer = TestIssuer("https://ci.issuer.test")
+    apply_rules(env, tmp_path / "rules.yaml", dpop_rules(issuer), "Deploys need DPoP")
+    key = ECKey.generate_key("P-256")
+
+    with running_server(env, workers=1, args=("--server", server)) as base:
+
+        def body() -> bytes:
+            token = issuer.mint(repository="acme/payments", ref="refs/heads/main", lifetime=300)
+            return exchange_body(token)
+
+        status, bare = post(base, body(), [])
+        assert (status, bare["error"]) == (400, "invalid_dpop_proof")
+
+        now = int(time.time())
+        status, twice = post(base, body(), [proof(key, now), proof(key, now)])
+        assert (status, twice["error"]) == (400, "invalid_dpop_proof")
+        assert "one DPoP header" in twice["error_description"]
+
+        status, bound = post(base, body(), [proof(key, now)])
+        assert status == 200, bound
+        assert bound["token_type"] == "DPoP"
+        assert claims_of(bound["access_token"])["cnf"] == {"jkt": key.thumbprint()}
