@@ -1,0 +1,100 @@
+"""What a DPoP proof (RFC 9449) costs an exchange, in process.
+
+The same CI-token exchange (scenario ``ci-deploy``) on the real app, as ``sts serve``
+builds it, without a ``DPoP`` header and with a fresh proof each (a new ``jti``, ``iat``
+now, one ES256 key), in alternating blocks; the CPU time of the request's thread inside
+the app only (the proofs are made before each block, outside the timed calls). What a
+proof adds: its checks (one more ES256 verify and a thumbprint), its ``jti``'s insert
+(one round trip on PostgreSQL), the ``cnf`` claim, and the lineage's key column::
+
+    python -m bench.dpop --database sqlite|postgresql [--requests 1000] [--rounds 5]
+
+The HTTP benchmark (``python -m bench``) has no DPoP scenario: its load generator sends a
+pool of pre-built requests round robin, and a proof is good for one request only.
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+import uuid
+from collections.abc import Callable
+from typing import Any
+
+from joserfc import jwt
+from joserfc.jwk import ECKey
+
+from bench.profile import app_in_process, in_process_parser
+from bench.world import STS_ISSUER
+
+Environ = Callable[[], dict[str, Any]]
+
+
+def make_proofs(key: ECKey, count: int) -> list[str]:
+    """``count`` proofs for POST /token, each with its own jti, made now."""
+    header = {"typ": "dpop+jwt", "alg": "ES256", "jwk": key.as_dict(private=False)}
+    now = int(time.time())
+    return [
+        jwt.encode(
+            header,
+            {"jti": uuid.uuid4().hex, "htm": "POST", "htu": STS_ISSUER + "/token", "iat": now},
+            key,
+            algorithms=["ES256"],
+        )
+        for _ in range(count)
+    ]
+
+
+def timed_block(app: Any, environs: list[Environ], proofs: list[str] | None) -> tuple[float, int]:
+    """µs of the thread's CPU per request inside the app, and how many answered 200 with
+    a token (of the expected type)."""
+    statuses: list[str] = []
+
+    def start_response(status: str, _headers: Any, _exc: Any = None) -> None:
+        statuses.append(status)
+
+    expected = b'"token_type":"DPoP"' if proofs is not None else b'"token_type":"Bearer"'
+    spent = ok = 0
+    for index, make in enumerate(environs):
+        environ = make()
+        if proofs is not None:
+            environ["HTTP_DPOP"] = proofs[index]
+        statuses.clear()
+        start = time.thread_time_ns()
+        body = b"".join(app(environ, start_response))
+        spent += time.thread_time_ns() - start
+        ok += statuses[0].startswith("200") and expected in body.replace(b" ", b"")
+    return spent / len(environs) / 1000, ok
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = in_process_parser("python -m bench.dpop", requests=1000)
+    parser.add_argument("--rounds", type=int, default=5)
+    args = parser.parse_args(argv)
+    key = ECKey.generate_key("P-256")
+    with app_in_process(args.database, args.postgres_url, 1000, "ci-deploy") as (app, environs):
+        cycle = [environs[i % len(environs)] for i in range(args.requests)]
+        timed_block(app, cycle[:100], None)  # warm caches (rules, JWKS, compiled SQL)
+        timed_block(app, cycle[:100], make_proofs(key, 100))
+        bearer: list[float] = []
+        bound: list[float] = []
+        for _ in range(args.rounds):
+            cost, ok = timed_block(app, cycle, None)
+            assert ok == len(cycle), f"{len(cycle) - ok} bearer exchanges failed"
+            bearer.append(cost)
+            cost, ok = timed_block(app, cycle, make_proofs(key, len(cycle)))
+            assert ok == len(cycle), f"{len(cycle) - ok} DPoP exchanges failed"
+            bound.append(cost)
+    without, with_proof = statistics.median(bearer), statistics.median(bound)
+    print(
+        f"ci-deploy on {args.database}, {args.requests} exchanges x {args.rounds} rounds, "
+        "median (range) of the request thread's CPU per exchange inside the app:"
+    )
+    print(f"  without DPoP: {without:.1f} µs ({min(bearer):.1f}-{max(bearer):.1f})")
+    print(f"  with a proof: {with_proof:.1f} µs ({min(bound):.1f}-{max(bound):.1f})")
+    print(f"  a proof adds {with_proof - without:.1f} µs ({with_proof / without:.2f}x)")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
