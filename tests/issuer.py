@@ -18,6 +18,24 @@ from joserfc import jwt
 from joserfc.jwk import ECKey, KeySet, RSAKey
 
 
+def sign_es256_raw(key: ECKey, header: dict[str, Any], claims: dict[str, Any] | str) -> str:
+    """An ES256 compact JWS of exactly this header and these claims, serialised by
+    ``json.dumps`` (ASCII, so a lone surrogate travels as its escape), or of the payload
+    text ``claims`` as is: whatever a JOSE library would refuse to produce."""
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
+
+    def b64(data: bytes) -> str:
+        return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+    payload = claims if isinstance(claims, str) else json.dumps(claims)
+    signing_input = b64(json.dumps(header).encode()) + "." + b64(payload.encode())
+    der = key.raw_value.sign(signing_input.encode(), ec.ECDSA(hashes.SHA256()))
+    r, s = decode_dss_signature(der)
+    return signing_input + "." + b64(r.to_bytes(32, "big") + s.to_bytes(32, "big"))
+
+
 class TestIssuer:
     __test__ = False  # not a pytest test class
 
@@ -48,8 +66,11 @@ class TestIssuer:
         lifetime: int = 600,
         now: int | None = None,
         header: dict[str, Any] | None = None,
+        raw: bool = False,
         **claims: Any,
     ) -> str:
+        """A signed token (``raw``: through :meth:`mint_raw`, whose JSON escapes what
+        joserfc's cannot encode, e.g. a lone surrogate)."""
         issued = int(time.time()) if now is None else now
         payload: dict[str, Any] = {
             "iss": self.issuer,
@@ -63,21 +84,13 @@ class TestIssuer:
         payload.update(claims)
         payload = {k: v for k, v in payload.items() if v is not None}
         head = {"alg": self.alg, "kid": self.kid, "typ": "JWT", **(header or {})}
+        if raw:
+            return self.mint_raw(head, payload)
         return jwt.encode(head, payload, self.key, algorithms=[self.alg])
 
     def mint_raw(self, header: dict[str, Any], claims: dict[str, Any]) -> str:
         """Sign any header, even one a JOSE library would refuse to produce (ES256 only)."""
-        from cryptography.hazmat.primitives import hashes
-        from cryptography.hazmat.primitives.asymmetric import ec
-        from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
-
-        def b64(data: bytes) -> str:
-            return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
-
-        signing_input = b64(json.dumps(header).encode()) + "." + b64(json.dumps(claims).encode())
-        der = self.key.raw_value.sign(signing_input.encode(), ec.ECDSA(hashes.SHA256()))
-        r, s = decode_dss_signature(der)
-        return signing_input + "." + b64(r.to_bytes(32, "big") + s.to_bytes(32, "big"))
+        return sign_es256_raw(self.key, header, claims)
 
     @contextmanager
     def serve(self) -> Iterator[str]:

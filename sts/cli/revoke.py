@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import click
 
 from sts.cli.common import current_clock, open_engine
@@ -9,6 +11,7 @@ from sts.db.engine import make_session_factory
 from sts.db.locks import write_transaction
 from sts.revocation import UnknownTarget, lift_by_operator, revoke_by_operator
 
+THUMBPRINT = re.compile(r"[A-Za-z0-9_-]{43}")  # RFC 7638 §3: base64url of a SHA-256 hash
 SELECTORS = (
     "jti",
     "subject",
@@ -74,6 +77,11 @@ def revoke_command(
         options = ", ".join("--" + kind.replace("_", "-") for kind in SELECTORS)
         raise click.UsageError(f"name exactly one of {options}")
     ((kind, value),) = given.items()
+    if kind == "dpop_key" and not THUMBPRINT.fullmatch(value):
+        raise click.UsageError(
+            "--dpop-key takes the key's RFC 7638 SHA-256 thumbprint: 43 base64url "
+            "characters, no padding (the tokens' cnf.jkt)"
+        )
     if versions and kind != "rule":
         raise click.UsageError("--version goes with --rule")
     now = current_clock()()

@@ -11,7 +11,7 @@ from collections.abc import Callable, Sequence
 from sts import errors
 from sts.endpoints import Response
 from sts.grants import token_exchange
-from sts.protocol import GRANT_TOKEN_EXCHANGE, require_form_encoded
+from sts.protocol import GRANT_TOKEN_EXCHANGE, refuse_nul, require_form_encoded
 from sts.protocol.exchange import single_values
 from sts.services import Services
 
@@ -30,6 +30,7 @@ def handle_token_request(
     dpop: str | None = None,
 ) -> Response:
     require_form_encoded(content_type)  # RFC 6749 §3.2
+    refuse_nul(form)
     # RFC 6749 §3.2: once, and a blank value is an omitted one (single_values).
     grant_type = single_values(form, GRANT_TYPE).get("grant_type")
     if grant_type is None:

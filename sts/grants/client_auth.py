@@ -22,8 +22,8 @@ from sts.clock import from_numeric_date
 from sts.credentials import secret_matches
 from sts.errors import InvalidClient, InvalidRequest
 from sts.protocol.exchange import ClientCredentials
-from sts.tokens.jose import accepting_eddsa
-from sts.tokens.verify import ASYMMETRIC_ALGORITHMS, MAX_JTI_CHARS
+from sts.tokens.jose import MALFORMED_JWS, accepting_eddsa
+from sts.tokens.verify import ASYMMETRIC_ALGORITHMS, MAX_JTI_CHARS, unstorable_text
 from sts.trust import ClientConfig
 
 JWT_BEARER_ASSERTION = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
@@ -150,7 +150,7 @@ def _check_assertion(
     try:
         with accepting_eddsa(algorithms):
             token = jwt.decode(assertion, client.jwks, algorithms=algorithms)
-    except JoseError:
+    except MALFORMED_JWS:
         raise InvalidClient(
             "The client assertion signature is invalid.", reason="client.assertion"
         ) from None
@@ -171,9 +171,11 @@ def _check_assertion(
             reason="client.assertion_claims",
             detail=str(exc),
         ) from None
-    if len(token.claims["jti"]) > MAX_JTI_CHARS:  # client_assertions.jti holds 255
+    jti = token.claims["jti"]
+    if len(jti) > MAX_JTI_CHARS or unstorable_text(jti):  # client_assertions.jti: 255
         raise InvalidClient(
-            f"The client assertion's jti is longer than {MAX_JTI_CHARS} characters.",
+            f"The client assertion's jti is longer than {MAX_JTI_CHARS} characters or "
+            "holds a NUL or an invalid character.",
             reason="client.assertion_jti",
         )
     expires_at = from_numeric_date(token.claims["exp"])
@@ -190,7 +192,7 @@ def _check_assertion(
 def _unverified_subject(assertion: str) -> str | None:
     try:
         payload = json.loads(jws.extract_compact(to_bytes(assertion)).payload)
-    except (JoseError, ValueError, UnicodeDecodeError):
+    except MALFORMED_JWS:
         return None
     subject = payload.get("sub") if isinstance(payload, dict) else None
     return subject if isinstance(subject, str) else None

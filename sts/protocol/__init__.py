@@ -3,6 +3,8 @@ type every sts endpoint that takes parameters accepts."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from sts.errors import InvalidRequest
 
 # RFC 6749 §3.2, RFC 7009 §2.1, RFC 7662 §2.1: parameters are sent form-encoded in a POST.
@@ -14,6 +16,14 @@ def require_form_encoded(content_type: str) -> None:
         raise InvalidRequest(
             f"The request body must be {FORM_MEDIA_TYPE}.", reason="request.content_type"
         )
+
+
+def refuse_nul(form: Sequence[tuple[str, str]]) -> None:
+    """RFC 6749 Appendix A: no parameter's syntax admits %x00, and a NUL is what a
+    PostgreSQL text column cannot hold: the audit row of the refusal would fail too."""
+    for name, value in form:
+        if "\x00" in name or "\x00" in value:
+            raise InvalidRequest("A parameter holds a NUL character.", reason="request.nul")
 
 
 GRANT_TOKEN_EXCHANGE = "urn:ietf:params:oauth:grant-type:token-exchange"

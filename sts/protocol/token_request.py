@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from sts.errors import InvalidRequest
-from sts.protocol import require_form_encoded
+from sts.protocol import refuse_nul, require_form_encoded
 from sts.protocol.exchange import CLIENT_PARAMETERS, ClientCredentials, single_values
 
 # RFC 7009 §2.1 / §4.1.2 registered hints, plus sts's own for service credentials.
@@ -24,6 +24,7 @@ class TokenRequest:
 
 def parse_token_request(content_type: str, form: Sequence[tuple[str, str]]) -> TokenRequest:
     require_form_encoded(content_type)
+    refuse_nul(form)
     params = single_values(form, TOKEN_REQUEST_PARAMETERS)
     token = params.get("token")
     # RFC 7009 §2.1 / RFC 7662 §2.1: "token" is REQUIRED.

@@ -5,9 +5,9 @@ from __future__ import annotations
 import json
 
 from joserfc import jws
-from joserfc.errors import JoseError
 from joserfc.util import to_bytes
 
+from sts.tokens.jose import MALFORMED_JWS
 from sts.tokens.verify import token_fingerprint
 
 
@@ -17,7 +17,7 @@ def upstream_token_names(token: str) -> tuple[str, str | None, str | None]:
     has none). Unverified on purpose: a leaked token is looked up, not trusted."""
     try:
         payload = json.loads(jws.extract_compact(to_bytes(token)).payload)
-    except (JoseError, ValueError, UnicodeDecodeError):
+    except MALFORMED_JWS:
         return token_fingerprint(token), None, None
     if not isinstance(payload, dict):
         return token_fingerprint(token), None, None

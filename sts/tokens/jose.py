@@ -6,7 +6,13 @@ import contextlib
 import warnings
 from collections.abc import Iterator
 
-from joserfc.errors import SecurityWarning
+from joserfc.errors import JoseError, SecurityWarning
+
+# What parsing an untrusted compact JWS and its JSON can raise besides joserfc's own
+# errors: bad base64 or JSON (ValueError), bytes that are not UTF-8, and JSON nested
+# deeper than the interpreter's recursion limit (a few kilobytes of "[" do it), which is
+# a RecursionError, not a ValueError: uncaught, a 500 instead of a refusal.
+MALFORMED_JWS = (JoseError, ValueError, UnicodeDecodeError, RecursionError)
 
 
 @contextlib.contextmanager

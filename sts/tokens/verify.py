@@ -22,7 +22,7 @@ from joserfc.util import to_bytes
 from sts.clock import from_numeric_date
 from sts.errors import InvalidRequest
 from sts.tokens.issuer_keys import IssuerKeyCache
-from sts.tokens.jose import accepting_eddsa
+from sts.tokens.jose import MALFORMED_JWS, accepting_eddsa
 from sts.trust import IssuerConfig, TrustConfig
 
 # Asymmetric algorithms only: "none" and HMAC (where a public key could be abused as the
@@ -102,7 +102,7 @@ def verify_jwt(
         header = compact.headers()
         # Unverified: read only to choose the issuer's key set below.
         payload = json.loads(compact.payload)
-    except (JoseError, ValueError, UnicodeDecodeError):
+    except MALFORMED_JWS:
         raise refuse(role, "is not a well-formed JWT", "malformed") from None
     if not isinstance(payload, dict) or not isinstance(header, dict):
         raise refuse(role, "is not a well-formed JWT", "malformed")
@@ -173,20 +173,37 @@ def verify_jwt(
 _REGISTRIES: dict[str, jws.JWSRegistry] = {}
 
 
+def unstorable_text(value: str) -> bool:
+    """A string a database row cannot hold: a NUL (PostgreSQL's text types refuse it) or a
+    lone surrogate (JSON's "\\ud800" reads as one; it has no UTF-8 form). Stored as is,
+    either fails the insert: a 503, and a refusal that cannot be recorded."""
+    if "\x00" in value:
+        return True
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return True
+    return False
+
+
 def refuse_unstorable(claims: dict[str, Any], role: str) -> None:
-    """A ``sub`` or ``jti`` longer than the audit and lineage rows hold is refused (the
-    registry has checked that both are strings, RFC 7519 §4.1.2 and §4.1.7)."""
+    """A ``sub`` or ``jti`` longer than the audit and lineage rows hold, or one they
+    cannot hold at all (:func:`unstorable_text`), is refused (the registry has checked
+    that both are strings, RFC 7519 §4.1.2 and §4.1.7)."""
     if len(claims["sub"]) > MAX_SUBJECT_CHARS:
         raise refuse(role, f"has a sub longer than {MAX_SUBJECT_CHARS} characters", "sub_too_long")
     jti = claims.get("jti")
     if jti is not None and len(jti) > MAX_JTI_CHARS:
         raise refuse(role, f"has a jti longer than {MAX_JTI_CHARS} characters", "jti_too_long")
+    for name in ("sub", "jti"):
+        if isinstance(claims.get(name), str) and unstorable_text(claims[name]):
+            raise refuse(role, f"has a {name} with a NUL or an invalid character", "characters")
     # RFC 8693 §4.1: ``act`` is a JSON object whose ``sub`` names the actor; the token
     # carries it on, and the lineage records it (``actor``, VARCHAR(1024)).
     act = claims.get("act")
     if isinstance(act, dict) and "sub" in act:
         actor = act["sub"]
-        if not isinstance(actor, str) or len(actor) > MAX_SUBJECT_CHARS:
+        if not isinstance(actor, str) or len(actor) > MAX_SUBJECT_CHARS or unstorable_text(actor):
             raise refuse(
                 role,
                 f"has an act.sub that is not a string of at most {MAX_SUBJECT_CHARS} characters",

@@ -1,11 +1,17 @@
-"""A ``sub`` or ``jti`` longer than the lineage and audit rows hold is refused and
-recorded, on both databases (on PostgreSQL the row's insert used to fail: a 503, and a
-refusal that could not be written). At the bound, the exchange goes through."""
+"""A ``sub`` or ``jti`` longer than the lineage and audit rows hold, or holding what
+they cannot hold at all (a NUL, a lone surrogate), is refused and recorded, on both
+databases (on PostgreSQL the row's insert used to fail: a 503, and a refusal that could
+not be written). At the bound, the exchange goes through. Untrusted JSON nested past the
+recursion limit is a refusal too, not a 500."""
 
 from __future__ import annotations
 
+import base64
+import json
+
 import pytest
 
+from sts.grants.client_auth import JWT_BEARER_ASSERTION
 from tests.integration.test_client_assertion_replay import exchange_with_assertion
 from tests.integration.world import DEPLOY, PROJECT, VAULT, World
 
@@ -61,3 +67,82 @@ def test_an_upstream_act_sub_that_the_lineage_cannot_hold_is_refused(world: Worl
     assert (
         world.exchange(world.ci_token(act={"sub": "a" * 1024}), audience=DEPLOY).status_code == 200
     )
+
+
+# A NUL (PostgreSQL's text refuses it) and a lone surrogate ("\ud800" in JSON: no UTF-8
+# form) fail the row's insert, as an over-long value did: a 503, and nothing recorded.
+UNSTORABLE = [pytest.param("a\x00b", id="nul"), pytest.param("a\ud800b", id="surrogate")]
+
+
+@pytest.mark.parametrize("value", UNSTORABLE)
+@pytest.mark.parametrize("claim", ["sub", "jti"])
+def test_a_subject_token_claim_the_rows_cannot_hold_is_refused_and_recorded(
+    world: World, claim: str, value: str
+) -> None:
+    refused = world.exchange(world.ci_token(raw=True, **{claim: value}), audience=DEPLOY)
+    assert refused.status_code == 400, refused.json
+    assert refused.json["error"] == "invalid_request"
+    assert last_reason(world) == "subject.characters"
+
+
+@pytest.mark.parametrize("value", UNSTORABLE)
+def test_an_actor_the_lineage_cannot_hold_is_refused(world: World, value: str) -> None:
+    refused = world.agent_exchange(world.agent_token(sub=value, raw=True), audience=PROJECT)
+    assert refused.status_code == 400, refused.json
+    assert last_reason(world) == "actor.characters"
+    refused = world.exchange(world.ci_token(act={"sub": value}, raw=True), audience=DEPLOY)
+    assert refused.status_code == 400, refused.json
+    assert last_reason(world) == "subject.act_sub"
+
+
+@pytest.mark.parametrize("value", UNSTORABLE)
+@pytest.mark.usefixtures("workload_reads_secrets_with_ci_tokens")
+def test_a_client_assertion_jti_the_rows_cannot_hold_is_invalid_client(
+    world: World, value: str
+) -> None:
+    assertion = world.workload_assertion(raw=True, jti=value)
+    refused = exchange_with_assertion(world, assertion, VAULT)
+    assert refused.status_code == 401, refused.json
+    assert last_reason(world) == "client.assertion_jti"
+
+
+def test_a_nul_in_a_parameter_is_refused_before_anything_is_recorded(world: World) -> None:
+    """RFC 6749 Appendix A: no parameter admits %x00 (here in ``scope``, which the
+    refusal's audit row would hold)."""
+    refused = world.exchange(world.ci_token(), audience=DEPLOY, scope="deploy:write\x00")
+    assert refused.status_code == 400
+    assert refused.json["error"] == "invalid_request"
+    assert "NUL" in refused.json["error_description"]
+    revoke = world.revoke("token\x00")
+    assert revoke.status_code == 400
+    assert revoke.json["error"] == "invalid_request"
+
+
+NESTED = "[" * 5000 + "]" * 5000  # past the interpreter's recursion limit when parsed
+
+
+def unsigned_token(payload: str) -> str:
+    """A compact JWS whose payload is ``payload`` as is; its signature is junk (a payload
+    is parsed before any signature is checked)."""
+
+    def b64(text: str) -> str:
+        return base64.urlsafe_b64encode(text.encode()).rstrip(b"=").decode()
+
+    return f"{b64(json.dumps({'alg': 'ES256', 'typ': 'JWT'}))}.{b64(payload)}.{b64('sig')}"
+
+
+def test_json_nested_past_the_recursion_limit_is_a_refusal_not_a_500(world: World) -> None:
+    """Each place that parses an untrusted JWT before verifying it: the subject token, a
+    client assertion (whose unverified ``sub`` names the client) and an exposure report
+    (public). A RecursionError there was an HTTP 500."""
+    token = unsigned_token(NESTED)
+    refused = world.exchange(token, audience=DEPLOY)
+    assert refused.status_code == 400, refused.json
+    assert last_reason(world) == "subject.malformed"
+
+    assertion = [("client_assertion_type", JWT_BEARER_ASSERTION), ("client_assertion", token)]
+    unknown = world.exchange(world.ci_token(), audience=DEPLOY, auth=None, form=assertion)
+    assert unknown.status_code == 401, unknown.json
+
+    reported = world.client.post("/exposure-reports", data={"token": token})
+    assert reported.status_code == 202

@@ -19,6 +19,7 @@ from sts.db.models import ClientAssertion, DpopProof, IssuedToken
 from tests.conftest import TEST_ISSUER
 from tests.integration.test_offboarding import sts
 from tests.integration.world import DEPLOY, RULES, VAULT, World, claims_of
+from tests.issuer import sign_es256_raw
 
 TOKEN_URI = TEST_ISSUER + "/token"
 
@@ -37,21 +38,9 @@ def ci_exchange(world: World, proof: str | None, **params: str) -> Any:
 
 
 def workload_exchange(world: World, subject_token: str, proof: str | None) -> Any:
-    from sts.grants.client_auth import JWT_BEARER_ASSERTION
-    from sts.protocol import TOKEN_TYPE_ACCESS_TOKEN
-
-    return world.exchange(
-        subject_token,
-        TOKEN_TYPE_ACCESS_TOKEN,
-        auth=None,
-        form=[
-            ("client_assertion_type", JWT_BEARER_ASSERTION),
-            ("client_assertion", world.workload_assertion()),
-        ],
-        headers={"DPoP": proof} if proof is not None else None,
-        audience=DEPLOY,
-        scope="deploy:write",
-    )
+    """A re-exchange of ``subject_token`` by the workload client, with ``proof`` if any."""
+    headers = {"DPoP": proof} if proof is not None else None
+    return world.workload_exchange(subject_token, headers, audience=DEPLOY, scope="deploy:write")
 
 
 def last_audit(world: World) -> dict[str, Any]:
@@ -296,3 +285,48 @@ def test_a_leaked_dpop_key_is_revoked_with_every_token_bound_to_it(world: World)
     lifted = sts(world, "revoke", "--lift", "--dpop-key", leaked.thumbprint())
     assert "lifted 1 block(s)" in lifted.output
     assert ci_exchange(world, make_proof(world, leaked)).status_code == 200
+
+
+def raw_proof(key: ECKey, payload: str) -> str:
+    """A proof whose payload is exactly ``payload`` (JSON that joserfc's encoder would not
+    write), signed by ``key``, its jwk in the header."""
+    header = {"typ": "dpop+jwt", "alg": "ES256", "jwk": key.as_dict(private=False)}
+    return sign_es256_raw(key, header, payload)
+
+
+@pytest.mark.parametrize(
+    ("jti", "reason"),
+    [
+        pytest.param('"a\\u0000b"', "dpop.jti", id="nul"),
+        pytest.param('"\\ud800"', "dpop.jti", id="surrogate"),
+    ],
+)
+def test_a_proof_jti_the_record_cannot_hold_is_refused_and_recorded(
+    world: World, jti: str, reason: str
+) -> None:
+    """Stored as is, a NUL failed the insert on PostgreSQL (a 503, and no record of the
+    refusal) and a lone surrogate raised past the error handling (a 500)."""
+    key = ECKey.generate_key("P-256")
+    payload = (
+        '{"jti": ' + jti + f', "htm": "POST", "htu": "{TOKEN_URI}", "iat": {world.now()}' + "}"
+    )
+    response = ci_exchange(world, raw_proof(key, payload))
+    assert response.status_code == 400, response.json
+    assert response.json["error"] == "invalid_dpop_proof"
+    assert last_audit(world)["reason"] == reason
+
+
+def test_a_proof_nested_past_the_recursion_limit_is_refused(world: World) -> None:
+    key = ECKey.generate_key("P-256")
+    response = ci_exchange(world, raw_proof(key, "[" * 5000 + "]" * 5000))
+    assert response.status_code == 400, response.json
+    assert response.json["error"] == "invalid_dpop_proof"
+    assert last_audit(world)["reason"] == "dpop.malformed"
+
+
+def test_revoke_names_a_dpop_key_by_its_thumbprint_only(world: World) -> None:
+    """A mistyped or padded thumbprint would block nothing and say nothing."""
+    for value in ("not-a-thumbprint", ECKey.generate_key("P-256").thumbprint() + "="):
+        result = sts(world, "revoke", "--dpop-key", value)
+        assert result.exit_code == 2, result.output
+        assert "RFC 7638" in result.output

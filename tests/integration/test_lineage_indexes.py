@@ -64,6 +64,7 @@ PARTIAL = (
     "actor_parent_jti",
     "actor_credential_id",
     "actor_token_id",
+    "dpop_jkt",
 )
 
 
@@ -93,6 +94,8 @@ EXCHANGE_TABLE_INDEXES = {
         "ix_issued_tokens_actor_parent_jti",  # the walk down the actor's edge
         "ix_issued_tokens_actor_credential_id",  # revoking a credential used as actor
         "ix_issued_tokens_actor_token_id",  # a leaked upstream token used as actor
+        # Partial too: a bearer token writes no entry.
+        "ix_issued_tokens_dpop_jkt",  # sts revoke --dpop-key (RFC 9449)
         "ix_issued_tokens_status",  # one status-list index per token
     },
     "audit_log": {"ix_audit_log_at"},  # sts gc, and every look-up by time

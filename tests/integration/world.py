@@ -24,7 +24,7 @@ from sts.db import admin
 from sts.db.queries import ISSUED_TOKEN_FIELDS
 from sts.protocol import GRANT_TOKEN_EXCHANGE, TOKEN_TYPE_API_KEY, TOKEN_TYPE_JWT
 from tests.conftest import TEST_ISSUER, FixedClock
-from tests.issuer import TestIssuer
+from tests.issuer import TestIssuer, sign_es256_raw
 
 CI_SECRET = "ci-runner-secret-0123456789abcdef"
 AGENT_SECRET = "agent-runtime-secret-0123456789abcdef"
@@ -149,7 +149,7 @@ class World:
             **extra,
         )
 
-    def workload_assertion(self, **overrides: Any) -> str:
+    def workload_assertion(self, raw: bool = False, **overrides: Any) -> str:
         now = self.now()
         claims = {
             "iss": "workload",
@@ -161,9 +161,13 @@ class World:
             **overrides,
         }
         header = {"alg": "ES256", "kid": self.workload_key.thumbprint()}
+        if raw:  # what joserfc cannot encode (sign_es256_raw)
+            return sign_es256_raw(self.workload_key, header, claims)
         return jwt.encode(header, claims, self.workload_key, algorithms=["ES256"])
 
-    def workload_exchange(self, subject_token: str, **params: str) -> TestResponse:
+    def workload_exchange(
+        self, subject_token: str, headers: dict[str, str] | None = None, **params: str
+    ) -> TestResponse:
         from sts.grants.client_auth import JWT_BEARER_ASSERTION
         from sts.protocol import TOKEN_TYPE_ACCESS_TOKEN
 
@@ -175,6 +179,7 @@ class World:
                 ("client_assertion_type", JWT_BEARER_ASSERTION),
                 ("client_assertion", self.workload_assertion()),
             ],
+            headers=headers,
             **params,
         )
 

@@ -95,6 +95,7 @@ def test_the_lineage_insert_binds_as_sqlalchemy_does() -> None:
         "expires_at": now.astimezone(timezone(timedelta(hours=2))) + timedelta(minutes=5),
         "status_list_id": 1,
         "status_idx": 12345,
+        "dpop_jkt": "j" * 43,
     }
     compiled = queries.INSERT_ISSUED_TOKEN.compile(dialect=dialect)
     processors = compiled._bind_processors

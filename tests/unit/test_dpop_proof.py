@@ -757,3 +757,38 @@ def test_normalize_uri(uri: str, normalised: str) -> None:
 )
 def test_normalize_uri_refuses_what_is_not_an_absolute_http_uri(uri: str) -> None:
     assert normalize_uri(uri) is None
+
+
+# --- one key, one thumbprint (RFC 7518 §6.2.1.2-3, §6.3.1.1-2) -------------------------
+
+
+def respelled(value: str, prefix: bytes = b"\x00") -> str:
+    """The same integer, base64url-encoded with a leading zero byte."""
+    return b64url(prefix + base64.urlsafe_b64decode(value + "=" * (-len(value) % 4)))
+
+
+@pytest.mark.parametrize(
+    ("make_key", "alg", "member"),
+    [
+        pytest.param(ec_key, "ES256", "x", id="EC-x"),
+        pytest.param(ec_key, "ES256", "y", id="EC-y"),
+        pytest.param(rsa_key, "RS256", "n", id="RSA-n"),
+        pytest.param(rsa_key, "RS256", "e", id="RSA-e"),
+    ],
+)
+def test_a_key_spelled_with_a_leading_zero_is_refused(make_key: Any, alg: str, member: str) -> None:
+    """Otherwise one key has many RFC 7638 thumbprints, and a revoked one comes back
+    under another (``sts revoke --dpop-key``)."""
+    key = make_key()
+    jwk = public_jwk(key)
+    jwk[member] = respelled(str(jwk[member]))
+    token = proof(key, alg, header_overrides={"jwk": jwk})
+    refused(token, "dpop.jwk")
+
+
+def test_an_rsa_key_with_an_oversized_exponent_is_refused() -> None:
+    """Verifying costs in proportion to the exponent: a large one is a CPU sink. (Only
+    the jwk is checked here: the refusal comes before the signature.)"""
+    jwk = public_jwk(rsa_key())
+    jwk["e"] = b64url((2**32 + 15).to_bytes(5, "big"))
+    refused(proof(rsa_key(), "RS256", header_overrides={"jwk": jwk}), "dpop.jwk")
