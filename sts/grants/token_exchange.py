@@ -525,6 +525,8 @@ def record_refusal(
     entry.decision = "deny"
     entry.reason = error.reason
     entry.detail = error.detail
+    if proof is not None:  # which key was refused (a replay, a revoked key, ...)
+        entry.detail = f"{error.detail}; dpop_jkt={proof.jkt}"
     if error.reason == "database.locked":
         log.error("could not record refusal %s: the write lock is held", error.reason)
         _log_refusal(error, entry)

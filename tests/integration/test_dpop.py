@@ -68,7 +68,8 @@ def test_without_a_proof_the_token_is_a_bearer_token(world: World) -> None:
 
 
 def test_a_replayed_proof_is_refused(world: World) -> None:
-    proof = make_proof(world, ECKey.generate_key("P-256"))
+    key = ECKey.generate_key("P-256")
+    proof = make_proof(world, key)
     assert ci_exchange(world, proof).status_code == 200
     issued = world.count(IssuedToken)
 
@@ -77,6 +78,7 @@ def test_a_replayed_proof_is_refused(world: World) -> None:
     assert replay.json["error"] == "invalid_dpop_proof"
     assert "access_token" not in replay.json
     assert last_audit(world)["reason"] == "dpop.replay"
+    assert last_audit(world)["detail"].endswith(f"; dpop_jkt={key.thumbprint()}")
     assert world.count(IssuedToken) == issued
 
 
