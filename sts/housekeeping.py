@@ -51,7 +51,9 @@ def collect_garbage(
     rows each, so that exchanges get the write lock between them."""
     lineage_cutoff = now - timedelta(seconds=settings.lineage_retention)
     audit_cutoff = now - timedelta(seconds=settings.audit_retention)
-    replay_cutoff = now - timedelta(seconds=settings.clock_leeway)
+    # One more second: joserfc compares a fractional ``exp`` with whole seconds, so an
+    # assertion stays acceptable up to a second past its exp plus the leeway.
+    replay_cutoff = now - timedelta(seconds=settings.clock_leeway + 1)
     with write() as session:
         status_lists = queries.retire_spent_status_lists(session, now)
         block_cutoff = now - timedelta(

@@ -524,7 +524,7 @@ def record_refusal(
     log line below is then the only record."""
     entry.decision = "deny"
     entry.reason = error.reason
-    entry.detail = error.detail
+    entry.detail = storable_detail(error.detail)
     if proof is not None:  # which key was refused (a replay, a revoked key, ...)
         entry.detail = f"{error.detail}; dpop_jkt={proof.jkt}"
     if error.reason == "database.locked":
@@ -545,9 +545,17 @@ def record_refusal(
 
     try:
         services.exchange_store.run_write(record)
-    except SQLAlchemyError as exc:
+    except (SQLAlchemyError, UnicodeError) as exc:
+        # UnicodeError: a value the driver cannot encode (neither driver wraps it). The
+        # answer stays the refusal; it must never turn into a 500.
         log.error("could not record refusal %s: %s", error.reason, type(exc).__name__)
     _log_refusal(error, entry)
+
+
+def storable_detail(detail: str) -> str:
+    """A refusal's private detail as a row can hold it: it may quote what the caller sent
+    (an unverified header, a claim), so a NUL or a lone surrogate is escaped."""
+    return detail.encode("utf-8", "backslashreplace").decode().replace("\x00", "\\x00")
 
 
 def _log_refusal(error: errors.OAuthError, entry: AuditEntry) -> None:

@@ -21,6 +21,7 @@ from joserfc.util import to_bytes
 
 from sts.clock import from_numeric_date
 from sts.errors import InvalidRequest
+from sts.tokens.claims import act_depth
 from sts.tokens.issuer_keys import IssuerKeyCache
 from sts.tokens.jose import MALFORMED_JWS, accepting_eddsa
 from sts.trust import IssuerConfig, TrustConfig
@@ -37,6 +38,10 @@ MAX_TOKEN_BYTES = 16 * 1024
 # recorded), so it is refused up front, recorded, as any unacceptable token is.
 MAX_SUBJECT_CHARS = 1024
 MAX_JTI_CHARS = 255
+# RFC 8693 §4.1 nests earlier actors in ``act``; nothing bounds the chain but the
+# token's size, and one nested past ~900 levels made signing the new token fail after
+# its records were committed (json's recursion limit). A real delegation chain is a few.
+MAX_ACT_DEPTH = 32
 ACCESS_TOKEN_TYP = "at+jwt"  # RFC 9068 §2.1
 
 
@@ -134,7 +139,9 @@ def verify_jwt(
 
     alg = header.get("alg")
     if not isinstance(alg, str) or alg not in ASYMMETRIC_ALGORITHMS or alg not in algorithms:
-        raise refuse(role, "is signed with an algorithm that is not accepted", "alg", f"alg={alg}")
+        # repr: the header is unverified, and its alg goes to the audit row's detail.
+        what = "is signed with an algorithm that is not accepted"
+        raise refuse(role, what, "alg", f"alg={alg!r}")
     key = _select_key(key_set, header.get("kid"), alg)
     if key is None:
         raise refuse(role, "is signed with an unknown key", "unknown_kid")
@@ -201,6 +208,8 @@ def refuse_unstorable(claims: dict[str, Any], role: str) -> None:
     # RFC 8693 §4.1: ``act`` is a JSON object whose ``sub`` names the actor; the token
     # carries it on, and the lineage records it (``actor``, VARCHAR(1024)).
     act = claims.get("act")
+    if act_depth(act) > MAX_ACT_DEPTH:
+        raise refuse(role, f"nests more than {MAX_ACT_DEPTH} actors in act", "act_depth")
     if isinstance(act, dict) and "sub" in act:
         actor = act["sub"]
         if not isinstance(actor, str) or len(actor) > MAX_SUBJECT_CHARS or unstorable_text(actor):

@@ -146,3 +146,33 @@ def test_json_nested_past_the_recursion_limit_is_a_refusal_not_a_500(world: Worl
 
     reported = world.client.post("/exposure-reports", data={"token": token})
     assert reported.status_code == 202
+
+
+@pytest.mark.parametrize("alg", ["ES256\x00", "\ud800"], ids=["nul", "surrogate"])
+def test_an_unverified_alg_is_quoted_in_the_recorded_refusal(world: World, alg: str) -> None:
+    """The refusal's detail names the header's ``alg``, unverified: quoted, it cannot
+    fail the audit insert (a NUL did on PostgreSQL; a lone surrogate was a 500)."""
+    header = {"alg": alg, "kid": world.ci.kid, "typ": "JWT"}
+    claims = {"iss": world.ci.issuer, "sub": "x", "aud": "https://sts.test", "exp": world.now()}
+    refused = world.exchange(world.ci.mint_raw(header, claims), audience=DEPLOY)
+    assert refused.status_code == 400, refused.json
+    row = world.audit_rows()[-1]
+    assert row["reason"] == "subject.alg"
+    assert row["detail"] == f"alg={alg!r}"
+
+
+def test_an_act_chain_past_32_actors_is_refused(world: World) -> None:
+    """RFC 8693 §4.1 nests earlier actors in ``act``; one nested ~940 deep made signing
+    the new token fail after its records were committed (a 503)."""
+
+    def chain(depth: int) -> dict[str, object]:
+        act: dict[str, object] = {"sub": "agent-0"}
+        for level in range(1, depth):
+            act = {"sub": f"agent-{level}", "act": act}
+        return act
+
+    refused = world.exchange(world.ci_token(act=chain(33)), audience=DEPLOY)
+    assert refused.status_code == 400, refused.json
+    assert last_reason(world) == "subject.act_depth"
+    granted = world.exchange(world.ci_token(act=chain(32)), audience=DEPLOY)
+    assert granted.status_code == 200, granted.json

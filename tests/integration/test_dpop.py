@@ -17,6 +17,7 @@ from joserfc.jwk import ECKey
 
 from sts.db.models import ClientAssertion, DpopProof, IssuedToken
 from tests.conftest import TEST_ISSUER
+from tests.integration.test_client_assertion_replay import exchange_with_assertion
 from tests.integration.test_offboarding import sts
 from tests.integration.world import DEPLOY, RULES, VAULT, World, claims_of
 from tests.issuer import sign_es256_raw
@@ -251,8 +252,8 @@ def test_gc_forgets_spent_proofs_and_assertions(world: World) -> None:
     assert (world.count(DpopProof), world.count(ClientAssertion)) == (1, 1)
 
     # The proof's record: max age + 2 x leeway after its use; the assertion's: its exp
-    # (60 s), each then past the leeway.
-    world.clock.advance(settings.dpop_proof_max_age + 3 * settings.clock_leeway + 1)
+    # (60 s); each kept a leeway and a second more (joserfc's whole-second clock).
+    world.clock.advance(settings.dpop_proof_max_age + 3 * settings.clock_leeway + 2)
     collected = sts(world, "gc")
     assert "2 used assertion or DPoP proof id(s)" in collected.output
     assert (world.count(DpopProof), world.count(ClientAssertion)) == (0, 0)
@@ -332,3 +333,19 @@ def test_revoke_names_a_dpop_key_by_its_thumbprint_only(world: World) -> None:
         result = sts(world, "revoke", "--dpop-key", value)
         assert result.exit_code == 2, result.output
         assert "RFC 7638" in result.output
+
+
+@pytest.mark.usefixtures("workload_reads_secrets_with_ci_tokens")
+def test_gc_keeps_an_assertion_with_a_fractional_exp_while_it_is_accepted(
+    world: World,
+) -> None:
+    """joserfc compares ``exp`` with whole seconds: an assertion with exp = t + 60.5 is
+    still accepted at t + 60.7 + leeway, so its record must still be there."""
+    settings = world.app.extensions["sts"].settings
+    assertion = world.workload_assertion(jti="fractional-exp", exp=world.now() + 60.5)
+    assert exchange_with_assertion(world, assertion, VAULT).status_code == 200
+    world.clock.advance(60.7 + settings.clock_leeway)
+    assert "0 used assertion" in sts(world, "gc").output
+    replay = exchange_with_assertion(world, assertion, VAULT)
+    assert replay.status_code == 401, replay.json
+    assert last_audit(world)["reason"] == "client.replay"
