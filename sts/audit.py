@@ -43,3 +43,10 @@ _FIELDS = tuple(f.name for f in fields(AuditEntry))
 
 def record(session: Session, entry: AuditEntry) -> None:
     queries.record_audit(session, entry.values())
+
+
+def storable_text(text: str) -> str:
+    """Free text as an audit row can hold it: a refusal's detail may quote what the caller
+    sent (an unverified header, a claim), so a NUL or a lone surrogate is escaped (either
+    would fail the insert: sts.tokens.verify.unstorable_text)."""
+    return text.encode("utf-8", "backslashreplace").decode().replace("\x00", "\\x00")

@@ -29,10 +29,11 @@ from typing import Any
 from sqlalchemy.exc import SQLAlchemyError
 
 from sts import errors
-from sts.audit import AuditEntry
+from sts.audit import AuditEntry, storable_text
 from sts.credentials import looks_like_api_key, parse_api_key, secret_matches
 from sts.db.exchange_store import Blocks, ExchangeTransaction
 from sts.endpoints import NO_STORE, Response
+from sts.endpoints.metadata import TOKEN_PATH
 from sts.grants.client_auth import AuthenticatedClient, authenticate_client
 from sts.policy.evaluate import Allow, Deny, ExchangeFacts, TokenFacts, evaluate
 from sts.protocol import (
@@ -124,24 +125,28 @@ def exchange(
         entry.requested_scope = " ".join(request.scopes) if request.scopes is not None else None
         trust = services.trust.current()
         settings = services.settings
+        # The public URI (behind a proxy, the one the caller used): the audience of a
+        # client assertion (RFC 7523 §3) and a DPoP proof's htu (RFC 9449 §4.3).
+        token_endpoint = settings.issuer + TOKEN_PATH
         client = authenticate_client(
             request.client,
             authorization,
             trust.clients,
-            token_endpoint=settings.issuer + "/token",
+            token_endpoint=token_endpoint,
             issuer=settings.issuer,
             leeway=settings.clock_leeway,
             now=now,
         )
         entry.client_id = client.client_id
-        proof = verify_dpop_proof(
-            dpop,
-            method="POST",
-            uri=settings.issuer + "/token",  # the public URI, as for client assertions
-            now=now,
-            max_age=settings.dpop_proof_max_age,
-            leeway=settings.clock_leeway,
-        )
+        if dpop is not None:
+            proof = verify_dpop_proof(
+                dpop,
+                method="POST",
+                uri=token_endpoint,
+                now=now,
+                max_age=settings.dpop_proof_max_age,
+                leeway=settings.clock_leeway,
+            )
         subject = present(
             services, trust, request.subject_token, request.subject_token_type, "subject", now
         )
@@ -524,7 +529,7 @@ def record_refusal(
     log line below is then the only record."""
     entry.decision = "deny"
     entry.reason = error.reason
-    entry.detail = storable_detail(error.detail)
+    entry.detail = storable_text(error.detail)
     if proof is not None:  # which key was refused (a replay, a revoked key, ...)
         entry.detail = f"{error.detail}; dpop_jkt={proof.jkt}"
     if error.reason == "database.locked":
@@ -550,12 +555,6 @@ def record_refusal(
         # answer stays the refusal; it must never turn into a 500.
         log.error("could not record refusal %s: %s", error.reason, type(exc).__name__)
     _log_refusal(error, entry)
-
-
-def storable_detail(detail: str) -> str:
-    """A refusal's private detail as a row can hold it: it may quote what the caller sent
-    (an unverified header, a claim), so a NUL or a lone surrogate is escaped."""
-    return detail.encode("utf-8", "backslashreplace").decode().replace("\x00", "\\x00")
 
 
 def _log_refusal(error: errors.OAuthError, entry: AuditEntry) -> None:

@@ -122,8 +122,8 @@ def require_possession(role: str, claims: Mapping[str, Any], proof: DpopProof | 
     cnf = claims.get("cnf")
     if cnf is None:
         return
-    jkt = cnf.get("jkt") if isinstance(cnf, Mapping) else None
-    if not isinstance(jkt, str) or set(cnf) != {"jkt"}:
+    jkt = dpop_key(claims)
+    if jkt is None or set(cnf) != {"jkt"}:
         raise InvalidRequest(
             f"The {role} token is bound to a key in a way this service cannot check.",
             reason=f"{role}.cnf_unsupported",
