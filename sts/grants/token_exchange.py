@@ -529,9 +529,10 @@ def record_refusal(
     log line below is then the only record."""
     entry.decision = "deny"
     entry.reason = error.reason
-    entry.detail = storable_text(error.detail)
+    detail = error.detail
     if proof is not None:  # which key was refused (a replay, a revoked key, ...)
-        entry.detail = f"{error.detail}; dpop_jkt={proof.jkt}"
+        detail = f"{detail}; dpop_jkt={proof.jkt}"
+    entry.detail = storable_text(detail)
     if error.reason == "database.locked":
         log.error("could not record refusal %s: the write lock is held", error.reason)
         _log_refusal(error, entry)

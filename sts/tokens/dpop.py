@@ -118,12 +118,14 @@ def verify_dpop_proof(
 def require_possession(role: str, claims: Mapping[str, Any], proof: DpopProof | None) -> None:
     """A token bound to a key (``cnf``, RFC 7800) is exchanged only with a DPoP proof by
     that key (RFC 9449 §6.1: ``jkt``); a binding sts cannot check (an mTLS certificate's
-    ``x5t#S256``, RFC 8705) refuses the token: fail closed."""
-    cnf = claims.get("cnf")
-    if cnf is None:
+    ``x5t#S256``, RFC 8705) refuses the token: fail closed. So does a ``cnf`` that is
+    not an object (RFC 7800 §3.1), JSON ``null`` included: an issuer that wrote the
+    member meant a binding, and sts cannot tell which."""
+    if "cnf" not in claims:
         return
+    cnf = claims["cnf"]
     jkt = dpop_key(claims)
-    if jkt is None or set(cnf) != {"jkt"}:
+    if jkt is None or set(cnf) != {"jkt"}:  # dpop_key: None unless cnf is an object
         raise InvalidRequest(
             f"The {role} token is bound to a key in a way this service cannot check.",
             reason=f"{role}.cnf_unsupported",

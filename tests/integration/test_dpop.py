@@ -9,17 +9,22 @@ and re-checks that requirement, and ``sts gc`` forgets spent proofs."""
 from __future__ import annotations
 
 import uuid
+from datetime import UTC, datetime
 from typing import Any
 
 import pytest
 from joserfc import jwt
 from joserfc.jwk import ECKey
 
+from sts import errors
+from sts.audit import AuditEntry
 from sts.db.models import ClientAssertion, DpopProof, IssuedToken
+from sts.grants.token_exchange import record_refusal
+from sts.tokens.dpop import verify_dpop_proof
 from tests.conftest import TEST_ISSUER
 from tests.integration.test_client_assertion_replay import exchange_with_assertion
 from tests.integration.test_offboarding import sts
-from tests.integration.world import DEPLOY, RULES, VAULT, World, claims_of
+from tests.integration.world import CI_CLAIMS, DEPLOY, RULES, VAULT, World, claims_of
 from tests.issuer import sign_es256_raw
 
 TOKEN_URI = TEST_ISSUER + "/token"
@@ -188,6 +193,46 @@ def test_a_binding_sts_cannot_check_refuses_the_token(world: World) -> None:
     assert response.status_code == 400
     assert response.json["error"] == "invalid_request"
     assert last_audit(world)["reason"] == "subject.cnf_unsupported"
+
+
+def test_a_null_binding_refuses_the_token(world: World) -> None:
+    """RFC 7800 §3.1: ``cnf`` is an object. A ``null`` one was read as no binding, so a
+    token its issuer meant to bind was exchanged without a proof."""
+    now = world.now()
+    claims = {
+        "iss": world.ci.issuer,
+        "sub": "repo:acme/payments:environment:production",
+        "aud": "https://sts.test",
+        "iat": now,
+        "exp": now + 600,
+        "jti": uuid.uuid4().hex,
+        **CI_CLAIMS,
+        "cnf": None,
+    }
+    upstream = world.ci.mint_raw({"alg": "ES256", "kid": world.ci.kid, "typ": "JWT"}, claims)
+    key = ECKey.generate_key("P-256")
+    for headers in (None, {"DPoP": make_proof(world, key)}):
+        response = world.exchange(upstream, audience=DEPLOY, headers=headers)
+        assert response.status_code == 400
+        assert response.json["error"] == "invalid_request"
+        assert last_audit(world)["reason"] == "subject.cnf_unsupported"
+
+
+def test_a_refusal_with_a_proof_keeps_its_detail_storable(world: World) -> None:
+    """The refusal's detail is escaped before the insert with a proof's key appended too
+    (it was escaped only without one: a NUL lost the row on PostgreSQL)."""
+    key = ECKey.generate_key("P-256")
+    now = datetime.fromtimestamp(world.now(), UTC)
+    proof = verify_dpop_proof(
+        make_proof(world, key), method="POST", uri=TOKEN_URI, now=now, max_age=60, leeway=0
+    )
+    assert proof is not None
+    entry = AuditEntry(at=now, client_id="ci-deployer")
+    error = errors.InvalidRequest("Refused.", reason="test.detail", detail="a\x00b\ud800c")
+    record_refusal(world.app.extensions["sts"], entry, error, None, proof)
+    row = last_audit(world)
+    assert row["reason"] == "test.detail"
+    assert row["detail"] == f"a\\x00b\\ud800c; dpop_jkt={key.thumbprint()}"
 
 
 def require_dpop(world: World, name: str = "payments-prod-deploy") -> None:
