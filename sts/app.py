@@ -15,6 +15,7 @@ from sts.keys.keystore import make_keystore
 from sts.keys.rotation import Schedule
 from sts.services import Services
 from sts.settings import Settings, validate
+from sts.tokens.dpop_nonce import DpopNonces
 from sts.tokens.issuer_keys import IssuerKeyCache
 from sts.tokens.verify import OwnKeySet
 from sts.trust import TrustConfigCache
@@ -62,6 +63,11 @@ def build_services(settings: Settings, clock: Clock = system_clock) -> Services:
             min_refresh=settings.issuer_jwks_min_refresh,
         ),
         own_keys=OwnKeySet(),
+        dpop_nonces=(
+            DpopNonces(settings.dpop_nonce_secret, settings.dpop_nonce_lifetime)
+            if settings.dpop_nonce_secret is not None
+            else None
+        ),
     )
 
 

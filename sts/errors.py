@@ -60,6 +60,22 @@ class InvalidDpopProof(OAuthError):
     default_description = "The DPoP proof is invalid."
 
 
+class UseDpopNonce(OAuthError):
+    """RFC 9449 §8: the server requires a nonce it provided in the proof, and the proof
+    has none or a stale one: 400 ``use_dpop_nonce``, with the nonce to use in the
+    ``DPoP-Nonce`` header (the client retries with a new proof carrying it)."""
+
+    error = "use_dpop_nonce"
+    default_description = "Authorization server requires nonce in DPoP proof."
+
+    def __init__(self, nonce: str, *, reason: str) -> None:
+        super().__init__(reason=reason)
+        self.nonce = nonce
+
+    def headers(self) -> dict[str, str]:
+        return {"DPoP-Nonce": self.nonce}
+
+
 class InvalidClient(OAuthError):
     """RFC 6749 §5.2: 401 with a WWW-Authenticate header. A client that authenticated with
     the Authorization header used Basic, the one HTTP scheme sts's endpoints accept, and

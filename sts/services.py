@@ -12,6 +12,7 @@ from sts.clock import Clock
 from sts.db.exchange_store import ExchangeStore
 from sts.keys.keyring import KeyRing
 from sts.settings import Settings
+from sts.tokens.dpop_nonce import DpopNonces
 from sts.tokens.issuer_keys import IssuerKeyCache
 from sts.tokens.verify import OwnKeySet, VerifiedJwt, verify_jwt
 from sts.trust import TrustConfig, TrustConfigCache
@@ -28,6 +29,7 @@ class Services:
     trust: TrustConfigCache
     issuer_keys: IssuerKeyCache
     own_keys: OwnKeySet
+    dpop_nonces: DpopNonces | None = None  # RFC 9449 §8, when STS_DPOP_NONCE_SECRET is set
 
     def verify_jwt(
         self, token: str, *, role: str, now: datetime, trust: TrustConfig | None = None

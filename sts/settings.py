@@ -27,6 +27,7 @@ KEK_BYTES = 32  # AES-256-GCM
 # caches within an hour even with a long lead time.
 JWKS_MAX_AGE_CAP = 3600
 DAY = 86400
+MIN_NONCE_SECRET_CHARS = 32  # STS_DPOP_NONCE_SECRET: an HMAC key (sts.tokens.dpop_nonce)
 
 
 def _redacted(value: str | None) -> str:
@@ -50,6 +51,11 @@ class Settings:
     # RFC 9449 §4.3 check 11 (§11.1): a DPoP proof is accepted this many seconds after its
     # ``iat`` (plus the clock leeway); its ``jti`` is kept that long to refuse a replay.
     dpop_proof_max_age: int = 60
+    # RFC 9449 §8: when set, a proof must carry a nonce this service handed out (HMAC under
+    # this secret, shared by every instance: sts.tokens.dpop_nonce), accepted for one to
+    # two lifetimes. Not in repr: it is a secret.
+    dpop_nonce_secret: str | None = field(default=None, repr=False)
+    dpop_nonce_lifetime: int = 120
     # Cache-Control max-age of the JWKS document, seconds. None: derived from the lead
     # time (see jwks_cache_max_age); when set, it must not exceed the lead time.
     jwks_max_age: int | None = None
@@ -148,6 +154,8 @@ class Settings:
             "STS_MAX_TOKEN_TTL": str(self.max_token_ttl),
             "STS_CLOCK_LEEWAY": str(self.clock_leeway),
             "STS_DPOP_PROOF_MAX_AGE": str(self.dpop_proof_max_age),
+            "STS_DPOP_NONCE_SECRET": _redacted(self.dpop_nonce_secret),
+            "STS_DPOP_NONCE_LIFETIME": str(self.dpop_nonce_lifetime),
             "STS_JWKS_MAX_AGE": str(self.jwks_cache_max_age),
             "STS_AUTO_MIGRATE": str(self.should_auto_migrate).lower(),
             "STS_ISSUER_JWKS_TIMEOUT": str(self.issuer_jwks_timeout),
@@ -191,6 +199,8 @@ class Settings:
             "STS_MAX_TOKEN_TTL": ("max_token_ttl", _parse_positive_int),
             "STS_CLOCK_LEEWAY": ("clock_leeway", _parse_non_negative_int),
             "STS_DPOP_PROOF_MAX_AGE": ("dpop_proof_max_age", _parse_positive_int),
+            "STS_DPOP_NONCE_SECRET": ("dpop_nonce_secret", str),
+            "STS_DPOP_NONCE_LIFETIME": ("dpop_nonce_lifetime", _parse_positive_int),
             "STS_JWKS_MAX_AGE": ("jwks_max_age", _parse_non_negative_int),
             "STS_AUTO_MIGRATE": ("auto_migrate", _parse_bool),
             "STS_ISSUER_JWKS_TIMEOUT": ("issuer_jwks_timeout", _parse_seconds),
@@ -253,6 +263,13 @@ def validate(settings: Settings) -> Settings:
         )
     if settings.key_passphrase is not None and len(settings.key_passphrase) < 12:
         raise ConfigurationError("STS_KEY_PASSPHRASE", "must be at least 12 characters long")
+    secret = settings.dpop_nonce_secret
+    if secret is not None and len(secret) < MIN_NONCE_SECRET_CHARS:
+        raise ConfigurationError(
+            "STS_DPOP_NONCE_SECRET",
+            f"must be at least {MIN_NONCE_SECRET_CHARS} random characters, the same on every "
+            "replica",
+        )
     _check_keystore(settings)
     _check_rotation_schedule(settings)
     return settings

@@ -146,6 +146,7 @@ def exchange(
                 now=now,
                 max_age=settings.dpop_proof_max_age,
                 leeway=settings.clock_leeway,
+                nonces=services.dpop_nonces,
             )
         subject = present(
             services, trust, request.subject_token, request.subject_token_type, "subject", now
@@ -323,7 +324,11 @@ def issue(
     # asked for none (a requested scope is granted or the exchange refused).
     if decision.scopes:
         body["scope"] = " ".join(decision.scopes)
-    return Response(200, body, dict(NO_STORE))
+    headers = dict(NO_STORE)
+    if proof is not None and services.dpop_nonces is not None:
+        # RFC 9449 §8.2: the nonce for the caller's next proof, before this one goes stale.
+        headers["DPoP-Nonce"] = services.dpop_nonces.current(now)
+    return Response(200, body, headers)
 
 
 def resolve(

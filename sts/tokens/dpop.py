@@ -32,7 +32,8 @@ from joserfc.errors import JoseError, SecurityWarning
 from joserfc.jwk import JWKRegistry, RSAKey
 from joserfc.util import to_bytes
 
-from sts.errors import InvalidDpopProof, InvalidRequest
+from sts.errors import InvalidDpopProof, InvalidRequest, UseDpopNonce
+from sts.tokens.dpop_nonce import DpopNonces
 from sts.tokens.jose import MALFORMED_JWS, accepting_eddsa
 from sts.tokens.verify import ASYMMETRIC_ALGORITHMS, MAX_JTI_CHARS, unstorable_text
 
@@ -79,9 +80,11 @@ def verify_dpop_proof(
     now: datetime,
     max_age: int,
     leeway: int,
+    nonces: DpopNonces | None = None,
 ) -> DpopProof | None:
     """The proof in the ``DPoP`` header, checked against this request (RFC 9449 §4.3);
-    None when the request has none. Raises :class:`InvalidDpopProof`."""
+    None when the request has none. Raises :class:`InvalidDpopProof`, or, with ``nonces``
+    (§8), :class:`UseDpopNonce` for an otherwise valid proof without a current nonce."""
     if header is None:
         return None
     proof = header.strip()
@@ -108,6 +111,8 @@ def verify_dpop_proof(
     if not valid:
         raise _invalid("The DPoP proof's signature is invalid.", "signature")
     jti = _check_claims(claims, method=method, uri=uri, now=now, max_age=max_age, leeway=leeway)
+    if nonces is not None:  # §4.3 check 10; last, so a bad proof is told what is wrong
+        _require_nonce(claims.get("nonce"), nonces, now)
     return DpopProof(
         jkt=jkt,
         jti=jti,
@@ -303,6 +308,15 @@ def _check_claims(
     if age < -leeway:
         raise _invalid("The DPoP proof was issued in the future.", "future")
     return jti
+
+
+def _require_nonce(nonce: object, nonces: DpopNonces, now: datetime) -> None:
+    """RFC 9449 §8: without a nonce this service handed out (recently), the caller is sent
+    ``use_dpop_nonce`` and the current nonce, to retry with a new proof."""
+    if nonce is None:
+        raise UseDpopNonce(nonces.current(now), reason="dpop.nonce_missing")
+    if not nonces.accepts(nonce, now):
+        raise UseDpopNonce(nonces.current(now), reason="dpop.nonce_stale")
 
 
 def _invalid(description: str, reason: str) -> InvalidDpopProof:

@@ -38,13 +38,21 @@ def dpop_rules(issuer: TestIssuer) -> dict[str, Any]:
     return document
 
 
-def proof(key: ECKey, now: int) -> str:
+def proof(key: ECKey, now: int, **extra: str) -> str:
     header = {"typ": "dpop+jwt", "alg": "ES256", "jwk": key.as_dict(private=False)}
     claims = {"jti": uuid.uuid4().hex, "htm": "POST", "htu": "https://sts.test/token", "iat": now}
+    claims.update(extra)
     return jwt.encode(header, claims, key, algorithms=["ES256"])
 
 
 def post(base: str, body: bytes, dpop: list[str]) -> tuple[int, dict[str, Any]]:
+    status, document, _ = post_reading_headers(base, body, dpop)
+    return status, document
+
+
+def post_reading_headers(
+    base: str, body: bytes, dpop: list[str]
+) -> tuple[int, dict[str, Any], http.client.HTTPMessage]:
     parts = urlsplit(base)
     connection = http.client.HTTPConnection(parts.hostname or "", parts.port, timeout=5)
     connection.putrequest("POST", "/token")
@@ -57,7 +65,7 @@ def post(base: str, body: bytes, dpop: list[str]) -> tuple[int, dict[str, Any]]:
     response = connection.getresponse()
     document = json.loads(response.read())
     connection.close()
-    return response.status, document
+    return response.status, document, response.headers
 
 
 @pytest.mark.slow
@@ -89,3 +97,43 @@ def test_dpop_through_a_real_server(empty_database_url: str, tmp_path: Path, ser
         assert status == 200, bound
         assert bound["token_type"] == "DPoP"
         assert claims_of(bound["access_token"])["cnf"] == {"jkt": key.thumbprint()}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("server", ["granian", "gunicorn"])
+def test_dpop_nonces_through_a_real_server(
+    empty_database_url: str, tmp_path: Path, server: str
+) -> None:
+    """RFC 9449 §8 with two workers: the ``DPoP-Nonce`` header reaches the client on the
+    refusal and on the grant, and the nonce is good on whichever worker a new connection
+    lands (the shared secret is the only state)."""
+    env = rules_service_env(empty_database_url, tmp_path)
+    env["STS_DPOP_NONCE_SECRET"] = uuid.uuid4().hex
+    engine = make_engine(empty_database_url)
+    upgrade(alembic_config(engine), "schema@head")
+    engine.dispose()
+    issuer = TestIssuer("https://ci.issuer.test")
+    apply_rules(env, tmp_path / "rules.yaml", dpop_rules(issuer), "Deploys need DPoP")
+    key = ECKey.generate_key("P-256")
+
+    with running_server(env, workers=2, args=("--server", server)) as base:
+
+        def body() -> bytes:
+            token = issuer.mint(repository="acme/payments", ref="refs/heads/main", lifetime=300)
+            return exchange_body(token)
+
+        status, refused, headers = post_reading_headers(
+            base, body(), [proof(key, int(time.time()))]
+        )
+        assert (status, refused["error"]) == (400, "use_dpop_nonce")
+        nonce = headers["DPoP-Nonce"]
+        assert nonce
+
+        for _ in range(4):  # new connections: both workers answer some
+            now = int(time.time())
+            status, bound, headers = post_reading_headers(
+                base, body(), [proof(key, now, nonce=nonce)]
+            )
+            assert status == 200, bound
+            assert bound["token_type"] == "DPoP"
+            assert headers["DPoP-Nonce"]

@@ -25,7 +25,7 @@ from joserfc.errors import SecurityWarning
 from joserfc.jwk import ECKey, OctKey, OKPKey, RSAKey
 from joserfc.jws import JWSRegistry
 
-from sts.errors import InvalidDpopProof, InvalidRequest
+from sts.errors import InvalidDpopProof, InvalidRequest, UseDpopNonce
 from sts.tokens.dpop import (
     DpopProof,
     dpop_key,
@@ -33,6 +33,7 @@ from sts.tokens.dpop import (
     require_possession,
     verify_dpop_proof,
 )
+from sts.tokens.dpop_nonce import DpopNonces
 from sts.tokens.jose import accepting_eddsa
 
 Key = ECKey | RSAKey | OKPKey | OctKey
@@ -636,6 +637,63 @@ def test_a_huge_integer_iat_is_refused() -> None:
     with pytest.raises(InvalidDpopProof) as info:
         verify(proof(ec_key(), claims_overrides={"iat": 10**400}))
     assert info.value.reason in {"dpop.iat", "dpop.future"}
+
+
+# --- server-provided nonces (§8; §4.3 check 10) ------------------------------------------
+
+
+NONCES = DpopNonces("n" * 32, 120)
+
+
+def with_nonces(header: str, now: datetime = NOW) -> DpopProof | None:
+    return verify_dpop_proof(
+        header, method=METHOD, uri=URI, now=now, max_age=MAX_AGE, leeway=LEEWAY, nonces=NONCES
+    )
+
+
+def told_to_use_nonce(header: str, reason: str, now: datetime = NOW) -> None:
+    with pytest.raises(UseDpopNonce) as info:
+        with_nonces(header, now)
+    error = info.value
+    assert (error.error, error.status_code, error.reason) == ("use_dpop_nonce", 400, reason)
+    # §8: the nonce to use comes in the DPoP-Nonce header, and is today's
+    assert error.headers() == {"DPoP-Nonce": NONCES.current(now)}
+    assert NONCES.accepts(error.nonce, now)
+
+
+def test_with_nonces_a_proof_without_one_is_told_to_use_one() -> None:
+    told_to_use_nonce(proof(ec_key()), "dpop.nonce_missing")
+
+
+def test_with_nonces_a_proof_with_the_current_nonce_is_accepted() -> None:
+    key = ec_key()
+    result = with_nonces(proof(key, claims_overrides={"nonce": NONCES.current(NOW)}))
+    assert isinstance(result, DpopProof)
+    assert result.jkt == key.thumbprint()
+
+
+def test_with_nonces_a_stale_or_unknown_nonce_is_told_to_use_the_current_one() -> None:
+    stale = NONCES.current(NOW - timedelta(seconds=240))
+    told_to_use_nonce(proof(ec_key(), claims_overrides={"nonce": stale}), "dpop.nonce_stale")
+    foreign = DpopNonces("m" * 32, 120).current(NOW)
+    told_to_use_nonce(proof(ec_key(), claims_overrides={"nonce": foreign}), "dpop.nonce_stale")
+    told_to_use_nonce(proof(ec_key(), claims_overrides={"nonce": 5}), "dpop.nonce_stale")
+
+
+def test_with_nonces_a_proof_failing_another_check_is_told_what_is_wrong() -> None:
+    """The nonce is checked last: a proof that is wrong anyway gets invalid_dpop_proof,
+    not an invitation to retry with a nonce."""
+    with pytest.raises(InvalidDpopProof) as info:
+        with_nonces(proof(ec_key(), claims_overrides={"htm": "GET"}))
+    assert info.value.reason == "dpop.htm"
+    with pytest.raises(InvalidDpopProof) as info:
+        with_nonces(proof(ec_key(), signer=ec_key("P-384"), alg="ES256"))
+    assert info.value.reason == "dpop.signature"
+
+
+def test_without_nonces_a_nonce_claim_is_ignored() -> None:
+    """§4.3 check 10 applies only where the server provided a nonce."""
+    accepted(proof(ec_key(), claims_overrides={"nonce": "anything"}))
 
 
 # --- require_possession: a bound token is exchanged by its key's holder only ------------

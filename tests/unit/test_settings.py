@@ -22,6 +22,16 @@ REFUSALS = [
     ("bad-alg", {"STS_SIGNING_ALG": "HS256"}, "STS_SIGNING_ALG must be one of"),
     ("bad-db", {"STS_DATABASE_URL": "mysql://x/y"}, "STS_DATABASE_URL must be a sqlite"),
     ("short-pass", {"STS_KEY_PASSPHRASE": "short"}, "STS_KEY_PASSPHRASE must be at least 12"),
+    (
+        "short-nonce-secret",
+        {"STS_DPOP_NONCE_SECRET": "x" * 31},
+        "STS_DPOP_NONCE_SECRET must be at least 32 random characters",
+    ),
+    (
+        "zero-nonce-lifetime",
+        {"STS_DPOP_NONCE_LIFETIME": "0"},
+        "STS_DPOP_NONCE_LIFETIME must be a positive",
+    ),
     ("status-ttl-zero", {"STS_STATUS_LIST_TTL": "0"}, "STS_STATUS_LIST_TTL must be a positive"),
     ("status-size-odd", {"STS_STATUS_LIST_SIZE": "12"}, "STS_STATUS_LIST_SIZE must be a multiple"),
     ("status-size-huge", {"STS_STATUS_LIST_SIZE": "33554432"}, "STS_STATUS_LIST_SIZE must be"),
