@@ -26,14 +26,32 @@ from sqlalchemy.engine import make_url
 
 from bench import latency, procfs, pyspy, servers, soak
 from bench.loadgen import LoadResult, LoadSpec, Progress, run_load
-from bench.scenarios import SCENARIOS, peer_requests
+from bench.scenarios import (
+    CEILING_PER_SECOND,
+    SCENARIOS,
+    Scenario,
+    peer_requests,
+    single_use_pool,
+)
 from bench.servers import RunningServer
-from bench.world import DEFAULT_POSTGRES, PeerTokens, World, database_url, peer_tokens, seed
+from bench.world import (
+    DEFAULT_POSTGRES,
+    DPOP_PROOF_MAX_AGE,
+    PeerTokens,
+    World,
+    database_url,
+    peer_tokens,
+    seed,
+)
 from sts.cli.serve import SERVERS
 
 RESULTS = Path(__file__).resolve().parent / "results"
 PEERS = ("oidc-provider", "idpyoidc")
 GOVERNANCE_OFF = "sts, audit+lineage OFF (bench only)"
+# Between signing a single-use pool's first proof and sending its last, beyond the quiet
+# wait and the load: the signing itself (up to ~30 s for the largest pool), the load's
+# start and the last answer's socket timeout.
+POOL_OVERHEAD_SECONDS = 60.0
 
 
 @dataclass
@@ -86,7 +104,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     parser.add_argument("--databases", help="sqlite,postgresql (default: both; not for soak)")
     parser.add_argument(
-        "--scenario", choices=tuple(SCENARIOS), help="soak, latency (default ci-deploy)"
+        "--scenario",
+        choices=tuple(SCENARIOS),
+        help="soak, latency (default ci-deploy; soak: not ci-deploy-dpop)",
     )
     parser.add_argument(
         "--database",
@@ -203,7 +223,71 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
             )
         args.scenarios = _split(args.scenarios or ",".join(SCENARIOS), SCENARIOS)
         args.databases = _split(args.databases or "sqlite,postgresql", ("sqlite", "postgresql"))
+    problem = single_use_problem(args)
+    if problem is not None:
+        parser.error(problem)
     return args
+
+
+def single_use_problem(args: argparse.Namespace) -> str | None:
+    """Why a selected single-use scenario (a DPoP proof per request) cannot run as asked.
+    Its pool is made before each load and must last it: a request for every exchange of
+    the load (``single_use_pool``), and proofs still fresh at its end (the bench server's
+    STS_DPOP_PROOF_MAX_AGE): a replayed or stale proof would count as an error."""
+    names = [name for name in args.scenarios if SCENARIOS[name].single_use]
+    if not names or args.mode == "peers":  # peers runs peer-shape only
+        return None
+    if args.mode == "soak":
+        return (
+            f"soak cannot run {names[0]}: a DPoP proof is good once, so the pool would need "
+            "a request for every exchange of the whole soak; use the run or latency mode"
+        )
+    for seconds, connections, rate in pooled_loads(args):
+        try:
+            single_use_pool(seconds, connections, rate)
+        except ValueError as exc:
+            return f"{names[0]}: {exc} (or leave {names[0]} out)"
+        if args.quiet_wait + seconds + POOL_OVERHEAD_SECONDS > DPOP_PROOF_MAX_AGE:
+            return (
+                f"{names[0]}: its DPoP proofs, made before the quiet wait, would be older than "
+                f"the bench server's STS_DPOP_PROOF_MAX_AGE ({DPOP_PROOF_MAX_AGE} s) by the "
+                "end of the load: shorten --quiet-wait or the run"
+            )
+    return None
+
+
+def pooled_loads(args: argparse.Namespace) -> list[tuple[float, int, float]]:
+    """(seconds, connections, exchanges/s at most) of each load that gets a pool of its own
+    (``requests_for``): a row of the run mode; the latency mode's peak and open loop."""
+    ceiling = float(CEILING_PER_SECOND)
+    if args.mode != "latency":
+        return [(args.warmup + args.duration, args.concurrency, ceiling)]
+    # The open loop runs at --rate, or at --fraction of a peak that is below the ceiling.
+    open_loop = (
+        args.warmup + args.duration,
+        args.concurrency,
+        args.rate or args.fraction * ceiling,
+    )
+    if args.rate is not None:
+        return [open_loop]
+    return [(args.warmup + args.peak_duration, args.peak_concurrency, ceiling), open_loop]
+
+
+def requests_for(
+    scenario: Scenario,
+    world: World,
+    port: int,
+    seconds: float,
+    connections: int,
+    rate: float = CEILING_PER_SECOND,
+) -> list[bytes]:
+    """The scenario's pool for one load of ``seconds`` (warmup included) over
+    ``connections`` at up to ``rate`` exchanges/s. A single-use scenario's pool is made
+    for that load only, sized by ``single_use_pool``: no request in it is sent twice."""
+    if not scenario.single_use:
+        return scenario.build(world, port)
+    size = single_use_pool(seconds, connections, rate)
+    return scenario.build(replace(world, proof_pool=size), port)
 
 
 def _split(value: str, allowed: Any) -> list[str]:
@@ -221,6 +305,11 @@ class Runner:
         self.rows: list[Row] = []
         self.profiled = False
         self.round = 1
+
+    def requests(self, name: str, world: World, port: int) -> list[bytes]:
+        """Scenario ``name``'s pool for one row of this run."""
+        seconds = self.args.warmup + self.args.duration
+        return requests_for(SCENARIOS[name], world, port, seconds, self.args.concurrency)
 
     def spec(self, port: int, requests: list[bytes]) -> LoadSpec:
         return LoadSpec(
@@ -291,13 +380,12 @@ class Runner:
             try:
                 with self.sts("sts", world, server) as running:
                     for name in scenarios:
-                        scenario = SCENARIOS[name]
                         row = Row("sts", server, world.database, name)
                         self.measure(
                             row,
                             running.port,
                             running.pid,
-                            lambda s=scenario, p=running.port: s.build(world, p),  # type: ignore[misc]
+                            lambda n=name, p=running.port: self.requests(n, world, p),  # type: ignore[misc]
                             world,
                         )
             except Exception as exc:
@@ -917,32 +1005,52 @@ def measure_latency(
     )
     try:
         with runner.sts("sts", world, server) as running:
-            base = LoadSpec(
-                port=running.port,
-                requests=SCENARIOS[args.scenario].build(world, running.port),
-                duration=args.peak_duration,
-                warmup=args.warmup,
-                concurrency=args.peak_concurrency,
-                processes=args.processes,
-            )
+            scenario = SCENARIOS[args.scenario]
             pids = database_pids(world)
             rate = args.rate
             if rate is None:
+                peak = LoadSpec(
+                    port=running.port,
+                    requests=requests_for(
+                        scenario,
+                        world,
+                        running.port,
+                        args.warmup + args.peak_duration,
+                        args.peak_concurrency,
+                    ),
+                    duration=args.peak_duration,
+                    warmup=args.warmup,
+                    concurrency=args.peak_concurrency,
+                    processes=args.processes,
+                )
                 row.notes["idle_before_peak_s"] = wait_for_quiet(args.quiet_wait)
                 print(f"  {server}: peak (closed loop) ...", file=sys.stderr, flush=True)
-                row.peak = run_load(base, server_pid=running.pid, database_pids=pids)
+                row.peak = run_load(peak, server_pid=running.pid, database_pids=pids)
                 if not row.peak.ok:
                     raise RuntimeError(
                         f"no exchange succeeded in the peak run: {row.peak.error_samples}"
                     )
                 rate = args.fraction * row.peak.rate
+            # A pool of its own: a single-use scenario's peak spent its pool's requests, and
+            # the open loop's is sized at the rate it runs at.
+            seconds = args.warmup + args.duration
+            spec = LoadSpec(
+                port=running.port,
+                requests=requests_for(
+                    scenario, world, running.port, seconds, args.concurrency, rate
+                ),
+                duration=args.duration,
+                warmup=args.warmup,
+                concurrency=args.concurrency,
+                processes=args.processes,
+                rate=rate,
+            )
             row.notes["idle_before_s"] = wait_for_quiet(args.quiet_wait)
             print(
                 f"  {server}: open loop at {rate:.0f}/s over {args.concurrency} connections ...",
                 file=sys.stderr,
                 flush=True,
             )
-            spec = replace(base, duration=args.duration, concurrency=args.concurrency, rate=rate)
             row.result = run_load(spec, server_pid=running.pid, database_pids=pids)
     except Exception as exc:  # one failed server must not lose the others
         row.failure = f"{type(exc).__name__}: {str(exc)[-600:]}"

@@ -32,6 +32,8 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from bench.scenarios import REPEATABLE
+
 HERE = Path(__file__).resolve().parents[1]
 
 # Where an instruction ran, by the name of the object file (first match wins).
@@ -217,7 +219,7 @@ def ratios(counts: Iterable[Count]) -> list[str]:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.instructions")
     parser.add_argument("--database", choices=("sqlite", "postgresql"), default="sqlite")
-    parser.add_argument("--scenario", default="ci-deploy")
+    parser.add_argument("--scenario", choices=REPEATABLE, default="ci-deploy")
     parser.add_argument("--requests", type=int, default=300)
     parser.add_argument("--base", type=Path, help="another checkout to count as well")
     parser.add_argument(

@@ -151,8 +151,11 @@ def build_request(
     path: str,
     form: Sequence[tuple[str, str]],
     basic: tuple[str, str] | None = None,
+    *,
+    headers: Sequence[tuple[str, str]] = (),
 ) -> bytes:
-    """A complete POST with an urlencoded form (and HTTP Basic client authentication)."""
+    """A complete POST with an urlencoded form (and HTTP Basic client authentication),
+    then ``headers``' extra lines (e.g. ``("DPoP", proof)``), in order."""
     body = urlencode(form).encode()
     lines = [
         f"POST {path} HTTP/1.1",
@@ -164,6 +167,7 @@ def build_request(
     if basic is not None:
         raw = f"{basic[0]}:{basic[1]}".encode()
         lines.append("Authorization: Basic " + base64.b64encode(raw).decode())
+    lines.extend(f"{name}: {value}" for name, value in headers)
     return ("\r\n".join(lines) + "\r\n\r\n").encode() + body
 
 
@@ -215,7 +219,10 @@ def post_all(
 @dataclass(frozen=True)
 class LoadSpec:
     port: int
-    requests: Sequence[bytes]  # pre-built, sent round robin
+    # Pre-built, sent round robin; connection thread k starts at k * (len // concurrency),
+    # so it sends len // concurrency of them before it reaches another thread's first: a
+    # pool of single-use requests is sized for that (``bench.scenarios.single_use_pool``).
+    requests: Sequence[bytes]
     duration: float = 10.0
     warmup: float = 2.0
     concurrency: int = 8

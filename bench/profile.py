@@ -27,7 +27,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from bench.scenarios import SCENARIOS
+from bench.scenarios import REPEATABLE, SCENARIOS
 from bench.world import DEFAULT_POSTGRES, database_url, peer_tokens, seed
 
 # (category, test on (file path, function name)) in priority order: the first match of a
@@ -162,6 +162,12 @@ def app_in_process(
     from sts.app import create_app
     from sts.settings import Settings
 
+    if scenario not in REPEATABLE:
+        # Their callers send the pool more than once: a single-use request would be refused.
+        raise ValueError(
+            f"{scenario} sends each request once and cannot be driven in process here; "
+            "python -m bench.dpop measures what a DPoP proof costs in process"
+        )
     with tempfile.TemporaryDirectory(prefix="sts-bench-") as tmp:
         workdir = Path(tmp)
         with database_url(database, workdir, postgres_url) as url:
@@ -180,7 +186,7 @@ def in_process_parser(prog: str, *, requests: int) -> argparse.ArgumentParser:
     """The options of every tool that drives the app in process (``app_in_process``)."""
     parser = argparse.ArgumentParser(prog=prog)
     parser.add_argument("--database", choices=("sqlite", "postgresql"), default="sqlite")
-    parser.add_argument("--scenario", choices=list(SCENARIOS), default="ci-deploy")
+    parser.add_argument("--scenario", choices=REPEATABLE, default="ci-deploy")
     parser.add_argument("--requests", type=int, default=requests)
     parser.add_argument("--postgres-url", default=DEFAULT_POSTGRES)
     return parser

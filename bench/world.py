@@ -32,6 +32,11 @@ from sts.settings import Settings
 STS_ISSUER = "https://sts.bench.test"
 PASSPHRASE = "bench passphrase, not a secret"
 DEFAULT_POSTGRES = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
+# BENCH ONLY: how long after its iat the bench's server accepts a DPoP proof (sts's
+# default: 60 s). A run's proofs are all made before it starts (scenario ci-deploy-dpop
+# pre-builds its requests), then come a quiet wait, the warmup and the measured seconds:
+# a proof sent at the end must still be fresh, or it would count as an error.
+DPOP_PROOF_MAX_AGE = 900
 
 CI_ISSUER = "https://ci.bench.test"
 AGENTS_ISSUER = "https://agents.bench.test"
@@ -203,6 +208,9 @@ class World:
     peer: PeerTokens
     upstream_jwks_path: Path
     sts_tokens: list[str] = field(default_factory=list)  # pre-minted through a server
+    # Requests a single-use scenario (a DPoP proof each) builds; sized from the run by
+    # ``bench.scenarios.single_use_pool`` (0: not sized, and such a scenario refuses).
+    proof_pool: int = 0
 
 
 def settings_env(workdir: Path, database_url: str) -> dict[str, str]:
@@ -215,6 +223,7 @@ def settings_env(workdir: Path, database_url: str) -> dict[str, str]:
         "STS_AUTO_MIGRATE": "true",
         "STS_MAX_TOKEN_TTL": "3600",
         "STS_LOG_LEVEL": "WARNING",
+        "STS_DPOP_PROOF_MAX_AGE": str(DPOP_PROOF_MAX_AGE),  # bench only: see its definition
     }
 
 
