@@ -19,32 +19,15 @@ from __future__ import annotations
 
 import statistics
 import time
-import uuid
 from collections.abc import Callable
 from typing import Any
 
-from joserfc import jwt
-from joserfc.jwk import ECKey
-
+from bench import proofs as dpop_proofs
 from bench.profile import app_in_process, in_process_parser
 from bench.world import STS_ISSUER
 
 Environ = Callable[[], dict[str, Any]]
-
-
-def make_proofs(key: ECKey, count: int) -> list[str]:
-    """``count`` proofs for POST /token, each with its own jti, made now."""
-    header = {"typ": "dpop+jwt", "alg": "ES256", "jwk": key.as_dict(private=False)}
-    now = int(time.time())
-    return [
-        jwt.encode(
-            header,
-            {"jti": uuid.uuid4().hex, "htm": "POST", "htu": STS_ISSUER + "/token", "iat": now},
-            key,
-            algorithms=["ES256"],
-        )
-        for _ in range(count)
-    ]
+TOKEN_URI = STS_ISSUER + "/token"
 
 
 def timed_block(app: Any, environs: list[Environ], proofs: list[str] | None) -> tuple[float, int]:
@@ -73,18 +56,22 @@ def main(argv: list[str] | None = None) -> int:
     parser = in_process_parser("python -m bench.dpop", requests=1000)
     parser.add_argument("--rounds", type=int, default=5)
     args = parser.parse_args(argv)
-    key = ECKey.generate_key("P-256")
+    key = dpop_proofs.generate_key()
+
+    def make_proofs(count: int) -> list[str]:  # made now: each block's are fresh
+        return dpop_proofs.make_proofs(key, count, TOKEN_URI)
+
     with app_in_process(args.database, args.postgres_url, 1000, "ci-deploy") as (app, environs):
         cycle = [environs[i % len(environs)] for i in range(args.requests)]
         timed_block(app, cycle[:100], None)  # warm caches (rules, JWKS, compiled SQL)
-        timed_block(app, cycle[:100], make_proofs(key, 100))
+        timed_block(app, cycle[:100], make_proofs(100))
         bearer: list[float] = []
         bound: list[float] = []
         for _ in range(args.rounds):
             cost, ok = timed_block(app, cycle, None)
             assert ok == len(cycle), f"{len(cycle) - ok} bearer exchanges failed"
             bearer.append(cost)
-            cost, ok = timed_block(app, cycle, make_proofs(key, len(cycle)))
+            cost, ok = timed_block(app, cycle, make_proofs(len(cycle)))
             assert ok == len(cycle), f"{len(cycle) - ok} DPoP exchanges failed"
             bound.append(cost)
     without, with_proof = statistics.median(bearer), statistics.median(bound)

@@ -5,8 +5,7 @@ public ``jwk``) is the same base64url segment in every proof: it is encoded once
 proof only adds its claims and an ES256 signature, made with ``cryptography`` directly (a
 compact JWS per RFC 7515 §7.1, the signature as R || S per RFC 7518 §3.4): ~50 µs a
 proof on the bench's box, nearly all of it the ES256 signature, against ~100 µs with
-joserfc's ``jwt.encode``, which serializes the header and its key again for every proof
-(``bench.dpop.make_proofs`` still makes its few thousand that way).
+joserfc's ``jwt.encode``, which serializes the header and its key again for every proof.
 """
 
 from __future__ import annotations

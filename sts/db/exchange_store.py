@@ -127,6 +127,7 @@ class ExchangeStore:
         self.governance_lock_key = {"key": lock_key(GOVERNANCE_LOCK)}
         self._blocks: dict[int, Prepared] = {}
         self._records: dict[int, Prepared] = {}  # PostgreSQL: record_unless_blocked
+        self._records_spending: dict[int, Prepared] = {}  # ... that also spends a DPoP proof
         self._prepared_lock = threading.Lock()
 
     def writer(self) -> Any:
@@ -174,7 +175,9 @@ class ExchangeStore:
     def active_blocks(self, pairs: int) -> Prepared:
         return self._per_pairs(self._blocks, queries.active_blocks_statement, pairs)
 
-    def record_unless_blocked(self, pairs: int) -> Prepared:
+    def record_unless_blocked(self, pairs: int, proof: bool = False) -> Prepared:
+        if proof:
+            return self._per_pairs(self._records_spending, _spending_proof, pairs)
         return self._per_pairs(self._records, queries.record_unless_blocked_statement, pairs)
 
     def _per_pairs(
@@ -207,6 +210,10 @@ class ExchangeStore:
     def read(self) -> ExchangeTransaction:
         """A read-only transaction (rolled back at the end)."""
         return ExchangeTransaction(self, write=False)
+
+
+def _spending_proof(pairs: int) -> ClauseElement:
+    return queries.record_unless_blocked_statement(pairs, proof=True)
 
 
 class Blocks:
@@ -335,15 +342,26 @@ class ExchangeTransaction:
         identities: Sequence[tuple[str, str]],
         issued_token: Mapping[str, Any],
         audit: Mapping[str, Any],
+        proof: Mapping[str, Any] | None = None,
     ) -> Blocks:
         """A token's lineage and audit rows, recorded only if none of ``identities`` (at
         least one) is blocked; the blocks found. On PostgreSQL one statement (the check
         and both inserts see one snapshot) sent with the COMMIT; on SQLite, behind the
-        write lock, the check and then the inserts."""
+        write lock, the check and then the inserts.
+
+        ``proof`` (``jkt``, ``jti``, ``expires_at``): a DPoP proof to spend first, blocked
+        or not; if it was spent already, nothing else is recorded and the blocks found
+        include :data:`sts.db.queries.SPENT_PROOF` (on PostgreSQL in the same statement:
+        no round trip of its own)."""
         if not self.store.is_sqlite:
             values = {**queries.active_blocks_params(identities), **issued_token}
             values.update({f"audit_{name}": value for name, value in audit.items()})
-            return self._deferred_rows(self.store.record_unless_blocked(len(identities)), values)
+            if proof is not None:
+                values.update({f"proof_{name}": value for name, value in proof.items()})
+            prepared = self.store.record_unless_blocked(len(identities), proof is not None)
+            return self._deferred_rows(prepared, values)
+        if proof is not None and not self.record_dpop_proof(**proof):
+            return Blocks([queries.SPENT_PROOF])
         kinds = self.active_blocks(identities)
         if not kinds:
             self.record_issued_token(issued_token)

@@ -15,16 +15,18 @@ from sqlalchemy import (
     delete,
     func,
     insert,
+    literal_column,
     or_,
     select,
     text,
     tuple_,
+    union_all,
     update,
 )
 from sqlalchemy.dialects.postgresql import insert as postgresql_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session, aliased
-from sqlalchemy.sql.selectable import CTE
+from sqlalchemy.sql.selectable import CTE, CompoundSelect
 
 from sts.db.locks import GOVERNANCE_LOCK, holds_exclusive
 from sts.db.models import (
@@ -208,11 +210,23 @@ INSERT_AUDIT = _insert_values(AuditRecord, AUDIT_FIELDS)
 ADD_STATUS_LIST = _insert_values(StatusList, ("size", "next_idx", "created_at"))
 
 
-def record_unless_blocked_statement(pairs: int) -> Select[str, str]:
+# What record_unless_blocked_statement reports, among the blocks' kinds, for a DPoP proof
+# whose jti was already spent (RFC 9449 §11.1): no token is recorded then either.
+SPENT_PROOF = "spent_dpop_proof"
+
+
+def record_unless_blocked_statement(
+    pairs: int, proof: bool = False
+) -> Select[str, str] | CompoundSelect[str, str]:
     """PostgreSQL: a token's lineage row and its audit row, inserted only if none of
     ``pairs`` (kind, value) identities is blocked (bound as in
     :func:`active_blocks_statement`), in ONE statement, so one snapshot sees the blocks
     and takes the inserts; it returns the blocks found (nothing is inserted then).
+
+    With ``proof``, the same statement spends the DPoP proof (``proof_jkt``,
+    ``proof_jti``, ``proof_expires_at``: inserted unless already there, blocked or not)
+    and records the token only if it did; a spent one is returned as a row of kind
+    :data:`SPENT_PROOF`. So a proof costs no round trip of its own.
 
     Lineage values are bound by their names, audit values as ``audit_<name>``; the audit
     row's ``issued_jti`` is the inserted lineage row's, so there is an audit row exactly
@@ -225,13 +239,33 @@ def record_unless_blocked_statement(pairs: int) -> Select[str, str]:
     """
     blocked = active_blocks_statement(pairs).cte("blocked")
     tokens, audit = IssuedToken.__table__.c, AuditRecord.__table__.c
+    unblocked = ~select(blocked.c.kind).exists()
+    found: Select[str, str] | CompoundSelect[str, str] = select(blocked.c.kind, blocked.c.value)
+    spent: CTE | None = None
+    if proof:
+        spent = (
+            postgresql_insert(DpopProof)
+            .values(
+                jkt=bindparam("proof_jkt"),
+                jti=bindparam("proof_jti"),
+                expires_at=bindparam("proof_expires_at"),
+            )
+            .on_conflict_do_nothing()
+            .returning(DpopProof.jti)
+            .cte("spent")
+        )
+        unblocked = and_(unblocked, select(spent.c.jti).exists())
+        replayed: Select[str, str] = select(  # constants in the SQL text: nothing more to bind
+            literal_column(f"'{SPENT_PROOF}'"), literal_column("''")
+        ).where(~select(spent.c.jti).exists())
+        found = union_all(found, replayed)
     lineage = (
         insert(IssuedToken)
         .from_select(
             ISSUED_TOKEN_FIELDS,
             select(
                 *(bindparam(name, type_=tokens[name].type) for name in ISSUED_TOKEN_FIELDS)
-            ).where(~select(blocked.c.kind).exists()),
+            ).where(unblocked),
         )
         .returning(IssuedToken.jti)
         .cte("lineage")
@@ -247,7 +281,8 @@ def record_unless_blocked_statement(pairs: int) -> Select[str, str]:
             )
         ),
     )
-    return select(blocked.c.kind, blocked.c.value).add_cte(lineage, audited.cte("audit"))
+    ctes = (lineage, audited.cte("audit"), *([spent] if spent is not None else []))
+    return found.add_cte(*ctes)
 
 
 def _insert_once(model: Any, columns: tuple[str, ...], dialect_name: str) -> Insert:

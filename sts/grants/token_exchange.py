@@ -32,6 +32,7 @@ from sts import errors
 from sts.audit import AuditEntry, storable_text
 from sts.credentials import looks_like_api_key, parse_api_key, secret_matches
 from sts.db.exchange_store import Blocks, ExchangeTransaction
+from sts.db.queries import SPENT_PROOF
 from sts.endpoints import NO_STORE, Response
 from sts.endpoints.metadata import TOKEN_PATH
 from sts.grants.client_auth import AuthenticatedClient, authenticate_client
@@ -211,8 +212,8 @@ def issue(
         transaction.hold_governance_shared()
         if client.assertion_jti is not None:
             _record_assertion(transaction, client)
-        if proof is not None:
-            _record_proof(transaction, proof)
+        # A DPoP proof is spent with the token's records (_record_issued): one statement
+        # on PostgreSQL. Refused before then, it is spent by record_refusal.
         resolved_subject = resolve(transaction, subject, "subject", settings.issuer)
         _note_resolved_subject(entry, resolved_subject)
         resolved_actor = resolve(transaction, actor, "actor", settings.issuer) if actor else None
@@ -291,7 +292,10 @@ def issue(
         # Committed when this returns (with the writes of other threads of this process
         # that were ready at the same time, on SQLite: sts.db.group_commit).
         granted = services.exchange_store.run_write(decide_and_record)
-        refuse_if_blocked(granted.blocks.kinds())
+        kinds = granted.blocks.kinds()
+        if SPENT_PROOF in kinds:  # nothing was recorded: the proof had been used
+            raise _replayed_proof()
+        refuse_if_blocked(kinds)
     except SQLAlchemyError as exc:
         log.error("exchange refused: database error %s", type(exc).__name__)
         reason = "database.locked" if _write_lock_timed_out(exc) else "database.unavailable"
@@ -416,10 +420,9 @@ def _record_assertion(transaction: ExchangeTransaction, client: AuthenticatedCli
         raise errors.InvalidClient("The client assertion was already used.", reason="client.replay")
 
 
-def _record_proof(transaction: ExchangeTransaction, proof: DpopProof) -> None:
+def _replayed_proof() -> errors.InvalidDpopProof:
     # RFC 9449 §11.1: a proof is used once (per key; the jti is the client's own).
-    if not transaction.record_dpop_proof(proof.jkt, proof.jti, proof.expires_at):
-        raise errors.InvalidDpopProof("The DPoP proof was already used.", reason="dpop.replay")
+    return errors.InvalidDpopProof("The DPoP proof was already used.", reason="dpop.replay")
 
 
 def _require_sender_constraint(decision: Allow, proof: DpopProof | None) -> None:
@@ -446,7 +449,8 @@ def _record_issued(
     proof: DpopProof | None = None,
 ) -> Blocks:
     """Lineage and audit, in the exchange's transaction: no token without both, and
-    neither while one of ``identities`` is blocked (the blocks found are returned).
+    neither while one of ``identities`` is blocked (the blocks found are returned), nor
+    when ``proof`` had been spent (RFC 9449 §11.1; :data:`SPENT_PROOF` is returned).
 
     The lineage has two edges: the subject's (the sts token it was exchanged from, or
     the credential) and the actor's (the sts token or credential presented as
@@ -485,7 +489,10 @@ def _record_issued(
     granted.update(decision="allow", reason="granted", issued_jti=claims["jti"])
     if proof is not None:  # which key the token is bound to (a public key's hash)
         granted["detail"] = f"dpop_jkt={proof.jkt}"
-    return transaction.record_unless_blocked(identities, lineage, granted)
+    spend = None
+    if proof is not None:
+        spend = {"jkt": proof.jkt, "jti": proof.jti, "expires_at": proof.expires_at}
+    return transaction.record_unless_blocked(identities, lineage, granted, spend)
 
 
 def _deny_error(decision: Deny, entry: AuditEntry) -> errors.OAuthError:

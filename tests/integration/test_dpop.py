@@ -8,7 +8,10 @@ and re-checks that requirement, and ``sts gc`` forgets spent proofs."""
 
 from __future__ import annotations
 
+import base64
+import threading
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from typing import Any
 
@@ -20,11 +23,12 @@ from sts import errors
 from sts.audit import AuditEntry
 from sts.db.models import ClientAssertion, DpopProof, IssuedToken
 from sts.grants.token_exchange import record_refusal
+from sts.protocol import GRANT_TOKEN_EXCHANGE, TOKEN_TYPE_JWT
 from sts.tokens.dpop import verify_dpop_proof
 from tests.conftest import TEST_ISSUER
 from tests.integration.test_client_assertion_replay import exchange_with_assertion
 from tests.integration.test_offboarding import sts
-from tests.integration.world import CI_CLAIMS, DEPLOY, RULES, VAULT, World, claims_of
+from tests.integration.world import CI_CLAIMS, CI_SECRET, DEPLOY, RULES, VAULT, World, claims_of
 from tests.issuer import sign_es256_raw
 
 TOKEN_URI = TEST_ISSUER + "/token"
@@ -86,6 +90,55 @@ def test_a_replayed_proof_is_refused(world: World) -> None:
     assert last_audit(world)["reason"] == "dpop.replay"
     assert last_audit(world)["detail"].endswith(f"; dpop_jkt={key.thumbprint()}")
     assert world.count(IssuedToken) == issued
+
+
+def test_a_proof_sent_twice_at_once_issues_one_token(world: World) -> None:
+    """The proof is spent in the statement that records the token (PostgreSQL: one
+    statement; SQLite: behind the write lock): of concurrent requests with one proof,
+    exactly one gets a token, and the others are refused as replays."""
+    proof = make_proof(world, ECKey.generate_key("P-256"))
+    issued = world.count(IssuedToken)
+    barrier = threading.Barrier(4)
+
+    basic = base64.b64encode(f"ci-runner:{CI_SECRET}".encode()).decode()
+    headers = {"DPoP": proof, "Authorization": f"Basic {basic}"}
+    forms = [
+        {
+            "grant_type": GRANT_TOKEN_EXCHANGE,
+            "subject_token": world.ci_token(),
+            "subject_token_type": TOKEN_TYPE_JWT,
+            "audience": DEPLOY,
+        }
+        for _ in range(4)
+    ]
+
+    def send(form: dict[str, str]) -> tuple[int, str | None]:
+        client = world.app.test_client()  # one each: a test client is not shared
+        barrier.wait()
+        response = client.post("/token", data=form, headers=headers)
+        return response.status_code, (response.json or {}).get("error")
+
+    with ThreadPoolExecutor(4) as pool:
+        answers = sorted(pool.map(send, forms), key=lambda answer: answer[0])
+    assert answers == [(200, None)] + [(400, "invalid_dpop_proof")] * 3
+    assert world.count(IssuedToken) == issued + 1
+    assert world.count(DpopProof) == 1
+
+
+def test_a_proof_is_spent_when_the_exchange_is_blocked(world: World) -> None:
+    """Spent whatever the answer: refused by a block found with the token's records, the
+    proof cannot be used again once the block is lifted."""
+    key = ECKey.generate_key("P-256")
+    assert sts(world, "revoke", "--dpop-key", key.thumbprint()).exit_code == 0
+    proof = make_proof(world, key)
+    assert ci_exchange(world, proof).json["error"] == "invalid_dpop_proof"
+    assert last_audit(world)["reason"] == "blocked.dpop_key"
+    assert sts(world, "revoke", "--lift", "--dpop-key", key.thumbprint()).exit_code == 0
+
+    again = ci_exchange(world, proof)
+    assert again.json["error"] == "invalid_dpop_proof"
+    assert last_audit(world)["reason"] == "dpop.replay"
+    assert ci_exchange(world, make_proof(world, key)).status_code == 200
 
 
 def test_a_proof_is_spent_by_a_refused_exchange_too(world: World) -> None:
