@@ -5,7 +5,8 @@ builds it, without a ``DPoP`` header and with a fresh proof each (a new ``jti``,
 now, one ES256 key), in alternating blocks; the CPU time of the request's thread inside
 the app only (the proofs are made before each block, outside the timed calls). What a
 proof adds: its checks (one more ES256 verify and a thumbprint), its ``jti``'s insert
-(one round trip on PostgreSQL), the ``cnf`` claim, and the lineage's key column::
+(on PostgreSQL part of the statement that records the token), the ``cnf`` claim, and the
+lineage's key column::
 
     python -m bench.dpop --database sqlite|postgresql [--requests 1000] [--rounds 5]
 

@@ -68,8 +68,8 @@ class UseDpopNonce(OAuthError):
     error = "use_dpop_nonce"
     default_description = "Authorization server requires nonce in DPoP proof."
 
-    def __init__(self, nonce: str, *, reason: str) -> None:
-        super().__init__(reason=reason)
+    def __init__(self, nonce: str, *, reason: str, detail: str | None = None) -> None:
+        super().__init__(reason=reason, detail=detail)
         self.nonce = nonce
 
     def headers(self) -> dict[str, str]:

@@ -6,11 +6,11 @@
 3. verify the subject and actor tokens: signature, issuer, audience, times (no I/O but
    a cached issuer JWKS); a token bound to a key (``cnf``) needs a proof by that key;
 4. in ONE database transaction (``sts.db.exchange_store``): resolve what only the database
-   knows (credential, lineage and revocation of a parent), record the DPoP proof's jti
-   (a replay is refused), evaluate the rules (pure),
-   build the claims (pure), claim a status-list index, and record the lineage and audit
-   rows unless an identity involved or the signing key is blocked (on PostgreSQL the
-   check and both rows are one statement, sent with the COMMIT); commit; refuse if a
+   knows (credential, lineage and revocation of a parent), evaluate the rules (pure),
+   build the claims (pure), claim a status-list index, and record the DPoP proof's jti,
+   then the lineage and audit rows unless the proof had been used or an identity involved
+   or the signing key is blocked (on PostgreSQL the proof, the check and both rows are
+   one statement, sent with the COMMIT); commit; refuse if the proof had been used or a
    block was found (then nothing was recorded for the token);
 5. sign, outside the transaction (and the SQLite write lock), and only then respond.
 
@@ -120,6 +120,7 @@ def exchange(
     entry = AuditEntry(at=now)
     client: AuthenticatedClient | None = None
     proof: DpopProof | None = None
+    progress = _Progress()
     try:
         request = parse_token_exchange_request(form)
         entry.requested_audiences = list(request.targets)
@@ -161,10 +162,23 @@ def exchange(
         for role, token in (("subject", subject), ("actor", actor)):
             if isinstance(token, VerifiedJwt):
                 require_possession(role, token.claims, proof)
-        return issue(services, trust, request, client, subject, actor, entry, now, proof)
+        return issue(services, trust, request, client, subject, actor, entry, now, proof, progress)
     except errors.OAuthError as error:
-        record_refusal(services, entry, error, client, proof)
-        raise
+        answer = record_refusal(
+            services, entry, error, client, proof, proof_spent=progress.committed
+        )
+        if answer is error:
+            raise
+        raise answer from None
+
+
+@dataclass
+class _Progress:
+    """How far a request got: once its transaction has committed, its DPoP proof is spent,
+    and a refusal after that (a block found with the records) must not take the proof's
+    row for an earlier request's."""
+
+    committed: bool = False
 
 
 def present(
@@ -196,6 +210,7 @@ def issue(
     entry: AuditEntry,
     now: datetime,
     proof: DpopProof | None = None,
+    progress: _Progress | None = None,
 ) -> Response:
     """Step 4: one transaction from the database checks to the committed records, then
     the signature."""
@@ -292,6 +307,8 @@ def issue(
         # Committed when this returns (with the writes of other threads of this process
         # that were ready at the same time, on SQLite: sts.db.group_commit).
         granted = services.exchange_store.run_write(decide_and_record)
+        if progress is not None:
+            progress.committed = True
         kinds = granted.blocks.kinds()
         if SPENT_PROOF in kinds:  # nothing was recorded: the proof had been used
             raise _replayed_proof()
@@ -532,13 +549,22 @@ def record_refusal(
     error: errors.OAuthError,
     client: AuthenticatedClient | None,
     proof: DpopProof | None = None,
-) -> None:
+    *,
+    proof_spent: bool = False,
+) -> errors.OAuthError:
     """Write the refusal's audit row in its own transaction. The response is the refusal
     whether or not this write succeeds (no token is at stake); a failure is logged.
+
+    A verified DPoP proof is spent here unless the exchange's own transaction spent it
+    (``proof_spent``). If it had been spent already, the request was a replay (RFC 9449
+    §11.1): that is what is recorded and answered (the refusal returned), whatever else
+    was wrong with it, so that every replay shows as ``dpop.replay`` and a replayed proof
+    cannot be used to learn what the rules would answer.
 
     Not when the write lock has just timed out: waiting for it again would double the
     caller's wait (another 10 s) for a write that would most likely time out as well. The
     log line below is then the only record."""
+    answer = error
     entry.decision = "deny"
     entry.reason = error.reason
     detail = error.detail
@@ -548,17 +574,27 @@ def record_refusal(
     if error.reason == "database.locked":
         log.error("could not record refusal %s: the write lock is held", error.reason)
         _log_refusal(error, entry)
-        return
+        return answer
 
     def record(transaction: ExchangeTransaction) -> None:
+        nonlocal answer
         if client is not None and client.assertion_jti is not None:
             # Already recorded (False) means this request was the replay: nothing to add.
             assert client.client_id and client.assertion_expires_at
             transaction.record_client_assertion(
                 client.client_id, client.assertion_jti, client.assertion_expires_at
             )
-        if proof is not None:  # a verified proof is spent whatever became of the request
-            transaction.record_dpop_proof(proof.jkt, proof.jti, proof.expires_at)
+        if proof is not None and not proof_spent:  # spent whatever became of the request
+            fresh = transaction.record_dpop_proof(proof.jkt, proof.jti, proof.expires_at)
+            # Not for a replayed client assertion: an unauthenticated client is told that.
+            replayed = not fresh and not isinstance(error, errors.InvalidClient)
+            if replayed and error.reason != "dpop.replay":
+                answer = _replayed_proof()
+                entry.reason = answer.reason
+                detail = (
+                    f"{answer.detail}; also {error.reason}: {error.detail}; dpop_jkt={proof.jkt}"
+                )
+                entry.detail = storable_text(detail)
         transaction.record_audit(entry.values())
 
     try:
@@ -567,7 +603,8 @@ def record_refusal(
         # UnicodeError: a value the driver cannot encode (neither driver wraps it). The
         # answer stays the refusal; it must never turn into a 500.
         log.error("could not record refusal %s: %s", error.reason, type(exc).__name__)
-    _log_refusal(error, entry)
+    _log_refusal(answer, entry)
+    return answer
 
 
 def _log_refusal(error: errors.OAuthError, entry: AuditEntry) -> None:

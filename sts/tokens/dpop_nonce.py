@@ -16,10 +16,10 @@ and every token response to a request with a proof carries it too (§8.2).
 from __future__ import annotations
 
 import base64
-import binascii
 import functools
 import hashlib
 import hmac
+import re
 from datetime import datetime
 
 from sts.settings import MIN_NONCE_SECRET_CHARS
@@ -28,6 +28,8 @@ from sts.settings import MIN_NONCE_SECRET_CHARS
 WINDOW_BYTES = 8
 MAC_BYTES = 16  # 128 bits: a forged nonce is a guess of those
 NONCE_CHARS = 32  # base64url of 24 bytes, without padding
+# Exactly what _make writes: base64 decoders also take "+/" and skip other characters.
+NONCE_SHAPE = re.compile(rf"[A-Za-z0-9_-]{{{NONCE_CHARS}}}")
 _CONTEXT = b"sts dpop nonce v1"
 
 
@@ -49,18 +51,16 @@ class DpopNonces:
         return self._nonce_for(self._window(now))
 
     def accepts(self, nonce: object, now: datetime) -> bool:
-        """Whether ``nonce`` was handed out in this window or the previous one."""
-        if not isinstance(nonce, str) or len(nonce) != NONCE_CHARS or not nonce.isascii():
+        """Whether ``nonce`` is, character for character, one handed out in this window
+        or the previous one (RFC 9449 §4.3 check 10: it matches the server's)."""
+        if not isinstance(nonce, str) or not NONCE_SHAPE.fullmatch(nonce):
             return False
-        try:
-            raw = base64.urlsafe_b64decode(nonce + "=" * (-len(nonce) % 4))
-        except (binascii.Error, ValueError):
-            return False
+        raw = base64.urlsafe_b64decode(nonce + "=" * (-len(nonce) % 4))
         window = int.from_bytes(raw[:WINDOW_BYTES], "big")
         if window not in (self._window(now), self._window(now) - 1):
             return False
         # Compared in constant time: the MAC is the only secret part of a nonce.
-        return hmac.compare_digest(raw[WINDOW_BYTES:], self._mac(window))
+        return hmac.compare_digest(nonce, self._nonce_for(window))
 
     def _window(self, now: datetime) -> int:
         return int(now.timestamp()) // self.lifetime

@@ -22,6 +22,7 @@ from joserfc.jwk import ECKey
 from sts import errors
 from sts.audit import AuditEntry
 from sts.db.models import ClientAssertion, DpopProof, IssuedToken
+from sts.grants.client_auth import JWT_BEARER_ASSERTION
 from sts.grants.token_exchange import record_refusal
 from sts.protocol import GRANT_TOKEN_EXCHANGE, TOKEN_TYPE_JWT
 from sts.tokens.dpop import verify_dpop_proof
@@ -139,6 +140,44 @@ def test_a_proof_is_spent_when_the_exchange_is_blocked(world: World) -> None:
     assert again.json["error"] == "invalid_dpop_proof"
     assert last_audit(world)["reason"] == "dpop.replay"
     assert ci_exchange(world, make_proof(world, key)).status_code == 200
+
+
+def test_a_replay_is_answered_as_one_whatever_else_is_wrong(world: World) -> None:
+    """The proof is spent with the token's records, after the rules; a replay the rules
+    would refuse anyway is still recorded and answered as a replay (an alert on
+    dpop.replay sees it, and a replayed proof tells nothing of what the rules allow)."""
+    key = ECKey.generate_key("P-256")
+    proof = make_proof(world, key)
+    assert ci_exchange(world, proof).status_code == 200
+
+    replay = world.exchange(world.ci_token(), audience=VAULT, headers={"DPoP": proof})
+    assert replay.status_code == 400
+    assert replay.json["error"] == "invalid_dpop_proof"
+    row = last_audit(world)
+    assert row["reason"] == "dpop.replay"
+    assert "policy.target" in row["detail"]
+    assert row["detail"].endswith(f"dpop_jkt={key.thumbprint()}")
+
+
+@pytest.mark.usefixtures("workload_reads_secrets_with_ci_tokens")
+def test_a_replayed_client_assertion_is_answered_as_such_with_a_replayed_proof(
+    world: World,
+) -> None:
+    """A client whose assertion is replayed is not authenticated: that is its answer (401),
+    whether or not its DPoP proof was used before too."""
+    assertion = world.workload_assertion(jti="assertion-and-proof")
+    proof = make_proof(world, ECKey.generate_key("P-256"))
+    form = [("client_assertion_type", JWT_BEARER_ASSERTION), ("client_assertion", assertion)]
+
+    def send() -> Any:
+        return world.exchange(
+            world.ci_token(), audience=VAULT, auth=None, form=form, headers={"DPoP": proof}
+        )
+
+    assert send().status_code == 200
+    replay = send()
+    assert (replay.status_code, replay.json["error"]) == (401, "invalid_client")
+    assert last_audit(world)["reason"] == "client.replay"
 
 
 def test_a_proof_is_spent_by_a_refused_exchange_too(world: World) -> None:

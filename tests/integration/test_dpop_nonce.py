@@ -56,6 +56,7 @@ def test_a_proof_without_a_nonce_is_told_the_nonce_and_the_retry_is_granted(
     first = ci_exchange(world, make_proof(world, key, jti=jti))
     nonce = told_to_use_nonce(first, "dpop.nonce_missing", world)
     assert proofs_recorded(world) == 0  # not spent: it was never going to be accepted
+    assert last_audit(world)["detail"] == f"dpop_jkt={key.thumbprint()}"
 
     retry = ci_exchange(world, make_proof(world, key, jti=jti, nonce=nonce))
     assert retry.status_code == 200, retry.json
@@ -77,7 +78,7 @@ def test_a_stale_nonce_is_told_the_current_one(world: World) -> None:
 
     world.clock.advance(LIFETIME)  # two windows on: stale
     current = told_to_use_nonce(
-        ci_exchange(world, make_proof(world, key, nonce=nonce)), "dpop.nonce_stale", world
+        ci_exchange(world, make_proof(world, key, nonce=nonce)), "dpop.nonce_invalid", world
     )
     assert current not in (nonce, granted.headers["DPoP-Nonce"])  # this window's
     assert ci_exchange(world, make_proof(world, key, nonce=current)).status_code == 200

@@ -1,9 +1,14 @@
 """The exchange's last write: lineage and audit rows, recorded only when no identity the
-exchange involves (nor the signing key) is blocked. On PostgreSQL the check and both
-inserts are one statement, queued with the COMMIT; its result is read after it."""
+exchange involves (nor the signing key) is blocked, and, with a DPoP proof, only when the
+proof was not spent already (the proof is spent either way). On PostgreSQL the proof, the
+check and both inserts are one statement, queued with the COMMIT; its result is read after
+it."""
 
 from __future__ import annotations
 
+import threading
+import time
+from datetime import timedelta
 from typing import Any
 
 import pytest
@@ -11,8 +16,9 @@ from sqlalchemy import func, select, update
 from sqlalchemy.exc import IntegrityError
 
 from sts.audit import AuditEntry
+from sts.db import queries
 from sts.db.exchange_store import Blocks, ExchangeStore, ExchangeTransaction
-from sts.db.models import AuditRecord, IssuedToken, Revocation
+from sts.db.models import AuditRecord, DpopProof, IssuedToken, Revocation
 from sts.revocation import block_identity
 from tests.integration.world import World, lineage_row
 
@@ -130,3 +136,83 @@ def test_a_rolled_back_check_records_nothing(world: World) -> None:
     with pytest.raises(RuntimeError):
         blocks.kinds()
     assert on_record(world, "jti-rolled-back") == (0, 0)
+
+
+# ---- with a DPoP proof to spend (RFC 9449 §11.1) ----------------------------------------
+
+
+def proof_spent(world: World) -> dict[str, Any]:
+    return {"jkt": "jkt-1", "jti": "proof-1", "expires_at": world.clock() + timedelta(minutes=1)}
+
+
+def record_spending(world: World, jti: str) -> list[str]:
+    def work(transaction: ExchangeTransaction) -> Blocks:
+        return transaction.record_unless_blocked(
+            IDENTITIES, lineage(world, jti), granted(world, jti), proof_spent(world)
+        )
+
+    return sorted(store_of(world).run_write(work).kinds())
+
+
+def test_a_fresh_proof_is_spent_with_the_records(world: World) -> None:
+    assert record_spending(world, "t1") == []
+    assert on_record(world, "t1") == (1, 1)
+    assert world.count(DpopProof) == 1
+
+
+def test_a_spent_proof_records_nothing_and_is_reported(world: World) -> None:
+    assert record_spending(world, "t1") == []
+    assert record_spending(world, "t2") == [queries.SPENT_PROOF]
+    assert on_record(world, "t2") == (0, 0)
+    block(world, "client", "ci-runner")
+    assert queries.SPENT_PROOF in record_spending(world, "t3")  # blocked as well
+    assert on_record(world, "t3") == (0, 0)
+
+
+def test_a_blocked_exchange_spends_its_proof(world: World) -> None:
+    block(world, "client", "ci-runner")
+    assert record_spending(world, "t1") == ["client"]
+    assert on_record(world, "t1") == (0, 0)
+    assert world.count(DpopProof) == 1
+
+
+@postgresql_only
+@pytest.mark.parametrize("first_commits", [True, False])
+def test_the_same_proof_in_flight_waits_for_the_first(world: World, first_commits: bool) -> None:
+    """Two transactions with one proof, deterministically: B's statement waits on A's
+    uncommitted proof row (ON CONFLICT), then records nothing and reports the proof spent
+    if A committed, or records its token if A rolled back."""
+    engine = world.app.extensions["sts"].engine
+    statement = queries.record_unless_blocked_statement(len(IDENTITIES), proof=True)
+
+    def values(jti: str) -> dict[str, Any]:
+        bound: dict[str, Any] = {**queries.active_blocks_params(IDENTITIES), **lineage(world, jti)}
+        bound.update({f"audit_{name}": value for name, value in granted(world, jti).items()})
+        bound.update({f"proof_{name}": value for name, value in proof_spent(world).items()})
+        return bound
+
+    first = engine.connect()
+    assert first.execute(statement, values("ta")).all() == []
+    second_rows: list[Any] = []
+
+    def second() -> None:
+        with engine.connect() as connection:
+            second_rows.extend(tuple(row) for row in connection.execute(statement, values("tb")))
+            connection.commit()
+
+    thread = threading.Thread(target=second)
+    thread.start()
+    time.sleep(0.5)
+    assert thread.is_alive()  # waiting for the first transaction's proof row
+    if first_commits:
+        first.commit()
+    else:
+        first.rollback()
+    first.close()
+    thread.join(10)
+    if first_commits:
+        assert second_rows == [(queries.SPENT_PROOF, "")]
+        assert (on_record(world, "ta"), on_record(world, "tb")) == ((1, 1), (0, 0))
+    else:
+        assert second_rows == []
+        assert on_record(world, "tb") == (1, 1)

@@ -67,6 +67,22 @@ def test_what_is_not_a_nonce_is_refused(value: object) -> None:
     assert not nonces().accepts(value, START)
 
 
+def test_only_the_nonce_as_handed_out_is_accepted() -> None:
+    """RFC 9449 §4.3 check 10: the claim matches the server's nonce. A base64 decoder
+    also reads "+/" for "-_" and skips stray characters; such spellings are refused."""
+    issuer = nonces()
+    for step in range(64):  # until a nonce has a "-" or "_" to respell
+        now = START + timedelta(seconds=120 * step)
+        nonce = issuer.current(now)
+        if "-" in nonce or "_" in nonce:
+            break
+    else:
+        pytest.fail("no nonce with - or _ in 64 windows")
+    assert issuer.accepts(nonce, now)
+    assert not issuer.accepts(nonce.replace("-", "+").replace("_", "/"), now)
+    assert not issuer.accepts(nonce[:-1] + "=", now)
+
+
 def test_a_nonce_is_made_of_nqchars() -> None:
     issuer = nonces()
     for step in range(50):

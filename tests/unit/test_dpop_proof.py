@@ -659,6 +659,7 @@ def told_to_use_nonce(header: str, reason: str, now: datetime = NOW) -> None:
     # §8: the nonce to use comes in the DPoP-Nonce header, and is today's
     assert error.headers() == {"DPoP-Nonce": NONCES.current(now)}
     assert NONCES.accepts(error.nonce, now)
+    assert error.detail == f"dpop_jkt={ec_key().thumbprint()}"  # the audit row names the key
 
 
 def test_with_nonces_a_proof_without_one_is_told_to_use_one() -> None:
@@ -674,10 +675,18 @@ def test_with_nonces_a_proof_with_the_current_nonce_is_accepted() -> None:
 
 def test_with_nonces_a_stale_or_unknown_nonce_is_told_to_use_the_current_one() -> None:
     stale = NONCES.current(NOW - timedelta(seconds=240))
-    told_to_use_nonce(proof(ec_key(), claims_overrides={"nonce": stale}), "dpop.nonce_stale")
+    told_to_use_nonce(proof(ec_key(), claims_overrides={"nonce": stale}), "dpop.nonce_invalid")
     foreign = DpopNonces("m" * 32, 120).current(NOW)
-    told_to_use_nonce(proof(ec_key(), claims_overrides={"nonce": foreign}), "dpop.nonce_stale")
-    told_to_use_nonce(proof(ec_key(), claims_overrides={"nonce": 5}), "dpop.nonce_stale")
+    told_to_use_nonce(proof(ec_key(), claims_overrides={"nonce": foreign}), "dpop.nonce_invalid")
+    later = NONCES.current(NOW + timedelta(seconds=120))  # a replica whose clock runs ahead
+    told_to_use_nonce(proof(ec_key(), claims_overrides={"nonce": later}), "dpop.nonce_invalid")
+
+
+@pytest.mark.parametrize("nonce", [5, ["n"], {"n": 1}, True])
+def test_with_nonces_a_nonce_that_is_not_a_string_is_an_invalid_proof(nonce: object) -> None:
+    with pytest.raises(InvalidDpopProof) as info:
+        with_nonces(proof(ec_key(), claims_overrides={"nonce": nonce}))
+    assert info.value.reason == "dpop.nonce"
 
 
 def test_with_nonces_a_proof_failing_another_check_is_told_what_is_wrong() -> None:
