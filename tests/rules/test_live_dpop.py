@@ -6,10 +6,13 @@ server joins into one value) are refused (§4.3 check 1)."""
 from __future__ import annotations
 
 import http.client
+import importlib.util
 import json
+import sys
 import time
 import uuid
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -23,6 +26,8 @@ from tests.integration.world import claims_of
 from tests.issuer import TestIssuer
 from tests.rules.test_live_effect import (
     BASIC_AUTH,
+    DEPLOY,
+    SECRET,
     apply_rules,
     exchange_body,
     rules_document,
@@ -137,3 +142,52 @@ def test_dpop_nonces_through_a_real_server(
             assert status == 200, bound
             assert bound["token_type"] == "DPoP"
             assert headers["DPoP-Nonce"]
+
+
+def load_example_client() -> ModuleType:
+    """``examples/dpop_client.py``, the client the README points adopters to."""
+    path = Path(__file__).resolve().parents[2] / "examples" / "dpop_client.py"
+    spec = importlib.util.spec_from_file_location("dpop_client", path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["dpop_client"] = module  # dataclasses resolve their module's annotations
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.mark.slow
+def test_the_example_client_gets_a_bound_token_with_nonces(
+    empty_database_url: str, tmp_path: Path
+) -> None:
+    """examples/dpop_client.py against a real server that requires DPoP and nonces: the
+    first exchange is asked for a nonce and retried once; the next one reuses the nonce
+    it kept and needs no retry; both tokens are bound to the client's key."""
+    client_module = load_example_client()
+    env = rules_service_env(empty_database_url, tmp_path)
+    env["STS_DPOP_NONCE_SECRET"] = uuid.uuid4().hex
+    engine = make_engine(empty_database_url)
+    upgrade(alembic_config(engine), "schema@head")
+    engine.dispose()
+    issuer = TestIssuer("https://ci.issuer.test")
+    apply_rules(env, tmp_path / "rules.yaml", dpop_rules(issuer), "Deploys need DPoP")
+
+    with running_server(env, workers=1) as base:
+        session = client_module.DpopSession()
+        answers = []
+        for _ in range(2):
+            token = issuer.mint(repository="acme/payments", ref="refs/heads/main", lifetime=300)
+            answers.append(
+                client_module.exchange(
+                    session,
+                    base + "/token",
+                    ("runner", SECRET),
+                    token,
+                    DEPLOY,
+                    public_url="https://sts.test/token",
+                )
+            )
+    assert [(answer.status, answer.attempts) for answer in answers] == [(200, 2), (200, 1)]
+    for answer in answers:
+        assert answer.body["token_type"] == "DPoP"
+        assert claims_of(answer.body["access_token"])["cnf"] == {"jkt": session.thumbprint}
+    assert session.nonce is not None
