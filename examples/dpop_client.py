@@ -12,6 +12,9 @@ again once with a new proof carrying it (§8). Needs only the standard library a
 
 It prints the token response (the access token is the caller's to use: keep it out of
 logs), and the key's thumbprint, which ``sts revoke --dpop-key`` takes if the key leaks.
+Behind a proxy, ``--public-url`` is the token endpoint as sts names it (``STS_ISSUER`` +
+``/token``), which every proof's ``htu`` must match. A client that authenticates with
+``private_key_jwt`` sends a new assertion with the retry: the refused request spent it.
 """
 
 from __future__ import annotations
@@ -27,7 +30,7 @@ import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlencode, urlsplit
+from urllib.parse import quote_plus, urlencode, urlsplit
 
 from joserfc import jwt
 from joserfc.jwk import ECKey
@@ -106,11 +109,23 @@ def exchange(
     return Answer(status, body, attempts=1)
 
 
+class _NoRedirects(urllib.request.HTTPRedirectHandler):
+    """A redirect would carry the client's secret and proof to wherever it points."""
+
+    def redirect_request(self, *args: Any, **kwargs: Any) -> None:
+        return None  # the 3xx is then raised as an HTTPError, and answered as such
+
+
+_OPENER = urllib.request.build_opener(_NoRedirects)
+
+
 def _post(
     url: str, form: dict[str, str], client: tuple[str, str], proof: str
 ) -> tuple[int, dict[str, Any], str | None]:
-    basic = base64.b64encode(f"{client[0]}:{client[1]}".encode()).decode()
-    request = urllib.request.Request(  # noqa: S310 (scheme checked in exchange)
+    # RFC 6749 §2.3.1: the id and secret are form-encoded before Basic's base64.
+    credentials = f"{quote_plus(client[0])}:{quote_plus(client[1])}"
+    basic = base64.b64encode(credentials.encode()).decode()
+    request = urllib.request.Request(  # noqa: S310 (http(s) only: checked in exchange)
         url,
         data=urlencode(form).encode(),
         method="POST",
@@ -121,10 +136,20 @@ def _post(
         },
     )
     try:
-        with urllib.request.urlopen(request, timeout=10) as response:  # noqa: S310 (checked)
-            return response.status, json.loads(response.read()), response.headers["DPoP-Nonce"]
+        with _OPENER.open(request, timeout=10) as response:
+            return response.status, _json(response.read()), response.headers["DPoP-Nonce"]
     except urllib.error.HTTPError as error:  # an OAuth error answer: 4xx with a JSON body
-        return error.code, json.loads(error.read() or b"{}"), error.headers["DPoP-Nonce"]
+        return error.code, _json(error.read()), error.headers["DPoP-Nonce"]
+
+
+def _json(body: bytes) -> dict[str, Any]:
+    """The answer's JSON object; a proxy's HTML error page or anything else is reported
+    as such rather than raised."""
+    try:
+        document = json.loads(body)
+    except ValueError:
+        document = None
+    return document if isinstance(document, dict) else {"error": "not_an_oauth_answer"}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -135,12 +160,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--subject-token-file", type=Path, required=True)
     parser.add_argument("--audience", required=True)
     parser.add_argument("--scope")
+    parser.add_argument("--public-url", help="the token endpoint as sts names it, if another")
     args = parser.parse_args(argv)
     secret = args.client_secret_file.read_text().strip()
     subject = args.subject_token_file.read_text().strip()
     session = DpopSession()
     answer = exchange(
-        session, args.token_url, (args.client_id, secret), subject, args.audience, scope=args.scope
+        session,
+        args.token_url,
+        (args.client_id, secret),
+        subject,
+        args.audience,
+        scope=args.scope,
+        public_url=args.public_url,
     )
     print(json.dumps({"dpop_jkt": session.thumbprint, **answer.body}, indent=2))
     return 0 if answer.status == 200 else 1

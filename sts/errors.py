@@ -62,8 +62,9 @@ class InvalidDpopProof(OAuthError):
 
 class UseDpopNonce(OAuthError):
     """RFC 9449 §8: the server requires a nonce it provided in the proof, and the proof
-    has none or a stale one: 400 ``use_dpop_nonce``, with the nonce to use in the
-    ``DPoP-Nonce`` header (the client retries with a new proof carrying it)."""
+    has none, or one it did not hand out recently: 400 ``use_dpop_nonce``, with the nonce
+    to use in the ``DPoP-Nonce`` header (the client retries with a new proof carrying
+    it)."""
 
     error = "use_dpop_nonce"
     default_description = "Authorization server requires nonce in DPoP proof."

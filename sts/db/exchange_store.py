@@ -360,9 +360,10 @@ class ExchangeTransaction:
                 values.update({f"proof_{name}": value for name, value in proof.items()})
             prepared = self.store.record_unless_blocked(len(identities), proof is not None)
             return self._deferred_rows(prepared, values)
-        if proof is not None and not self.record_dpop_proof(**proof):
-            return Blocks([queries.SPENT_PROOF])
+        spent = proof is not None and not self.record_dpop_proof(**proof)
         kinds = self.active_blocks(identities)
+        if spent:  # as on PostgreSQL: the blocks found too, and nothing recorded
+            return Blocks([queries.SPENT_PROOF, *kinds])
         if not kinds:
             self.record_issued_token(issued_token)
             self.record_audit(audit)

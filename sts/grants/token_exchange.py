@@ -311,7 +311,10 @@ def issue(
             progress.committed = True
         kinds = granted.blocks.kinds()
         if SPENT_PROOF in kinds:  # nothing was recorded: the proof had been used
-            raise _replayed_proof()
+            blocked = [kind for kind in kinds if kind != SPENT_PROOF]
+            if "key" in blocked:
+                services.keyring.expire()  # as below: the next exchange re-reads the keys
+            raise _replayed_proof(f"Also blocked: {', '.join(blocked)}" if blocked else None)
         refuse_if_blocked(kinds)
     except SQLAlchemyError as exc:
         log.error("exchange refused: database error %s", type(exc).__name__)
@@ -437,9 +440,11 @@ def _record_assertion(transaction: ExchangeTransaction, client: AuthenticatedCli
         raise errors.InvalidClient("The client assertion was already used.", reason="client.replay")
 
 
-def _replayed_proof() -> errors.InvalidDpopProof:
+def _replayed_proof(detail: str | None = None) -> errors.InvalidDpopProof:
     # RFC 9449 §11.1: a proof is used once (per key; the jti is the client's own).
-    return errors.InvalidDpopProof("The DPoP proof was already used.", reason="dpop.replay")
+    description = "The DPoP proof was already used."
+    detail = f"{description} {detail}" if detail else None
+    return errors.InvalidDpopProof(description, reason="dpop.replay", detail=detail)
 
 
 def _require_sender_constraint(decision: Allow, proof: DpopProof | None) -> None:
@@ -552,14 +557,17 @@ def record_refusal(
     *,
     proof_spent: bool = False,
 ) -> errors.OAuthError:
-    """Write the refusal's audit row in its own transaction. The response is the refusal
-    whether or not this write succeeds (no token is at stake); a failure is logged.
+    """Write the refusal's audit row in its own transaction; return the refusal to answer.
+    Whether or not this write succeeds, no token is at stake; a failure is logged.
 
     A verified DPoP proof is spent here unless the exchange's own transaction spent it
     (``proof_spent``). If it had been spent already, the request was a replay (RFC 9449
-    §11.1): that is what is recorded and answered (the refusal returned), whatever else
-    was wrong with it, so that every replay shows as ``dpop.replay`` and a replayed proof
-    cannot be used to learn what the rules would answer.
+    §11.1): that is what is recorded and answered, whatever else the rules or checks found
+    wrong with it, so that such a replay shows as ``dpop.replay`` and a replayed proof
+    cannot be used to learn what the rules would answer. Two refusals keep their answer
+    and note the spent proof in their detail: a client that failed authentication (it
+    is told that), and a database failure (the failed transaction may have committed this
+    very proof before its acknowledgement was lost).
 
     Not when the write lock has just timed out: waiting for it again would double the
     caller's wait (another 10 s) for a write that would most likely time out as well. The
@@ -586,15 +594,14 @@ def record_refusal(
             )
         if proof is not None and not proof_spent:  # spent whatever became of the request
             fresh = transaction.record_dpop_proof(proof.jkt, proof.jti, proof.expires_at)
-            # Not for a replayed client assertion: an unauthenticated client is told that.
-            replayed = not fresh and not isinstance(error, errors.InvalidClient)
-            if replayed and error.reason != "dpop.replay":
-                answer = _replayed_proof()
+            if fresh or error.reason == "dpop.replay":
+                pass
+            elif isinstance(error, errors.InvalidClient | errors.TemporarilyUnavailable):
+                entry.detail = storable_text(f"{detail}; the DPoP proof's jti was on record")
+            else:
+                answer = _replayed_proof(f"Also {error.reason}: {error.detail}")
                 entry.reason = answer.reason
-                detail = (
-                    f"{answer.detail}; also {error.reason}: {error.detail}; dpop_jkt={proof.jkt}"
-                )
-                entry.detail = storable_text(detail)
+                entry.detail = storable_text(f"{answer.detail}; dpop_jkt={proof.jkt}")
         transaction.record_audit(entry.values())
 
     try:

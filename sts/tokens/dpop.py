@@ -112,7 +112,7 @@ def verify_dpop_proof(
         raise _invalid("The DPoP proof's signature is invalid.", "signature")
     jti = _check_claims(claims, method=method, uri=uri, now=now, max_age=max_age, leeway=leeway)
     if nonces is not None:  # §4.3 check 10; last, so a bad proof is told what is wrong
-        _require_nonce(claims.get("nonce"), nonces, now, jkt)
+        _require_nonce(claims, nonces, now, jkt)
     return DpopProof(
         jkt=jkt,
         jti=jti,
@@ -310,15 +310,21 @@ def _check_claims(
     return jti
 
 
-def _require_nonce(nonce: object, nonces: DpopNonces, now: datetime, jkt: str) -> None:
+def _require_nonce(claims: Mapping[str, Any], nonces: DpopNonces, now: datetime, jkt: str) -> None:
     """RFC 9449 §8: without a nonce this service handed out (recently), the caller is sent
     ``use_dpop_nonce`` and the current nonce, to retry with a new proof. The audit row
     names the key: the proof is otherwise valid."""
-    if nonce is not None and not isinstance(nonce, str):  # §4.2: a string
+    if "nonce" not in claims:
+        raise UseDpopNonce(
+            nonces.current(now), reason="dpop.nonce_missing", detail=f"dpop_jkt={jkt}"
+        )
+    nonce = claims["nonce"]
+    if not isinstance(nonce, str):  # §4.2: a string (null included: the member is there)
         raise _invalid("The DPoP proof's nonce is not a string.", "nonce")
-    if nonce is None or not nonces.accepts(nonce, now):
-        reason = "dpop.nonce_missing" if nonce is None else "dpop.nonce_invalid"
-        raise UseDpopNonce(nonces.current(now), reason=reason, detail=f"dpop_jkt={jkt}")
+    if not nonces.accepts(nonce, now):
+        raise UseDpopNonce(
+            nonces.current(now), reason="dpop.nonce_invalid", detail=f"dpop_jkt={jkt}"
+        )
 
 
 def _invalid(description: str, reason: str) -> InvalidDpopProof:

@@ -158,3 +158,28 @@ def test_a_server_gone_since_the_last_exchange_refuses_one_exchange_then_recover
     assert world.exchange(world.ci_token(), audience=DEPLOY).status_code == 200
     assert world.count(IssuedToken) == tokens_before + 1
     assert world.count(AuditRecord) >= 3
+
+
+def test_a_replayed_proof_during_a_database_failure_is_answered_as_the_failure(
+    world: World, empty_database_url: str, admin: Engine
+) -> None:
+    """A database failure keeps its 503, even when the refusal's record then finds the
+    DPoP proof on record: the failed transaction may have committed this very proof before
+    its acknowledgement was lost, so "replay" could be false. The row says the jti was on
+    record."""
+    from joserfc.jwk import ECKey
+
+    from tests.integration.test_dpop import make_proof
+
+    services = world.app.extensions["sts"]
+    services.engine.dispose()  # one pooled connection from here on (requests run in turn)
+    proof = make_proof(world, ECKey.generate_key("P-256"))
+    headers = {"DPoP": proof}
+    assert world.exchange(world.ci_token(), audience=DEPLOY, headers=headers).status_code == 200
+    terminate(admin, database_of(empty_database_url))
+
+    refused = world.exchange(world.ci_token(), audience=DEPLOY, headers=headers)
+    assert_error(refused, 503, "temporarily_unavailable")
+    row = world.audit_rows()[-1]
+    assert row["reason"] == "database.unavailable"
+    assert row["detail"].endswith("; the DPoP proof's jti was on record")

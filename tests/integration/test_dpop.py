@@ -177,7 +177,24 @@ def test_a_replayed_client_assertion_is_answered_as_such_with_a_replayed_proof(
     assert send().status_code == 200
     replay = send()
     assert (replay.status_code, replay.json["error"]) == (401, "invalid_client")
-    assert last_audit(world)["reason"] == "client.replay"
+    row = last_audit(world)
+    assert row["reason"] == "client.replay"
+    assert row["detail"].endswith("; the DPoP proof's jti was on record")
+
+
+def test_a_replay_found_with_a_block_says_both(world: World) -> None:
+    """A replayed proof whose key has since been revoked: answered as the replay (the
+    proof is what is refused), the block named in the row's detail."""
+    key = ECKey.generate_key("P-256")
+    proof = make_proof(world, key)
+    assert ci_exchange(world, proof).status_code == 200
+    assert sts(world, "revoke", "--dpop-key", key.thumbprint()).exit_code == 0
+
+    replay = ci_exchange(world, proof)
+    assert replay.json["error"] == "invalid_dpop_proof"
+    row = last_audit(world)
+    assert row["reason"] == "dpop.replay"
+    assert "Also blocked: dpop_key" in row["detail"]
 
 
 def test_a_proof_is_spent_by_a_refused_exchange_too(world: World) -> None:

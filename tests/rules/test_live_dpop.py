@@ -6,13 +6,10 @@ server joins into one value) are refused (§4.3 check 1)."""
 from __future__ import annotations
 
 import http.client
-import importlib.util
 import json
-import sys
 import time
 import uuid
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -34,6 +31,7 @@ from tests.rules.test_live_effect import (
     rules_service_env,
 )
 from tests.server import running_server
+from tests.unit.test_example_dpop_client import load_example_client
 
 
 def dpop_rules(issuer: TestIssuer) -> dict[str, Any]:
@@ -41,6 +39,27 @@ def dpop_rules(issuer: TestIssuer) -> dict[str, Any]:
     rule = document["rules"][0]  # type: ignore[index]
     rule["allow"]["sender_constraint"] = "dpop"
     return document
+
+
+def dpop_service(
+    database_url: str, tmp_path: Path, *, nonces: bool = False
+) -> tuple[dict[str, str], TestIssuer]:
+    """A service's environment, on a schema at head with the DPoP rule applied as a rules
+    migration (with server nonces: a secret), and the CI issuer it trusts."""
+    env = rules_service_env(database_url, tmp_path)
+    if nonces:
+        env["STS_DPOP_NONCE_SECRET"] = uuid.uuid4().hex
+    engine = make_engine(database_url)
+    upgrade(alembic_config(engine), "schema@head")
+    engine.dispose()
+    issuer = TestIssuer("https://ci.issuer.test")
+    apply_rules(env, tmp_path / "rules.yaml", dpop_rules(issuer), "Deploys need DPoP")
+    return env, issuer
+
+
+def deploy_body(issuer: TestIssuer) -> bytes:
+    token = issuer.mint(repository="acme/payments", ref="refs/heads/main", lifetime=300)
+    return exchange_body(token)
 
 
 def proof(key: ECKey, now: int, **extra: str) -> str:
@@ -76,29 +95,19 @@ def post_reading_headers(
 @pytest.mark.slow
 @pytest.mark.parametrize("server", ["granian", "gunicorn"])
 def test_dpop_through_a_real_server(empty_database_url: str, tmp_path: Path, server: str) -> None:
-    env = rules_service_env(empty_database_url, tmp_path)
-    engine = make_engine(empty_database_url)
-    upgrade(alembic_config(engine), "schema@head")
-    engine.dispose()
-    issuer = TestIssuer("https://ci.issuer.test")
-    apply_rules(env, tmp_path / "rules.yaml", dpop_rules(issuer), "Deploys need DPoP")
+    env, issuer = dpop_service(empty_database_url, tmp_path)
     key = ECKey.generate_key("P-256")
 
     with running_server(env, workers=1, args=("--server", server)) as base:
-
-        def body() -> bytes:
-            token = issuer.mint(repository="acme/payments", ref="refs/heads/main", lifetime=300)
-            return exchange_body(token)
-
-        status, bare = post(base, body(), [])
+        status, bare = post(base, deploy_body(issuer), [])
         assert (status, bare["error"]) == (400, "invalid_dpop_proof")
 
         now = int(time.time())
-        status, twice = post(base, body(), [proof(key, now), proof(key, now)])
+        status, twice = post(base, deploy_body(issuer), [proof(key, now), proof(key, now)])
         assert (status, twice["error"]) == (400, "invalid_dpop_proof")
         assert "one DPoP header" in twice["error_description"]
 
-        status, bound = post(base, body(), [proof(key, now)])
+        status, bound = post(base, deploy_body(issuer), [proof(key, now)])
         assert status == 200, bound
         assert bound["token_type"] == "DPoP"
         assert claims_of(bound["access_token"])["cnf"] == {"jkt": key.thumbprint()}
@@ -112,23 +121,12 @@ def test_dpop_nonces_through_a_real_server(
     """RFC 9449 §8 with two workers: the ``DPoP-Nonce`` header reaches the client on the
     refusal and on the grant, and the nonce is good on whichever worker a new connection
     lands (the shared secret is the only state)."""
-    env = rules_service_env(empty_database_url, tmp_path)
-    env["STS_DPOP_NONCE_SECRET"] = uuid.uuid4().hex
-    engine = make_engine(empty_database_url)
-    upgrade(alembic_config(engine), "schema@head")
-    engine.dispose()
-    issuer = TestIssuer("https://ci.issuer.test")
-    apply_rules(env, tmp_path / "rules.yaml", dpop_rules(issuer), "Deploys need DPoP")
+    env, issuer = dpop_service(empty_database_url, tmp_path, nonces=True)
     key = ECKey.generate_key("P-256")
 
     with running_server(env, workers=2, args=("--server", server)) as base:
-
-        def body() -> bytes:
-            token = issuer.mint(repository="acme/payments", ref="refs/heads/main", lifetime=300)
-            return exchange_body(token)
-
         status, refused, headers = post_reading_headers(
-            base, body(), [proof(key, int(time.time()))]
+            base, deploy_body(issuer), [proof(key, int(time.time()))]
         )
         assert (status, refused["error"]) == (400, "use_dpop_nonce")
         nonce = headers["DPoP-Nonce"]
@@ -137,22 +135,11 @@ def test_dpop_nonces_through_a_real_server(
         for _ in range(4):  # new connections: both workers answer some
             now = int(time.time())
             status, bound, headers = post_reading_headers(
-                base, body(), [proof(key, now, nonce=nonce)]
+                base, deploy_body(issuer), [proof(key, now, nonce=nonce)]
             )
             assert status == 200, bound
             assert bound["token_type"] == "DPoP"
             assert headers["DPoP-Nonce"]
-
-
-def load_example_client() -> ModuleType:
-    """``examples/dpop_client.py``, the client the README points adopters to."""
-    path = Path(__file__).resolve().parents[2] / "examples" / "dpop_client.py"
-    spec = importlib.util.spec_from_file_location("dpop_client", path)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["dpop_client"] = module  # dataclasses resolve their module's annotations
-    spec.loader.exec_module(module)
-    return module
 
 
 @pytest.mark.slow
@@ -163,13 +150,7 @@ def test_the_example_client_gets_a_bound_token_with_nonces(
     first exchange is asked for a nonce and retried once; the next one reuses the nonce
     it kept and needs no retry; both tokens are bound to the client's key."""
     client_module = load_example_client()
-    env = rules_service_env(empty_database_url, tmp_path)
-    env["STS_DPOP_NONCE_SECRET"] = uuid.uuid4().hex
-    engine = make_engine(empty_database_url)
-    upgrade(alembic_config(engine), "schema@head")
-    engine.dispose()
-    issuer = TestIssuer("https://ci.issuer.test")
-    apply_rules(env, tmp_path / "rules.yaml", dpop_rules(issuer), "Deploys need DPoP")
+    env, issuer = dpop_service(empty_database_url, tmp_path, nonces=True)
 
     with running_server(env, workers=1) as base:
         session = client_module.DpopSession()

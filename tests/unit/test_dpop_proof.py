@@ -682,7 +682,7 @@ def test_with_nonces_a_stale_or_unknown_nonce_is_told_to_use_the_current_one() -
     told_to_use_nonce(proof(ec_key(), claims_overrides={"nonce": later}), "dpop.nonce_invalid")
 
 
-@pytest.mark.parametrize("nonce", [5, ["n"], {"n": 1}, True])
+@pytest.mark.parametrize("nonce", [5, ["n"], {"n": 1}, True, None])
 def test_with_nonces_a_nonce_that_is_not_a_string_is_an_invalid_proof(nonce: object) -> None:
     with pytest.raises(InvalidDpopProof) as info:
         with_nonces(proof(ec_key(), claims_overrides={"nonce": nonce}))
