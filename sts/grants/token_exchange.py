@@ -594,14 +594,8 @@ def record_refusal(
             )
         if proof is not None and not proof_spent:  # spent whatever became of the request
             fresh = transaction.record_dpop_proof(proof.jkt, proof.jti, proof.expires_at)
-            if fresh or error.reason == "dpop.replay":
-                pass
-            elif isinstance(error, errors.InvalidClient | errors.TemporarilyUnavailable):
-                entry.detail = storable_text(f"{detail}; the DPoP proof's jti was on record")
-            else:
-                answer = _replayed_proof(f"Also {error.reason}: {error.detail}")
-                entry.reason = answer.reason
-                entry.detail = storable_text(f"{answer.detail}; dpop_jkt={proof.jkt}")
+            if not fresh and error.reason != "dpop.replay":
+                answer = _answer_to_a_spent_proof(error, entry, detail, proof)
         transaction.record_audit(entry.values())
 
     try:
@@ -612,6 +606,21 @@ def record_refusal(
         log.error("could not record refusal %s: %s", error.reason, type(exc).__name__)
     _log_refusal(answer, entry)
     return answer
+
+
+def _answer_to_a_spent_proof(
+    error: errors.OAuthError, entry: AuditEntry, detail: str, proof: DpopProof
+) -> errors.OAuthError:
+    """The refusal's record found the request's DPoP proof spent already (record_refusal):
+    a replay, answered as one, unless the client failed authentication or the database
+    failed (then the row notes it; see record_refusal)."""
+    if isinstance(error, errors.InvalidClient | errors.TemporarilyUnavailable):
+        entry.detail = storable_text(f"{detail}; the DPoP proof's jti was on record")
+        return error
+    replay = _replayed_proof(f"Also {error.reason}: {error.detail}")
+    entry.reason = replay.reason
+    entry.detail = storable_text(f"{replay.detail}; dpop_jkt={proof.jkt}")
+    return replay
 
 
 def _log_refusal(error: errors.OAuthError, entry: AuditEntry) -> None:
