@@ -310,20 +310,16 @@ def issue(
         if progress is not None:
             progress.committed = True
         kinds = granted.blocks.kinds()
+        if "key" in kinds:  # the signing key was marked compromised since the ring's read:
+            services.keyring.expire()  # whatever this answer, the next exchange re-reads it
         if SPENT_PROOF in kinds:  # nothing was recorded: the proof had been used
             blocked = [kind for kind in kinds if kind != SPENT_PROOF]
-            if "key" in blocked:
-                services.keyring.expire()  # as below: the next exchange re-reads the keys
             raise _replayed_proof(f"Also blocked: {', '.join(blocked)}" if blocked else None)
         refuse_if_blocked(kinds)
     except SQLAlchemyError as exc:
         log.error("exchange refused: database error %s", type(exc).__name__)
         reason = "database.locked" if _write_lock_timed_out(exc) else "database.unavailable"
         raise errors.TemporarilyUnavailable(reason=reason) from None
-    except errors.TemporarilyUnavailable as refusal:
-        if refusal.reason == "keys.compromised":
-            services.keyring.expire()  # the next exchange re-reads the keys first
-        raise
     claims, decision = granted.claims, granted.decision
     jti = claims["jti"]
     # Signed once its lineage and audit rows are committed, and outside the SQLite write
