@@ -48,6 +48,9 @@ from sts.cli.serve import SERVERS
 RESULTS = Path(__file__).resolve().parent / "results"
 PEERS = ("oidc-provider", "idpyoidc")
 GOVERNANCE_OFF = "sts, audit+lineage OFF (bench only)"
+FLOOR = "floor (verify+sign, no DB)"
+# The latency mode's targets: --targets name -> the server kind (servers.command_for).
+LATENCY_TARGETS = {"sts": "sts", "governance-off": "sts-nogov", "floor": "floor"}
 # Between signing a single-use pool's first proof and sending its last, beyond the quiet
 # wait and the load: the signing itself (up to ~30 s for the largest pool), the load's
 # start and the last answer's socket timeout.
@@ -126,6 +129,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="latency only: this open-loop rate (requests/s in total); skips the peak",
     )
     parser.add_argument(
+        "--targets",
+        default="sts",
+        help=f"latency only: comma-separated, of {','.join(LATENCY_TARGETS)} (default sts): "
+        "each at the fraction of its own peak, on each of --servers; the floor answers the "
+        "peers' contract (peer-shape) whatever --scenario is",
+    )
+    parser.add_argument(
         "--peak-duration",
         type=float,
         default=6.0,
@@ -200,8 +210,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         parser.error("--rounds is for the run and peers modes, and at least 1")
     if args.peer_workers is not None and (args.mode != "peers" or args.peer_workers < 1):
         parser.error("--peer-workers is for the peers mode, and at least 1")
-    if not timing and (args.rate is not None or args.fraction != 0.5):
-        parser.error("--rate and --fraction are for the latency mode")
+    if not timing and (args.rate is not None or args.fraction != 0.5 or args.targets != "sts"):
+        parser.error("--rate, --fraction and --targets are for the latency mode")
+    args.targets = _split(args.targets, LATENCY_TARGETS)
     if soaking or timing:
         if args.scenarios is not None or args.databases is not None:
             parser.error(f"{args.mode} runs one --scenario on one --database")
@@ -410,7 +421,7 @@ class Runner:
         for server in self.args.servers:
             try:
                 with self.floor(jwks_path, server) as running:
-                    row = Row("floor (verify+sign, no DB)", server, "-", "peer-shape")
+                    row = Row(FLOOR, server, "-", "peer-shape")
                     self.measure(
                         row,
                         running.port,
@@ -418,7 +429,7 @@ class Runner:
                         lambda p=running.port: peer_requests(peer.tokens, p),  # type: ignore[misc]
                     )
             except Exception as exc:
-                self.failed(Row("floor (verify+sign, no DB)", server, "-", "peer-shape"), exc)
+                self.failed(Row(FLOOR, server, "-", "peer-shape"), exc)
 
     def run_peer(self, name: str, peer: PeerTokens) -> None:
         directory = self.args.peers_dir / name
@@ -937,13 +948,13 @@ def run_soak(args: argparse.Namespace) -> int:
 
 
 def run_latency(args: argparse.Namespace) -> int:
-    """One scenario on one database; per server in ``--servers``: one real ``sts serve``,
-    the peak from the usual closed loop (unless ``--rate``), then the open loop at
-    ``--fraction`` of it (or at ``--rate``) for ``--duration`` seconds (see
-    bench/latency.py)."""
+    """One scenario on one database; per server in ``--servers`` and target in
+    ``--targets``: one real server, the peak from the usual closed loop (unless ``--rate``),
+    then the open loop at ``--fraction`` of it (or at ``--rate``) for ``--duration`` seconds
+    (see bench/latency.py)."""
     started = time.time()
     each = args.warmup + args.duration + (0 if args.rate else args.warmup + args.peak_duration)
-    lifetime = max(7200, int(each * len(args.servers)) + 3600)
+    lifetime = max(7200, int(each * len(args.servers) * len(args.targets)) + 3600)
     rows: list[latency.LatencyRow] = []
     failure: str | None = None
     with tempfile.TemporaryDirectory(prefix="sts-bench-") as tmp:
@@ -951,9 +962,14 @@ def run_latency(args: argparse.Namespace) -> int:
         runner = Runner(args, workdir)
         try:
             peer = subject_tokens(args, lifetime)
+            jwks_path = workdir / "upstream_public.jwks.json"
+            jwks_path.write_text(json.dumps(peer.jwks))
             with seeded_world(args, workdir, args.database, peer, lifetime) as world:
                 for server in args.servers:
-                    rows.append(measure_latency(args, runner, world, server))
+                    for target in args.targets:
+                        rows.append(
+                            measure_latency(args, *latency_target(runner, world, server, target))
+                        )
         except Exception as exc:
             failure = f"{type(exc).__name__}: {str(exc)[-600:]}"
     table = markdown_table(latency.HEADERS, [latency.cells(r) for r in rows])
@@ -973,10 +989,11 @@ def run_latency(args: argparse.Namespace) -> int:
     )
     print(table)
     for row in rows:
+        label = f"{row.target}/{row.server}"
         if row.result and row.result.send_lag_ms:
             lag, naive = row.result.send_lag_ms, row.result.from_send_ms
             print(
-                f"{row.server}: {row.result.scheduled} requests due in the window; send lag "
+                f"{label}: {row.result.scheduled} requests due in the window; send lag "
                 f"(actual - intended send time) p50 {lag['p50']:.2f}, p99 {lag['p99']:.2f}, max "
                 f"{lag['max']:.2f} ms; latency from the actual send (coordinated omission) "
                 f"p99 {naive['p99']:.2f}, max {naive['max']:.2f} ms"
@@ -984,9 +1001,9 @@ def run_latency(args: argparse.Namespace) -> int:
         for warning in latency.warnings(row, args.concurrency):
             print(f"warning: {warning}")
         if row.result and row.result.errors:
-            print(f"errors in {row.server}: {row.result.errors}; first: {row.result.error_samples}")
+            print(f"errors in {label}: {row.result.errors}; first: {row.result.error_samples}")
         if row.failure:
-            print(f"FAILED {row.server}: {row.failure}")
+            print(f"FAILED {label}: {row.failure}")
     if failure:
         print(f"FAILED: {failure}")
     save_results(
@@ -997,26 +1014,59 @@ def run_latency(args: argparse.Namespace) -> int:
     return 0 if rows and not failure and all(r.result for r in rows) else 1
 
 
-def measure_latency(
-    args: argparse.Namespace, runner: Runner, world: World, server: str
-) -> latency.LatencyRow:
-    row = latency.LatencyRow(
-        server, world.database, args.scenario, None if args.rate else args.fraction
+# What the latency mode measures for one target: its row, the server to start, the request
+# pool for one load (port, seconds, connections, rate) and the database's backends.
+LatencyTarget = tuple[
+    latency.LatencyRow,
+    Callable[[], AbstractContextManager[RunningServer]],
+    Callable[[int, float, int, float], list[bytes]],
+    Callable[[], list[int]] | None,
+]
+
+
+def latency_target(runner: Runner, world: World, server: str, target: str) -> LatencyTarget:
+    """``target`` (a ``--targets`` name) on ``server``. The floor has no database and speaks
+    only the peers' contract: it answers peer-shape requests, whatever ``--scenario`` is."""
+    args = runner.args
+    fraction = None if args.rate else args.fraction
+    if target == "floor":
+        jwks_path = runner.workdir / "upstream_public.jwks.json"
+        return (
+            latency.LatencyRow(target, server, "-", "peer-shape", fraction),
+            lambda: runner.floor(jwks_path, server),
+            lambda port, *_: peer_requests(world.peer.tokens, port),
+            None,
+        )
+    scenario = SCENARIOS[args.scenario]
+    return (
+        latency.LatencyRow(target, server, world.database, args.scenario, fraction),
+        lambda: runner.sts(LATENCY_TARGETS[target], world, server),
+        lambda port, seconds, connections, rate: requests_for(
+            scenario, world, port, seconds, connections, rate
+        ),
+        database_pids(world),
     )
+
+
+def measure_latency(
+    args: argparse.Namespace,
+    row: latency.LatencyRow,
+    start_server: Callable[[], AbstractContextManager[RunningServer]],
+    pool: Callable[[int, float, int, float], list[bytes]],
+    pids: Callable[[], list[int]] | None,
+) -> latency.LatencyRow:
+    label = f"{row.target}/{row.server}"
     try:
-        with runner.sts("sts", world, server) as running:
-            scenario = SCENARIOS[args.scenario]
-            pids = database_pids(world)
+        with start_server() as running:
             rate = args.rate
             if rate is None:
                 peak = LoadSpec(
                     port=running.port,
-                    requests=requests_for(
-                        scenario,
-                        world,
+                    requests=pool(
                         running.port,
                         args.warmup + args.peak_duration,
                         args.peak_concurrency,
+                        CEILING_PER_SECOND,
                     ),
                     duration=args.peak_duration,
                     warmup=args.warmup,
@@ -1024,7 +1074,7 @@ def measure_latency(
                     processes=args.processes,
                 )
                 row.notes["idle_before_peak_s"] = wait_for_quiet(args.quiet_wait)
-                print(f"  {server}: peak (closed loop) ...", file=sys.stderr, flush=True)
+                print(f"  {label}: peak (closed loop) ...", file=sys.stderr, flush=True)
                 row.peak = run_load(peak, server_pid=running.pid, database_pids=pids)
                 if not row.peak.ok:
                     raise RuntimeError(
@@ -1033,12 +1083,9 @@ def measure_latency(
                 rate = args.fraction * row.peak.rate
             # A pool of its own: a single-use scenario's peak spent its pool's requests, and
             # the open loop's is sized at the rate it runs at.
-            seconds = args.warmup + args.duration
             spec = LoadSpec(
                 port=running.port,
-                requests=requests_for(
-                    scenario, world, running.port, seconds, args.concurrency, rate
-                ),
+                requests=pool(running.port, args.warmup + args.duration, args.concurrency, rate),
                 duration=args.duration,
                 warmup=args.warmup,
                 concurrency=args.concurrency,
@@ -1047,14 +1094,14 @@ def measure_latency(
             )
             row.notes["idle_before_s"] = wait_for_quiet(args.quiet_wait)
             print(
-                f"  {server}: open loop at {rate:.0f}/s over {args.concurrency} connections ...",
+                f"  {label}: open loop at {rate:.0f}/s over {args.concurrency} connections ...",
                 file=sys.stderr,
                 flush=True,
             )
             row.result = run_load(spec, server_pid=running.pid, database_pids=pids)
-    except Exception as exc:  # one failed server must not lose the others
+    except Exception as exc:  # one failed target must not lose the others
         row.failure = f"{type(exc).__name__}: {str(exc)[-600:]}"
-        print(f"  FAILED {server}: {row.failure}", file=sys.stderr)
+        print(f"  FAILED {label}: {row.failure}", file=sys.stderr)
     return row
 
 

@@ -16,6 +16,7 @@ from typing import Any
 from bench.loadgen import LoadResult
 
 HEADERS = (
+    "target",
     "server",
     "db",
     "scenario",
@@ -41,6 +42,7 @@ BUSY_WARNING = 0.25
 
 @dataclass
 class LatencyRow:
+    target: str  # a --targets name: sts | governance-off | floor
     server: str
     database: str
     scenario: str
@@ -56,6 +58,7 @@ class LatencyRow:
 
     def as_dict(self) -> dict[str, Any]:
         return {
+            "target": self.target,
             "server": self.server,
             "database": self.database,
             "scenario": self.scenario,
@@ -72,7 +75,7 @@ def _num(value: float | None, digits: int) -> str:
 
 
 def cells(row: LatencyRow) -> list[str]:
-    head = [row.server, row.database, row.scenario, row.load]
+    head = [row.target, row.server, row.database, row.scenario, row.load]
     peak = _num(row.peak.rate, 0) if row.peak else "-"
     result = row.result
     if result is None:

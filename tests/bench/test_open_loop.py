@@ -16,6 +16,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 
 from bench import latency
+from bench.__main__ import main as bench_main
 from bench.__main__ import parse_args
 from bench.loadgen import (
     LoadResult,
@@ -206,6 +207,40 @@ def test_latency_mode_arguments() -> None:
         parse_args(["--rate", "100"])  # not for the closed-loop modes
     with pytest.raises(SystemExit):
         parse_args(["latency", "--fraction", "0"])
+    assert args.targets == ["sts"]
+    args = parse_args(["latency", "--targets", "floor,governance-off,sts"])
+    assert args.targets == ["floor", "governance-off", "sts"]
+    with pytest.raises(SystemExit):
+        parse_args(["latency", "--targets", "oidc-provider"])  # the peers are not measured
+    with pytest.raises(SystemExit):
+        parse_args(["--targets", "floor"])  # the latency mode's
+
+
+def test_latency_of_each_target_on_a_real_server(capsys: pytest.CaptureFixture[str]) -> None:
+    """A short real run: sts, sts with governance off and the floor each get a peak and
+    an open loop at half of it, and a row of the table; the floor answers the peers'
+    contract."""
+    argv = [
+        *("latency", "--targets", "sts,governance-off,floor", "--servers", "gunicorn"),
+        *("--duration", "1", "--warmup", "0.5", "--peak-duration", "1", "--pool", "40"),
+        *("--concurrency", "2", "--peak-concurrency", "2", "--processes", "1"),
+    ]
+    assert bench_main(argv) == 0
+    out = capsys.readouterr().out
+    rows = {
+        cells[0]: cells
+        for line in out.splitlines()
+        if line.startswith("| ") and not line.startswith("| target")
+        for cells in [[cell.strip() for cell in line.strip("|").split("|")]]
+    }
+    assert set(rows) == {"sts", "governance-off", "floor"}
+    assert rows["floor"][1:4] == ["gunicorn", "-", "peer-shape"]
+    assert rows["sts"][2:4] == ["sqlite", "ci-deploy"]
+    by = {target: dict(zip(latency.HEADERS, cells, strict=True)) for target, cells in rows.items()}
+    for target, cells in by.items():
+        assert float(cells["peak exch/s"]) > 0, target
+        assert float(cells["achieved/s"]) > 0, target
+        assert cells["errors"] == "0", target
 
 
 def _open_result(late: int, scheduled: int = 1000, sent: int = 1000) -> LoadResult:
@@ -228,7 +263,7 @@ def _open_result(late: int, scheduled: int = 1000, sent: int = 1000) -> LoadResu
 
 
 def test_latency_row_cells_and_warnings() -> None:
-    row = latency.LatencyRow("gunicorn", "sqlite", "ci-deploy", 0.5, result=_open_result(0))
+    row = latency.LatencyRow("sts", "gunicorn", "sqlite", "ci-deploy", 0.5, result=_open_result(0))
     cells = latency.cells(row)
     assert len(cells) == len(latency.HEADERS)
     by = dict(zip(latency.HEADERS, cells, strict=True))
@@ -245,10 +280,12 @@ def test_latency_row_cells_and_warnings() -> None:
         "2.50",
     )
     assert latency.warnings(row, 16) == []
-    behind = latency.LatencyRow("granian", "sqlite", "ci-deploy", None, result=_open_result(50))
-    assert latency.cells(behind)[3] == "--rate"
+    behind = latency.LatencyRow(
+        "sts", "granian", "sqlite", "ci-deploy", None, result=_open_result(50)
+    )
+    assert latency.cells(behind)[4] == "--rate"
     assert any("fell behind" in w for w in latency.warnings(behind, 16))
     # 100/s over one connection at a 4 ms median: busy 40 % of the time.
     assert any("--concurrency" in w for w in latency.warnings(row, 1))
-    failed = latency.LatencyRow("granian", "sqlite", "ci-deploy", 0.5, failure="boom")
+    failed = latency.LatencyRow("sts", "granian", "sqlite", "ci-deploy", 0.5, failure="boom")
     assert len(latency.cells(failed)) == len(latency.HEADERS)
