@@ -15,6 +15,7 @@ from sts.services import Services
 class Explanation:
     decision: Decision | None
     refusal: errors.OAuthError | None  # the tokens themselves were refused
+    client_requires_dpop: bool = False  # registered with dpop_bound_access_tokens
 
     def lines(self) -> list[str]:
         if self.refusal is not None:
@@ -37,6 +38,11 @@ class Explanation:
             grant = decision.rule.grant
             if grant is not None and grant.sender_constraint == "dpop":
                 out.append("  sender constraint: a DPoP proof is required (RFC 9449)")
+            elif self.client_requires_dpop:
+                out.append(
+                    "  sender constraint: a DPoP proof is required by the client's "
+                    "registration (dpop_bound_access_tokens, RFC 9449 §5.2)"
+                )
         else:
             rule = f" by rule {decision.rule.name}" if decision.rule else ""
             out.append(f"decision: deny ({decision.error}){rule}: {decision.reason}")
@@ -86,4 +92,9 @@ def explain(
         targets=targets,
         scopes=scopes,
     )
-    return Explanation(evaluate(trust.rules, facts), None)
+    registered = trust.clients.get(client_id) if client_id else None
+    return Explanation(
+        evaluate(trust.rules, facts),
+        None,
+        client_requires_dpop=registered is not None and registered.dpop_bound_access_tokens,
+    )

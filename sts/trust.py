@@ -43,6 +43,8 @@ class ClientConfig:
     jwks: KeySet | None
     is_resource_server: bool
     disabled: bool
+    # RFC 9449 §5.2: every token request of this client must carry a DPoP proof.
+    dpop_bound_access_tokens: bool = False
 
 
 @dataclass(frozen=True)
@@ -85,6 +87,7 @@ def load_trust_config(session: Session) -> TrustConfig:
             jwks=KeySet.import_key_set(row.jwks) if row.jwks else None,  # type: ignore[arg-type]
             is_resource_server=row.is_resource_server,
             disabled=row.disabled,
+            dpop_bound_access_tokens=row.dpop_bound_access_tokens,
         )
         for row in queries.all_clients(session)
     }

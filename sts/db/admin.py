@@ -95,6 +95,7 @@ def put_client(
     jwks: Mapping[str, Any] | None = None,
     is_resource_server: bool = False,
     disabled: bool = False,
+    dpop_bound_access_tokens: bool = False,
     now: datetime,
 ) -> Client:
     row = session.get(Client, client_id)
@@ -104,6 +105,7 @@ def put_client(
     row.auth_method, row.secret_hash = auth_method, secret_hash
     row.jwks = dict(jwks) if jwks is not None else None
     row.is_resource_server, row.disabled = is_resource_server, disabled
+    row.dpop_bound_access_tokens = dpop_bound_access_tokens
     bump_generation(session)
     session.flush()
     return row

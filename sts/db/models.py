@@ -20,6 +20,7 @@ from sqlalchemy import (
     MetaData,
     String,
     Text,
+    false,
     text,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
@@ -60,6 +61,12 @@ class Client(Base):
     is_resource_server: Mapped[bool] = mapped_column(Boolean, default=False)
     disabled: Mapped[bool] = mapped_column(Boolean, default=False)
     created_at: Mapped[datetime]
+    # RFC 9449 §5.2: the client always uses DPoP, so a token request without a proof is
+    # refused (migration 0010). The server default keeps older rules revisions, which
+    # do not name the column, valid.
+    dpop_bound_access_tokens: Mapped[bool] = mapped_column(
+        Boolean, default=False, server_default=false()
+    )
 
 
 class TrustedIssuer(Base):

@@ -22,6 +22,7 @@ import yaml
 
 from sts.credentials import API_KEY_PREFIX, is_secret_hash
 from sts.policy.rules import rule_errors
+from sts.rules.ops import DPOP_BOUND
 from sts.tokens.verify import ASYMMETRIC_ALGORITHMS
 
 # kind -> name -> fields (issuer/client/credential fields, or a rule's definition)
@@ -375,12 +376,21 @@ def _validate_issuer(result: RulesFile, entry: LineMapping, where: str) -> dict[
 
 
 def _validate_client(result: RulesFile, entry: LineMapping, where: str) -> dict[str, Any] | None:
-    allowed = {"client_id", "auth_method", "secret_hash", "jwks", "resource_server", "disabled"}
+    allowed = {
+        "client_id",
+        "auth_method",
+        "secret_hash",
+        "jwks",
+        "resource_server",
+        "disabled",
+        DPOP_BOUND,
+    }
     checks = [
         _unknown_keys(result, entry, where, allowed),
         _required(result, entry, where, "auth_method"),
         _boolean(result, entry, where, "resource_server"),
         _boolean(result, entry, where, "disabled"),
+        _boolean(result, entry, where, DPOP_BOUND),
     ]
     method = entry.get("auth_method")
     if "auth_method" in entry and method not in AUTH_METHODS:
@@ -401,6 +411,10 @@ def _validate_client(result: RulesFile, entry: LineMapping, where: str) -> dict[
         fields["jwks"] = plain(entry["jwks"])
     fields["resource_server"] = entry.get("resource_server", False)
     fields["disabled"] = entry.get("disabled", False)
+    # RFC 9449 §5.2, default false: left out of the fields then, so a database from
+    # before the column compares equal (sts.rules.ops.read_state does the same).
+    if entry.get(DPOP_BOUND, False):
+        fields[DPOP_BOUND] = True
     return fields
 
 

@@ -5,8 +5,10 @@ to :mod:`sts.rules.ops` with the full desired value of each entry. ``upgrade()``
 exactly the plan; ``downgrade()`` puts back every ``before`` value (and deletes what the
 upgrade added), so a rollback restores the previous state exactly, with new rule versions.
 
-The first rules revision depends on the schema head (``depends_on``), so the tables exist
-before it runs; later ones follow the rules head. ``depends_on`` rather than
+Every rules revision depends on the schema head it was written against (``depends_on``),
+so the tables and columns it writes exist before it runs, also in a fresh ``sts db
+upgrade`` that replays both branches (a client's ``dpop_bound_access_tokens`` needs schema
+0010); later ones also follow the rules head. ``depends_on`` rather than
 ``down_revision`` keeps the two branches' heads apart, so the schema can move on without
 a merge revision.
 """
@@ -171,7 +173,7 @@ def write_revision(
     if not changes:
         raise RulesMigrationError("no changes: the database already matches the rules file")
     down_revision = rules_head(script)
-    depends_on = schema_head if down_revision is None else None
+    depends_on = schema_head
     revision = uuid.uuid4().hex[:12]
     text = render_revision(
         changes,

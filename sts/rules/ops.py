@@ -46,7 +46,10 @@ clients = sa.table(
     sa.column("is_resource_server", sa.Boolean),
     sa.column("disabled", sa.Boolean),
     sa.column("created_at", UTCDateTime()),
+    # Schema 0010: written only where it exists (put_client), read only at the head.
+    sa.column("dpop_bound_access_tokens", sa.Boolean),
 )
+DPOP_BOUND = "dpop_bound_access_tokens"
 service_credentials = sa.table(
     "service_credentials",
     sa.column("id", sa.Integer),
@@ -81,6 +84,12 @@ def _bind(connection: sa.Connection | None) -> sa.Connection:
 
 def _now() -> datetime:
     return datetime.now(UTC)
+
+
+def _has_column(connection: sa.Connection, table: str, column: str) -> bool:
+    """Does the database's ``table`` have ``column`` now (a fresh inspection: the schema
+    may have moved on within this upgrade)?"""
+    return any(found["name"] == column for found in sa.inspect(connection).get_columns(table))
 
 
 def _exists(
@@ -180,7 +189,8 @@ def delete_issuer(name: str, *, connection: sa.Connection | None = None) -> None
 def put_client(
     client_id: str, fields: Mapping[str, Any], *, connection: sa.Connection | None = None
 ) -> None:
-    """fields: auth_method, secret_hash (a hash), jwks, resource_server, disabled."""
+    """fields: auth_method, secret_hash (a hash), jwks, resource_server, disabled,
+    dpop_bound_access_tokens (RFC 9449 §5.2)."""
     bind = _bind(connection)
     values = {
         "auth_method": fields["auth_method"],
@@ -189,6 +199,16 @@ def put_client(
         "is_resource_server": bool(fields.get("resource_server", False)),
         "disabled": bool(fields.get("disabled", False)),
     }
+    dpop_bound = bool(fields.get(DPOP_BOUND, False))
+    # A revision written before schema 0010 may run before it (a fresh ``sts db upgrade``
+    # runs each rules revision after the schema head of its own time): the column is
+    # written only where it exists. Absent, it can only be asked to stay false.
+    if _has_column(bind, "clients", DPOP_BOUND):
+        values[DPOP_BOUND] = dpop_bound
+    elif dpop_bound:
+        raise ValueError(
+            f"client {client_id!r}: {DPOP_BOUND} needs schema revision 0010_client_dpop_bound"
+        )
     if _exists(bind, clients, clients.c.client_id, client_id):
         bind.execute(sa.update(clients).where(clients.c.client_id == client_id).values(**values))
     else:
@@ -260,6 +280,8 @@ def read_state(connection: sa.Connection) -> dict[str, dict[str, dict[str, Any]]
             fields["jwks"] = row["jwks"]
         fields["resource_server"] = bool(row["is_resource_server"])
         fields["disabled"] = bool(row["disabled"])
+        if row[DPOP_BOUND]:  # left out when false, as a rules file leaves it out
+            fields[DPOP_BOUND] = True
         state["client"][row["client_id"]] = fields
     for row in connection.execute(sa.select(service_credentials)).mappings():
         state["credential"][row["name"]] = {

@@ -90,3 +90,19 @@ def test_explain_says_when_the_rule_requires_a_dpop_proof(
     after = explain(env, token, "--client", "ci-runner", "--audience", DEPLOY)
     assert after.exit_code == 0, after.output
     assert "  sender constraint: a DPoP proof is required (RFC 9449)" in after.output
+
+
+def test_explain_says_when_the_client_must_use_dpop(world: World, env: dict[str, str]) -> None:
+    from tests.integration.test_dpop_bound_client import bind_ci_runner
+
+    token = real_time_token(world)
+    bind_ci_runner(world)
+    bound = explain(env, token, "--client", "ci-runner", "--audience", DEPLOY)
+    assert bound.exit_code == 0, bound.output
+    assert (
+        "  sender constraint: a DPoP proof is required by the client's registration "
+        "(dpop_bound_access_tokens, RFC 9449 §5.2)" in bound.output
+    )
+    bind_ci_runner(world, bound=False)
+    unbound = explain(env, token, "--client", "ci-runner", "--audience", DEPLOY)
+    assert "sender constraint" not in unbound.output

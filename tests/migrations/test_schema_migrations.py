@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
@@ -20,6 +22,7 @@ from sts.db.migrate import (
 )
 from sts.db.models import Base
 from sts.errors import StartupError
+from sts.rules import ops
 
 EXPECTED_TABLES = {
     "clients",
@@ -338,4 +341,101 @@ def test_dpop_proofs_revision_goes_both_ways(empty_database_url: str) -> None:
     assert "dpop_proofs" not in inspect(engine).get_table_names()
     upgrade(config)
     assert schema_is_at_head(engine, config)[0]
+    engine.dispose()
+
+
+def test_client_dpop_bound_revision_goes_both_ways_with_older_rules_revisions(
+    empty_database_url: str,
+) -> None:
+    """0010 adds ``clients.dpop_bound_access_tokens`` (RFC 9449 §5.2), false for the clients
+    on record. A rules revision's ``put_client`` works before it (as an older revision
+    runs in a fresh upgrade) as long as it does not ask for the flag, and writes the flag
+    after it, both ways; the rules file's state names the flag only when it is set."""
+    engine = make_engine(empty_database_url)
+    config = alembic_config(engine)
+    fields = {"auth_method": "client_secret_basic", "secret_hash": "h"}
+
+    upgrade(config, "0009_dpop_proofs")
+    assert "dpop_bound_access_tokens" not in columns_of(engine, "clients")
+    with engine.begin() as connection:
+        ops.put_client("older", fields, connection=connection)
+        with pytest.raises(ValueError, match="0010_client_dpop_bound"):
+            ops.put_client(
+                "newer", {**fields, "dpop_bound_access_tokens": True}, connection=connection
+            )
+    upgrade(config)
+    flags = "SELECT client_id, dpop_bound_access_tokens FROM clients ORDER BY client_id"
+    with engine.begin() as connection:
+        assert [tuple(row) for row in connection.execute(text(flags))] == [("older", False)]
+        ops.put_client("newer", {**fields, "dpop_bound_access_tokens": True}, connection=connection)
+        ops.put_client("older", {**fields, "dpop_bound_access_tokens": True}, connection=connection)
+        ops.put_client("older", fields, connection=connection)  # the flag left out: false
+        assert [tuple(row) for row in connection.execute(text(flags))] == [
+            ("newer", True),
+            ("older", False),
+        ]
+        state = ops.read_state(connection)["client"]
+        assert state["newer"]["dpop_bound_access_tokens"] is True
+        assert "dpop_bound_access_tokens" not in state["older"]
+    downgrade(config, "0009_dpop_proofs")
+    assert "dpop_bound_access_tokens" not in columns_of(engine, "clients")
+    with engine.connect() as connection:
+        assert connection.execute(text("SELECT client_id FROM clients ORDER BY 1")).all() == [
+            ("newer",),
+            ("older",),
+        ]
+    upgrade(config)
+    assert schema_is_at_head(engine, config)[0]
+    engine.dispose()
+
+
+RULES_REVISION = '''"""{title}"""
+from sts.rules import ops
+
+revision = {revision!r}
+down_revision = {down!r}
+branch_labels = {labels!r}
+depends_on = {depends!r}
+
+
+def upgrade() -> None:
+    ops.put_client("ci-runner", {fields!r})
+
+
+def downgrade() -> None:
+    ops.delete_client("ci-runner")
+'''
+
+
+def test_a_fresh_upgrade_runs_each_rules_revision_after_the_schema_it_was_written_for(
+    empty_database_url: str, tmp_path: Path
+) -> None:
+    """A rules revision written at schema 0009, then one written at 0010 that binds a
+    client to DPoP (as ``sts rules migration`` writes them: each depends on the schema head
+    of its time): a fresh ``sts db upgrade`` of both branches applies the second after
+    0010, so it can write the column 0010 adds."""
+    fields = {"auth_method": "client_secret_basic", "secret_hash": "h"}
+    revisions = [
+        ("r1", None, ("rules",), "0009_dpop_proofs", fields),
+        ("r2", "r1", None, "0010_client_dpop_bound", {**fields, "dpop_bound_access_tokens": True}),
+    ]
+    for number, (revision, down, labels, depends, written) in enumerate(revisions, 1):
+        (tmp_path / f"{number:04d}_{revision}.py").write_text(
+            RULES_REVISION.format(
+                title=f"written at {depends}",
+                revision=revision,
+                down=down,
+                labels=labels,
+                depends=depends,
+                fields=written,
+            )
+        )
+    engine = make_engine(empty_database_url)
+    config = alembic_config(engine, [tmp_path])
+    upgrade(config)
+    assert schema_is_at_head(engine, config)[0]
+    assert "r2" in current_revisions(engine)
+    with engine.connect() as connection:
+        flags = "SELECT client_id, dpop_bound_access_tokens FROM clients"
+        assert [tuple(row) for row in connection.execute(text(flags))] == [("ci-runner", True)]
     engine.dispose()

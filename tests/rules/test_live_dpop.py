@@ -9,6 +9,7 @@ import http.client
 import json
 import time
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -41,11 +42,22 @@ def dpop_rules(issuer: TestIssuer) -> dict[str, Any]:
     return document
 
 
+def dpop_bound_client_rules(issuer: TestIssuer) -> dict[str, Any]:
+    """The deploy rule as it is (a proof optional), for a client that always uses DPoP."""
+    document = rules_document(issuer, "refs/heads/main")
+    document["clients"][0]["dpop_bound_access_tokens"] = True  # type: ignore[index]
+    return document
+
+
 def dpop_service(
-    database_url: str, tmp_path: Path, *, nonces: bool = False
+    database_url: str,
+    tmp_path: Path,
+    *,
+    nonces: bool = False,
+    rules: Callable[[TestIssuer], dict[str, Any]] = dpop_rules,
 ) -> tuple[dict[str, str], TestIssuer]:
-    """A service's environment, on a schema at head with the DPoP rule applied as a rules
-    migration (with server nonces: a secret), and the CI issuer it trusts."""
+    """A service's environment, on a schema at head with ``rules`` (the DPoP rule) applied
+    as a rules migration (with server nonces: a secret), and the CI issuer it trusts."""
     env = rules_service_env(database_url, tmp_path)
     if nonces:
         env["STS_DPOP_NONCE_SECRET"] = uuid.uuid4().hex
@@ -53,7 +65,7 @@ def dpop_service(
     upgrade(alembic_config(engine), "schema@head")
     engine.dispose()
     issuer = TestIssuer("https://ci.issuer.test")
-    apply_rules(env, tmp_path / "rules.yaml", dpop_rules(issuer), "Deploys need DPoP")
+    apply_rules(env, tmp_path / "rules.yaml", rules(issuer), "Deploys need DPoP")
     return env, issuer
 
 
@@ -108,6 +120,28 @@ def test_dpop_through_a_real_server(empty_database_url: str, tmp_path: Path, ser
         assert "one DPoP header" in twice["error_description"]
 
         status, bound = post(base, deploy_body(issuer), [proof(key, now)])
+        assert status == 200, bound
+        assert bound["token_type"] == "DPoP"
+        assert claims_of(bound["access_token"])["cnf"] == {"jkt": key.thumbprint()}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("server", ["granian", "gunicorn"])
+def test_a_client_bound_to_dpop_through_a_real_server(
+    empty_database_url: str, tmp_path: Path, server: str
+) -> None:
+    """``dpop_bound_access_tokens: true`` on the client, applied as a rules migration, and
+    a rule that leaves the proof optional (RFC 9449 §5.2): the client's bearer request is
+    refused, its request with a proof gets a bound token."""
+    env, issuer = dpop_service(empty_database_url, tmp_path, rules=dpop_bound_client_rules)
+    key = ECKey.generate_key("P-256")
+
+    with running_server(env, workers=1, args=("--server", server)) as base:
+        status, bare = post(base, deploy_body(issuer), [])
+        assert (status, bare["error"]) == (400, "invalid_dpop_proof")
+        assert "RFC 9449 §5.2" in bare["error_description"]
+
+        status, bound = post(base, deploy_body(issuer), [proof(key, int(time.time()))])
         assert status == 200, bound
         assert bound["token_type"] == "DPoP"
         assert claims_of(bound["access_token"])["cnf"] == {"jkt": key.thumbprint()}

@@ -138,6 +138,8 @@ def test_plan_migrate_upgrade_narrow_and_roll_back(
     assert [p.name[:5] for p in revisions] == ["0001_", "0002_"]
     first_id = revisions[0].name.split("_")[1]
     assert f"down_revision: str | Sequence[str] | None = {first_id!r}" in revisions[1].read_text()
+    # Each revision also needs the schema it was written against (a fresh upgrade).
+    assert f"depends_on: str | Sequence[str] | None = '{SCHEMA_HEAD}'" in revisions[1].read_text()
     assert sts(env, "db", "upgrade").exit_code == 0
     assert exchange_version(world) is None  # narrowed: refused
 
@@ -269,3 +271,37 @@ def test_renaming_an_issuer_keeps_its_url_and_rolls_back(
     assert sts(env, "rules", "check", path).exit_code == 0
     assert sts(env, "db", "downgrade", "rules@-1").exit_code == 0
     assert sts(env, "rules", "check", write(tmp_path, "before.yaml", before)).exit_code == 0
+
+
+def test_a_client_bound_to_dpop_by_a_rules_revision(
+    world: World, env: dict[str, str], tmp_path: Path
+) -> None:
+    """``dpop_bound_access_tokens: true`` on a client (RFC 9449 §5.2), through plan,
+    migration and ``sts db upgrade``: its bearer requests are refused from then on, and
+    the revision's downgrade admits them again."""
+    before = yaml.safe_load(sts(env, "rules", "export").output)
+    assert all("dpop_bound_access_tokens" not in c for c in before["clients"])  # the default
+    after = copy.deepcopy(before)
+    runner = next(c for c in after["clients"] if c["client_id"] == "ci-runner")
+    runner["dpop_bound_access_tokens"] = True
+    after_path = write(tmp_path, "bound.yaml", after)
+    plan = sts(env, "rules", "plan", after_path).output
+    assert plan.splitlines()[:2] == [
+        "~ client ci-runner",
+        "    dpop_bound_access_tokens: (absent) -> true",
+    ]
+
+    assert sts(env, "rules", "migration", after_path, "-m", "Bind ci-runner").exit_code == 0
+    assert sts(env, "db", "upgrade").exit_code == 0
+    assert sts(env, "rules", "check", after_path).exit_code == 0
+    assert rule_entry_client(sts(env, "rules", "export").output)["dpop_bound_access_tokens"]
+    assert exchange_version(world) is None
+    assert world.audit_rows()[-1]["reason"] == "client.dpop_required"
+
+    assert sts(env, "db", "downgrade", "rules@-1").exit_code == 0
+    assert "dpop_bound_access_tokens" not in rule_entry_client(sts(env, "rules", "export").output)
+    assert exchange_version(world) is not None
+
+
+def rule_entry_client(exported: str, client_id: str = "ci-runner") -> dict[str, Any]:
+    return next(c for c in yaml.safe_load(exported)["clients"] if c["client_id"] == client_id)

@@ -251,3 +251,19 @@ def test_every_problem_of_one_rule_is_reported() -> None:
 )
 def test_client_auth_method(edits: dict[int, str | None], expected: list[str]) -> None:
     assert [str(p) for p in parse(edited(edits)).problems] == expected
+
+
+def test_a_client_bound_to_dpop() -> None:
+    """``dpop_bound_access_tokens`` (RFC 9449 §5.2): a boolean, false by default and then
+    left out of the client's fields (as the database's state leaves it out)."""
+    line = f'    secret_hash: "{CLIENT_HASH}"'
+    bound = parse(edited({10: f"{line}\n    dpop_bound_access_tokens: true"}))
+    assert bound.problems == []
+    assert bound.state["client"]["runner"]["dpop_bound_access_tokens"] is True
+    unbound = parse(edited({10: f"{line}\n    dpop_bound_access_tokens: false"}))
+    assert unbound.state["client"]["runner"] == parse(edited({})).state["client"]["runner"]
+    assert "dpop_bound_access_tokens" not in unbound.state["client"]["runner"]
+    wrong = parse(edited({10: f'{line}\n    dpop_bound_access_tokens: "yes"'}))
+    assert [str(p) for p in wrong.problems] == [
+        "rules.yaml:11: client 'runner': dpop_bound_access_tokens must be true or false"
+    ]
