@@ -4,9 +4,11 @@
 leaked upstream token) takes the governance lock exclusively, then revokes the identity's
 lineage and stores its block; every exchange waits until it commits (README: Revocation).
 This times that transaction, in process on a seeded throw-away database, for a subject
-holding N tokens on record (copies of one real exchange's lineage row, inserted in bulk):
+holding N tokens on record (copies of one real exchange's lineage row, inserted in bulk),
+of which ``--live`` (a share) are still live and the rest expired an hour ago, as most of
+an identity's tokens on record are until ``sts gc`` deletes them:
 
-    python -m bench.sweep [--database postgresql] [--tokens 1000,10000,70000]
+    python -m bench.sweep [--database postgresql] [--tokens 1000,10000,70000] [--live 1.0]
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+from datetime import timedelta
 from typing import Any
 
 from sqlalchemy import insert, select
@@ -25,15 +28,24 @@ from sts.db.models import IssuedToken
 from sts.revocation import revoke_by_operator
 
 
-def add_tokens(app: Any, subject: str, count: int) -> None:
-    """``count`` live tokens of ``subject``: the last exchange's lineage row, copied."""
+def add_tokens(app: Any, subject: str, count: int, live: float = 1.0) -> None:
+    """``count`` tokens of ``subject`` (the last exchange's lineage row, copied), of which
+    the share ``live`` is live and the rest expired an hour ago."""
     table = IssuedToken.__table__
     engine = app.extensions["sts"].engine
     with engine.begin() as connection:
         newest = select(table).order_by(table.c.issued_at.desc()).limit(1)
         template = {**connection.execute(newest).mappings().one()}
         template.update(subject=subject, parent_jti=None, status_list_id=None, status_idx=None)
-        rows = [{**template, "jti": f"{subject}-{i:07d}"} for i in range(count)]
+        expired = {
+            "issued_at": template["issued_at"] - timedelta(hours=1, minutes=5),
+            "expires_at": template["issued_at"] - timedelta(hours=1),
+        }
+        live_count = round(count * live)
+        rows = [
+            {**template, **({} if i < live_count else expired), "jti": f"{subject}-{i:07d}"}
+            for i in range(count)
+        ]
         connection.execute(insert(IssuedToken), rows)
         if engine.dialect.name == "postgresql":
             connection.exec_driver_sql("ANALYZE issued_tokens")
@@ -55,16 +67,24 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--database", choices=("sqlite", "postgresql"), default="sqlite")
     parser.add_argument("--postgres-url", default=DEFAULT_POSTGRES)
     parser.add_argument("--tokens", default="1000,10000,70000", help="comma-separated")
+    parser.add_argument(
+        "--live", type=float, default=1.0, help="the share of them still live (default 1.0)"
+    )
     args = parser.parse_args(argv)
+    if not 0 <= args.live <= 1:
+        parser.error("--live is a share: from 0 to 1")
     counts = [int(count) for count in args.tokens.split(",")]
-    print(f"an identity's revocation on {args.database}: the transaction every exchange waits for")
+    print(
+        f"an identity's revocation on {args.database}: the transaction every exchange waits "
+        f"for; {args.live:.0%} of the subject's tokens live"
+    )
     print("| tokens of the subject | seconds | revoked |")
     print("|---:|---:|---:|")
     with app_in_process(args.database, args.postgres_url, 10, "ci-deploy") as (app, environs):
         drive(app, environs[:1])  # one real exchange: the lineage row to copy
         for count in counts:
             subject = f"bench-sweep-{count}"
-            add_tokens(app, subject, count)
+            add_tokens(app, subject, count, args.live)
             seconds, revoked = timed_revocation(app, subject)
             print(f"| {count:,} | {seconds:.3f} | {revoked:,} |", flush=True)
     return 0

@@ -447,17 +447,40 @@ def tokens_of_rule(rule_id: int, versions: Sequence[int] = ()) -> ColumnElement[
     return and_(condition, IssuedToken.rule_version.in_(versions)) if versions else condition
 
 
-def _lineage(roots: ColumnElement[bool]) -> CTE:
+# How long ago a token must have expired for a revocation's walk to skip it and what was
+# derived from it. A token never outlives what it was exchanged from, nor its actor token
+# (``compute_lifetime``: its ``exp`` is at most theirs, to the second), so nothing below an
+# expired token is live; the margin only keeps that true should a lifetime ever be
+# computed with some leeway.
+EXPIRED_BRANCH_MARGIN = timedelta(minutes=5)
+
+
+def _lineage(roots: ColumnElement[bool], live_after: datetime | None = None) -> CTE:
     """The jtis of the tokens matching ``roots`` and of every token derived from them,
     transitively: a recursive CTE over both edges (SQLite and PostgreSQL alike), the
     subject's (``parent_jti``: exchanged from it) and the actor's (``actor_parent_jti``:
     minted with it as ``actor_token``; RFC 8693 §4.1). Each edge is walked on its own
     partial index. UNION, not UNION ALL: a token reached along both edges (the same token
-    presented as subject and actor) is walked once."""
-    lineage = select(IssuedToken.jti).where(roots).cte("lineage", recursive=True)
+    presented as subject and actor) is walked once.
+
+    ``live_after``: only tokens expiring after it, and below them: a revocation's walk
+    skips the expired branches (:data:`EXPIRED_BRANCH_MARGIN`), which are most of an
+    identity's tokens on record until ``sts gc`` and would otherwise be walked, row by
+    row, while every exchange waits."""
+    anchor = select(IssuedToken.jti).where(roots)
     child = aliased(IssuedToken)
+    step = select(child.jti)
+    if live_after is not None:
+        anchor = anchor.where(IssuedToken.expires_at > live_after)
+        step = step.where(child.expires_at > live_after)
+    lineage = anchor.cte("lineage", recursive=True)
     edge = or_(child.parent_jti == lineage.c.jti, child.actor_parent_jti == lineage.c.jti)
-    return lineage.union(select(child.jti).join(lineage, edge))
+    return lineage.union(step.join(lineage, edge))
+
+
+def _live_lineage(roots: ColumnElement[bool], now: datetime) -> CTE:
+    """:func:`_lineage` of what a revocation at ``now`` can still change."""
+    return _lineage(roots, now - EXPIRED_BRANCH_MARGIN)
 
 
 def lineage_tokens(session: Session, roots: ColumnElement[bool]) -> Sequence[IssuedToken]:
@@ -483,8 +506,9 @@ def _in_chunks(jtis: Sequence[str]) -> Iterator[Sequence[str]]:
         yield jtis[start : start + JTIS_PER_STATEMENT]
 
 
-def lock_lineage(session: Session, roots: ColumnElement[bool]) -> list[str]:
-    """The jtis of ``roots`` and all their descendants, every row locked FOR UPDATE.
+def lock_lineage(session: Session, roots: ColumnElement[bool], now: datetime) -> list[str]:
+    """The jtis of ``roots`` and all their descendants still live at ``now`` (give or take
+    :data:`EXPIRED_BRANCH_MARGIN`), every row locked FOR UPDATE.
 
     Closes the race with a concurrent re-exchange (which holds its parent row locked until
     it commits: FOR SHARE, and PostgreSQL's FOR KEY SHARE for the child's foreign key):
@@ -492,7 +516,7 @@ def lock_lineage(session: Session, roots: ColumnElement[bool]) -> list[str]:
     snapshot, sees the child it added. Repeat until the walk is stable. SQLite needs none
     of this (one writer at a time), and SQLAlchemy emits no FOR UPDATE there.
     """
-    jtis = sorted(session.scalars(select(_lineage(roots).c.jti)).all())
+    jtis = sorted(session.scalars(select(_live_lineage(roots, now).c.jti)).all())
     for _ in range(MAX_LINEAGE_LOCK_ROUNDS):
         if session.get_bind().dialect.name == "sqlite" or not jtis:
             return jtis
@@ -500,7 +524,7 @@ def lock_lineage(session: Session, roots: ColumnElement[bool]) -> list[str]:
             session.execute(
                 select(IssuedToken.jti).where(IssuedToken.jti.in_(chunk)).with_for_update()
             )
-        again = sorted(session.scalars(select(_lineage(roots).c.jti)).all())
+        again = sorted(session.scalars(select(_live_lineage(roots, now).c.jti)).all())
         if again == jtis:
             return jtis
         jtis = again
@@ -516,10 +540,11 @@ def revoke_lineage(session: Session, roots: ColumnElement[bool], now: datetime) 
     UPDATE over the walk does it. Otherwise (a token by jti, a rule) the lineage is first
     locked until stable (:func:`lock_lineage`), then revoked by jti."""
     if session.get_bind().dialect.name == "sqlite" or holds_exclusive(session, GOVERNANCE_LOCK):
-        return _revoke_where(session, IssuedToken.jti.in_(select(_lineage(roots).c.jti)), now)
+        walked = select(_live_lineage(roots, now).c.jti)
+        return _revoke_where(session, IssuedToken.jti.in_(walked), now)
     return sum(
         _revoke_where(session, IssuedToken.jti.in_(chunk), now)
-        for chunk in _in_chunks(lock_lineage(session, roots))
+        for chunk in _in_chunks(lock_lineage(session, roots, now))
     )
 
 

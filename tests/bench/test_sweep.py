@@ -19,3 +19,10 @@ def test_each_subject_is_revoked_whole_and_timed(
     ]
     assert [(row[0], row[2]) for row in rows] == [("5", "5"), ("300", "300")]
     assert all(float(row[1]) > 0 for row in rows)
+
+
+def test_only_the_live_share_is_revoked(capsys: pytest.CaptureFixture[str]) -> None:
+    assert sweep.main(["--tokens", "300", "--live", "0.1"]) == 0
+    out = capsys.readouterr().out
+    assert "10% of the subject's tokens live" in out
+    assert "| 300 | " in out and out.rstrip().endswith("| 30 |")

@@ -3,6 +3,7 @@ world's database (same fixed clock), observed over HTTP."""
 
 from __future__ import annotations
 
+from datetime import timedelta
 from typing import Any
 
 import jwt as pyjwt
@@ -12,7 +13,7 @@ from sqlalchemy import func, insert, select
 from sts.cli import cli
 from sts.db.models import IssuedToken
 from tests.conftest import TEST_PASSPHRASE
-from tests.integration.world import CI_SUBJECT, DEPLOY, PROJECT, RULES, World
+from tests.integration.world import CI_SUBJECT, DEPLOY, PROJECT, RULES, World, lineage_row
 
 
 def sts(world: World, *args: str) -> Result:
@@ -198,3 +199,36 @@ def test_a_subject_holding_more_tokens_than_one_statement_can_name_is_revoked_wh
     live = select(func.count()).where(table.c.revoked_at.is_(None))
     with engine.connect() as connection:
         assert connection.execute(live).scalar_one() == 0
+
+
+def test_the_walk_skips_expired_branches_and_still_reaches_every_live_token(
+    world: World,
+) -> None:
+    """A revocation walks only what can still be live: a token never outlives what it was
+    exchanged from (nor its actor token), so below an expired token every token is expired
+    too. With an expired family of the subject on record beside a live chain, the live
+    chain is revoked whole and the expired rows are left as they were."""
+    tokens = world.chain()
+    long_ago = world.clock() - timedelta(hours=2)
+    expired = [
+        lineage_row("old-root", long_ago, subject=CI_SUBJECT),
+        lineage_row("old-child", long_ago, subject=CI_SUBJECT, parent_jti="old-root"),
+        lineage_row("old-acted", long_ago, subject="someone", actor_parent_jti="old-root"),
+    ]
+    table = IssuedToken.__table__
+    engine = world.app.extensions["sts"].engine
+    with engine.begin() as connection:
+        connection.execute(insert(table), expired)
+
+    result = sts(world, "revoke", "--subject", CI_SUBJECT)
+
+    assert result.exit_code == 0, result.output
+    assert "revoked 3 token(s)" in result.output
+    assert [world.is_active(token) for token in tokens] == [False, False, False]
+    old = select(table.c.jti, table.c.revoked_at).where(table.c.jti.like("old-%"))
+    with engine.connect() as connection:
+        assert sorted(connection.execute(old).all()) == [
+            ("old-acted", None),
+            ("old-child", None),
+            ("old-root", None),
+        ]
