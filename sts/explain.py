@@ -92,9 +92,8 @@ def explain(
         targets=targets,
         scopes=scopes,
     )
-    registered = trust.clients.get(client_id) if client_id else None
     return Explanation(
         evaluate(trust.rules, facts),
         None,
-        client_requires_dpop=registered is not None and registered.dpop_bound_access_tokens,
+        client_requires_dpop=trust.client_requires_dpop(client_id),
     )

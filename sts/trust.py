@@ -55,6 +55,12 @@ class TrustConfig:
     clients: Mapping[str, ClientConfig]
     invalid_rules: tuple[str, ...] = field(default=())
 
+    def client_requires_dpop(self, client_id: str | None) -> bool:
+        """RFC 9449 §5.2: is ``client_id`` registered with ``dpop_bound_access_tokens``
+        (every token request it makes must carry a DPoP proof)?"""
+        registered = self.clients.get(client_id) if client_id else None
+        return registered is not None and registered.dpop_bound_access_tokens
+
 
 def load_trust_config(session: Session) -> TrustConfig:
     generation = queries.rules_generation(session)

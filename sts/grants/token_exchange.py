@@ -150,7 +150,8 @@ def exchange(
                 leeway=settings.clock_leeway,
                 nonces=services.dpop_nonces,
             )
-        elif _client_must_use_dpop(trust, client):
+        elif trust.client_requires_dpop(client.client_id):
+            # RFC 9449 §5.2: whatever the rule allows, this client's tokens are bound.
             raise errors.InvalidDpopProof(
                 "This client must send a DPoP proof with every token request (RFC 9449 §5.2).",
                 reason="client.dpop_required",
@@ -446,13 +447,6 @@ def _replayed_proof(detail: str | None = None) -> errors.InvalidDpopProof:
     description = "The DPoP proof was already used."
     detail = f"{description} {detail}" if detail else None
     return errors.InvalidDpopProof(description, reason="dpop.replay", detail=detail)
-
-
-def _client_must_use_dpop(trust: TrustConfig, client: AuthenticatedClient) -> bool:
-    """RFC 9449 §5.2: a client registered with ``dpop_bound_access_tokens`` is refused any
-    token request without a DPoP header, whatever its rule allows."""
-    registered = trust.clients.get(client.client_id) if client.client_id else None
-    return registered is not None and registered.dpop_bound_access_tokens
 
 
 def _require_sender_constraint(decision: Allow, proof: DpopProof | None) -> None:
