@@ -9,25 +9,16 @@ from typing import Any
 
 from joserfc.jwk import ECKey
 
-from sts.credentials import hash_secret
-from sts.db import admin
 from sts.db.models import IssuedToken
 from tests.integration.test_dpop import ci_exchange, last_audit, make_proof
-from tests.integration.world import CI_SECRET, DEPLOY, World, claims_of
+from tests.integration.world import DEPLOY, World, claims_of, put_ci_runner
 
 
 def bind_ci_runner(world: World, bound: bool = True) -> None:
     """Register ``ci-runner`` again, with ``dpop_bound_access_tokens`` set to ``bound``."""
     services = world.app.extensions["sts"]
     with services.session_factory() as session:
-        admin.put_client(
-            session,
-            client_id="ci-runner",
-            auth_method="client_secret_basic",
-            secret_hash=hash_secret(CI_SECRET),
-            dpop_bound_access_tokens=bound,
-            now=world.clock(),
-        )
+        put_ci_runner(session, world.clock(), dpop_bound=bound)
         session.commit()
     services.trust.invalidate()
 

@@ -17,6 +17,7 @@ from flask import Flask
 from flask.testing import FlaskClient
 from joserfc import jwt
 from joserfc.jwk import ECKey
+from sqlalchemy.orm import Session
 from werkzeug.test import TestResponse
 
 from sts.credentials import generate_api_key, hash_secret
@@ -304,6 +305,19 @@ def claims_of(token: str) -> dict[str, Any]:
     return claims
 
 
+def put_ci_runner(session: Session, now: datetime, *, dpop_bound: bool = False) -> None:
+    """The CI runner's client registration (``dpop_bound``: RFC 9449 §5.2's
+    ``dpop_bound_access_tokens``)."""
+    admin.put_client(
+        session,
+        client_id="ci-runner",
+        auth_method="client_secret_basic",
+        secret_hash=hash_secret(CI_SECRET),
+        dpop_bound_access_tokens=dpop_bound,
+        now=now,
+    )
+
+
 def seed_world(app: Flask, clock: FixedClock, ci: TestIssuer, agents: TestIssuer) -> World:
     services = app.extensions["sts"]
     now = clock()
@@ -331,13 +345,7 @@ def seed_world(app: Flask, clock: FixedClock, ci: TestIssuer, agents: TestIssuer
             audiences=[TEST_ISSUER],
             now=now,
         )
-        admin.put_client(
-            session,
-            client_id="ci-runner",
-            auth_method="client_secret_basic",
-            secret_hash=hash_secret(CI_SECRET),
-            now=now,
-        )
+        put_ci_runner(session, now)
         admin.put_client(
             session,
             client_id="agent-runtime",
