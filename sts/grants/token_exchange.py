@@ -150,8 +150,10 @@ def exchange(
                 leeway=settings.clock_leeway,
                 nonces=services.dpop_nonces,
             )
-        elif trust.client_requires_dpop(client.client_id):
-            # RFC 9449 §5.2: whatever the rule allows, this client's tokens are bound.
+        elif trust.client_requires_dpop(client.client_id or request.client.client_id):
+            # RFC 9449 §5.2: whatever the rule allows, this client's tokens are bound. A
+            # public client (auth_method none) is not authenticated: the client_id it
+            # names is trusted to narrow what it gets, never to widen it.
             raise errors.InvalidDpopProof(
                 "This client must send a DPoP proof with every token request (RFC 9449 §5.2).",
                 reason="client.dpop_required",

@@ -439,6 +439,16 @@ def _client_keys_fit_method(result: RulesFile, entry: LineMapping, where: str, m
     elif "jwks" in entry:
         result.add(entry.line_of("jwks"), where, f"jwks is not used by {method}")
         ok = False
+    if method == "none" and entry.get(DPOP_BOUND) is True:
+        # A client that does not authenticate cannot be held to anything: its requests
+        # could leave its client_id out. A rule's sender_constraint binds such tokens.
+        result.add(
+            entry.line_of(DPOP_BOUND),
+            where,
+            f"{DPOP_BOUND} needs a client that authenticates (not auth_method none); "
+            "require DPoP in the rule instead (allow.sender_constraint: dpop)",
+        )
+        ok = False
     return ok
 
 

@@ -5,10 +5,12 @@ to :mod:`sts.rules.ops` with the full desired value of each entry. ``upgrade()``
 exactly the plan; ``downgrade()`` puts back every ``before`` value (and deletes what the
 upgrade added), so a rollback restores the previous state exactly, with new rule versions.
 
-Every rules revision depends on the schema head it was written against (``depends_on``),
-so the tables and columns it writes exist before it runs, also in a fresh ``sts db
-upgrade`` that replays both branches (a client's ``dpop_bound_access_tokens`` needs schema
-0010); later ones also follow the rules head. ``depends_on`` rather than
+The first rules revision depends on the schema head (``depends_on``), so the tables exist
+before it runs; later ones follow the rules head, and depend on a schema revision only
+where they write a column it added (:data:`FIELD_SCHEMA`), so that a fresh ``sts db
+upgrade``, which replays both branches, applies them after it. Only there: Alembic rolls
+a revision back with any schema revision it depends on, and a release's schema rollback
+must not undo rules changes that do not need it. ``depends_on`` rather than
 ``down_revision`` keeps the two branches' heads apart, so the schema can move on without
 a merge revision.
 """
@@ -39,6 +41,10 @@ _DELETE = {kind: f"delete_{kind}" for kind in _PUT}
 _REFERENCED = ("issuer", "client", "credential")  # what rules name
 
 
+# (kind, field) -> the schema revision that added the column a rules revision writes it to.
+FIELD_SCHEMA = {("client", "dpop_bound_access_tokens"): "0010_client_dpop_bound"}
+
+
 class RulesMigrationError(Exception):
     pass
 
@@ -47,7 +53,7 @@ class RulesMigrationError(Exception):
 class NewRevision:
     revision: str
     down_revision: str | None
-    depends_on: str | None
+    depends_on: str | tuple[str, ...] | None
     path: Path
     text: str
 
@@ -117,7 +123,7 @@ def render_revision(
     *,
     revision: str,
     down_revision: str | None,
-    depends_on: str | None,
+    depends_on: str | tuple[str, ...] | None,
     message: str,
     source: str,
     created: datetime,
@@ -160,6 +166,22 @@ def downgrade() -> None:
 '''
 
 
+def _schema_needed(changes: list[Change]) -> str | tuple[str, ...] | None:
+    """The schema revisions a later rules revision must follow: those that added a column
+    its upgrade or downgrade sets (a flag set to true; false is the column's default, and
+    ``ops`` leaves a missing column alone)."""
+    needed = {
+        revision
+        for change in changes
+        for (kind, field), revision in FIELD_SCHEMA.items()
+        if change.kind == kind
+        and any(values and values.get(field) for values in (change.before, change.after))
+    }
+    if len(needed) > 1:
+        return tuple(sorted(needed))
+    return needed.pop() if needed else None
+
+
 def write_revision(
     changes: list[Change],
     *,
@@ -173,7 +195,7 @@ def write_revision(
     if not changes:
         raise RulesMigrationError("no changes: the database already matches the rules file")
     down_revision = rules_head(script)
-    depends_on = schema_head
+    depends_on = schema_head if down_revision is None else _schema_needed(changes)
     revision = uuid.uuid4().hex[:12]
     text = render_revision(
         changes,

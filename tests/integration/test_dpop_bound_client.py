@@ -9,9 +9,10 @@ from typing import Any
 
 from joserfc.jwk import ECKey
 
+from sts.db import admin
 from sts.db.models import IssuedToken
 from tests.integration.test_dpop import ci_exchange, last_audit, make_proof
-from tests.integration.world import DEPLOY, World, claims_of, put_ci_runner
+from tests.integration.world import DEPLOY, VAULT, World, claims_of, put_ci_runner
 
 
 def bind_ci_runner(world: World, bound: bool = True) -> None:
@@ -79,3 +80,47 @@ def test_unbinding_the_client_admits_bearer_requests_again(world: World) -> None
     bind_ci_runner(world, bound=False)
     answer: Any = ci_exchange(world, None)
     assert answer.status_code == 200, answer.json
+
+
+def test_a_public_client_naming_itself_is_held_to_its_registration(world: World) -> None:
+    """A client with ``auth_method: none`` is not authenticated, and the rules file refuses
+    to bind one to DPoP (its requests could leave the client_id out). Registered so all
+    the same, the client_id a request names is trusted to narrow: no bearer token."""
+    services = world.app.extensions["sts"]
+    with services.session_factory() as session:
+        admin.put_client(
+            session,
+            client_id="public-app",
+            auth_method="none",
+            dpop_bound_access_tokens=True,
+            now=world.clock(),
+        )
+        session.commit()
+    services.trust.invalidate()
+    world.put_rule(
+        "anonymous-ci",
+        {
+            "subject_token": {"issuer": "ci", "claims": {"repository": "acme/payments"}},
+            "allow_unauthenticated": True,
+            "allow": {"audiences": [VAULT], "scopes": ["secrets:read"], "max_ttl": 60},
+        },
+    )
+
+    def anonymous(client_id: str | None, proof: str | None = None) -> Any:
+        form = [("client_id", client_id)] if client_id else []
+        headers = {"DPoP": proof} if proof else None
+        return world.exchange(
+            world.ci_token(),
+            audience=VAULT,
+            scope="secrets:read",
+            auth=None,
+            form=form,
+            headers=headers,
+        )
+
+    refused = anonymous("public-app")
+    assert (refused.status_code, refused.json["error"]) == (400, "invalid_dpop_proof")
+    assert last_audit(world)["reason"] == "client.dpop_required"
+    bound = anonymous("public-app", make_proof(world, ECKey.generate_key("P-256")))
+    assert (bound.status_code, bound.json["token_type"]) == (200, "DPoP"), bound.json
+    assert anonymous(None).json["token_type"] == "Bearer"  # why the rules file refuses it

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
 from alembic.autogenerate import compare_metadata
@@ -407,29 +408,40 @@ def downgrade() -> None:
 '''
 
 
-def test_a_fresh_upgrade_runs_each_rules_revision_after_the_schema_it_was_written_for(
-    empty_database_url: str, tmp_path: Path
+def write_rules_revisions(
+    directory: Path, revisions: list[tuple[str, str | None, str | None, dict[str, Any]]]
 ) -> None:
-    """A rules revision written at schema 0009, then one written at 0010 that binds a
-    client to DPoP (as ``sts rules migration`` writes them: each depends on the schema head
-    of its time): a fresh ``sts db upgrade`` of both branches applies the second after
-    0010, so it can write the column 0010 adds."""
-    fields = {"auth_method": "client_secret_basic", "secret_hash": "h"}
-    revisions = [
-        ("r1", None, ("rules",), "0009_dpop_proofs", fields),
-        ("r2", "r1", None, "0010_client_dpop_bound", {**fields, "dpop_bound_access_tokens": True}),
-    ]
-    for number, (revision, down, labels, depends, written) in enumerate(revisions, 1):
-        (tmp_path / f"{number:04d}_{revision}.py").write_text(
+    """Rules revisions as ``sts rules migration`` writes them, each putting ``ci-runner``:
+    (revision, schema revision it depends on, fields); the first labelled ``rules``."""
+    down = None
+    for number, (revision, depends, written) in enumerate(revisions, 1):
+        (directory / f"{number:04d}_{revision}.py").write_text(
             RULES_REVISION.format(
-                title=f"written at {depends}",
+                title=f"depends on {depends}",
                 revision=revision,
                 down=down,
-                labels=labels,
+                labels=("rules",) if down is None else None,
                 depends=depends,
                 fields=written,
             )
         )
+        down = revision
+
+
+def test_a_fresh_upgrade_runs_a_rules_revision_after_the_schema_column_it_writes(
+    empty_database_url: str, tmp_path: Path
+) -> None:
+    """A rules revision written at schema 0009, then one that binds a client to DPoP (as
+    ``sts rules migration`` writes it: it depends on 0010, which added the column): a
+    fresh ``sts db upgrade`` of both branches applies the second after 0010."""
+    fields = {"auth_method": "client_secret_basic", "secret_hash": "h"}
+    write_rules_revisions(
+        tmp_path,
+        [
+            ("r1", "0009_dpop_proofs", fields),
+            ("r2", "0010_client_dpop_bound", {**fields, "dpop_bound_access_tokens": True}),
+        ],
+    )
     engine = make_engine(empty_database_url)
     config = alembic_config(engine, [tmp_path])
     upgrade(config)
@@ -438,4 +450,26 @@ def test_a_fresh_upgrade_runs_each_rules_revision_after_the_schema_it_was_writte
     with engine.connect() as connection:
         flags = "SELECT client_id, dpop_bound_access_tokens FROM clients"
         assert [tuple(row) for row in connection.execute(text(flags))] == [("ci-runner", True)]
+    engine.dispose()
+
+
+def test_a_schema_downgrade_keeps_the_rules_revisions_that_do_not_need_it(
+    empty_database_url: str, tmp_path: Path
+) -> None:
+    """A later rules revision depends on no schema revision unless it writes a column one
+    added: Alembic rolls a revision back with what it depends on, and rolling a release's
+    schema back must not undo rules changes (here: a client disabled after a leak)."""
+    fields = {"auth_method": "client_secret_basic", "secret_hash": "h"}
+    write_rules_revisions(
+        tmp_path, [("r1", "0009_dpop_proofs", fields), ("r2", None, {**fields, "disabled": True})]
+    )
+    engine = make_engine(empty_database_url)
+    config = alembic_config(engine, [tmp_path])
+    upgrade(config)
+    downgrade(config, "0009_dpop_proofs")
+    assert "dpop_bound_access_tokens" not in columns_of(engine, "clients")
+    assert "r2" in current_revisions(engine)
+    with engine.connect() as connection:
+        disabled = "SELECT client_id, disabled FROM clients"
+        assert [tuple(row) for row in connection.execute(text(disabled))] == [("ci-runner", True)]
     engine.dispose()

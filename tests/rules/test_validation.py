@@ -267,3 +267,18 @@ def test_a_client_bound_to_dpop() -> None:
     assert [str(p) for p in wrong.problems] == [
         "rules.yaml:11: client 'runner': dpop_bound_access_tokens must be true or false"
     ]
+
+
+def test_a_client_that_does_not_authenticate_cannot_be_bound_to_dpop() -> None:
+    """Its requests could leave its client_id out: the rule must require DPoP instead."""
+    text = edited(
+        {
+            9: "    auth_method: none",
+            10: "    dpop_bound_access_tokens: true",
+        }
+    )
+    assert [str(p) for p in parse(text).problems] == [
+        "rules.yaml:10: client 'runner': dpop_bound_access_tokens needs a client that "
+        "authenticates (not auth_method none); require DPoP in the rule instead "
+        "(allow.sender_constraint: dpop)"
+    ]
