@@ -213,6 +213,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     if not timing and (args.rate is not None or args.fraction != 0.5 or args.targets != "sts"):
         parser.error("--rate, --fraction and --targets are for the latency mode")
     args.targets = _split(args.targets, LATENCY_TARGETS)
+    if not args.targets:
+        parser.error(f"--targets names at least one of {','.join(LATENCY_TARGETS)}")
     if soaking or timing:
         if args.scenarios is not None or args.databases is not None:
             parser.error(f"{args.mode} runs one --scenario on one --database")

@@ -214,6 +214,8 @@ def test_latency_mode_arguments() -> None:
         parse_args(["latency", "--targets", "oidc-provider"])  # the peers are not measured
     with pytest.raises(SystemExit):
         parse_args(["--targets", "floor"])  # the latency mode's
+    with pytest.raises(SystemExit):
+        parse_args(["latency", "--targets", ""])
 
 
 def test_latency_of_each_target_on_a_real_server(capsys: pytest.CaptureFixture[str]) -> None:
