@@ -9,6 +9,7 @@ from sts.db.migrate import (
     alembic_config_for,
     current_revisions,
     downgrade,
+    rules_undone_by_schema_downgrade,
     schema_is_at_head,
     upgrade,
 )
@@ -31,11 +32,30 @@ def db_upgrade(revision: str) -> None:
 
 @db_group.command("downgrade")
 @click.argument("revision")
-def db_downgrade(revision: str) -> None:
-    """Downgrade the database to REVISION (e.g. rules@-1, schema@-1, or base)."""
+@click.option(
+    "--with-rules",
+    is_flag=True,
+    help="also roll back the rules revisions that depend on the schema revisions undone",
+)
+def db_downgrade(revision: str, with_rules: bool) -> None:
+    """Downgrade the database to REVISION (e.g. rules@-1, schema@-1, or base).
+
+    A schema downgrade that would also roll back rules revisions (those that depend on
+    a schema revision it undoes, and every later one) is refused unless --with-rules:
+    rolling a release back must not silently undo rules changes, such as a client
+    disabled after a leak."""
     settings = load_settings()
     with open_engine(settings) as engine:
-        downgrade(alembic_config_for(settings, engine), revision)
+        config = alembic_config_for(settings, engine)
+        dragged = rules_undone_by_schema_downgrade(config, engine, revision)
+        if dragged and not with_rules:
+            raise click.ClickException(
+                f"downgrading to {revision} would also roll back {len(dragged)} rules "
+                f"revision(s): {', '.join(dragged)} (they depend on a schema revision it "
+                "undoes). Roll the rules back first (sts db downgrade rules@-N) and review "
+                "what they change, or pass --with-rules."
+            )
+        downgrade(config, revision)
         click.echo(f"database at {', '.join(current_revisions(engine)) or 'base'}")
 
 

@@ -2,8 +2,9 @@
 
 The schema lives on the ``schema`` branch (``migrations/versions/schema``). Rules revisions
 live on the ``rules`` branch in their own version location (``STS_RULES_MIGRATIONS_DIR``,
-written by ``sts rules migration``); its first revision depends on the schema head. The
-service's "is the schema at head?" question looks only at the ``schema`` branch.
+written by ``sts rules migration``); its first revision depends on the schema head, a
+later one only on a schema revision whose column it writes. The service's "is the schema
+at head?" question looks only at the ``schema`` branch.
 """
 
 from __future__ import annotations
@@ -75,6 +76,22 @@ def schema_is_at_head(engine: Engine, config: Config) -> tuple[bool, str, tuple[
         if revision is not None:
             applied.add(revision.revision)
     return head in applied, head, current
+
+
+def rules_undone_by_schema_downgrade(config: Config, engine: Engine, target: str) -> list[str]:
+    """The rules revisions a downgrade to ``target`` would roll back together with schema
+    revisions (Alembic rolls a revision back with any revision it depends on: the first
+    rules revision depends on the schema head of its time, a later one on the schema
+    revision whose column it writes). Empty when it rolls back rules alone, or schema
+    alone. Uses Alembic's own plan of the downgrade (``ScriptDirectory._downgrade_revs``,
+    the steps ``alembic downgrade`` would run)."""
+    script = ScriptDirectory.from_config(config)
+    # The current heads, as Alembic's own downgrade passes them (its annotation says one).
+    steps = script._downgrade_revs(target, current_revisions(engine))  # type: ignore[arg-type]
+    undone = [step.revision for step in steps if step.revision is not None]
+    rules = [r.revision for r in undone if RULES_BRANCH in r.branch_labels]
+    schema = [r for r in undone if SCHEMA_BRANCH in r.branch_labels]
+    return rules if schema else []
 
 
 def upgrade(config: Config, revision: str = "heads") -> None:

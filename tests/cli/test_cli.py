@@ -36,6 +36,39 @@ def test_db_upgrade_current_downgrade(env: dict[str, str]) -> None:
     assert "database at base" in result.output
 
 
+def test_a_schema_downgrade_does_not_silently_roll_back_rules(
+    env: dict[str, str], tmp_path: Path
+) -> None:
+    """Rolling a release's schema back would also roll back the rules revisions that
+    depend on the schema revisions it undoes (here the one that bound a client to DPoP
+    with schema 0010's column, and the later one that disabled a client after a leak):
+    refused, naming them, unless --with-rules. Rolling rules back alone needs no flag."""
+    from tests.migrations.test_schema_migrations import write_rules_revisions
+
+    fields = {"auth_method": "client_secret_basic", "secret_hash": "h"}
+    (tmp_path / "rules").mkdir()
+    write_rules_revisions(
+        tmp_path / "rules",
+        [
+            ("r1", "0009_dpop_proofs", fields),
+            ("r2", "0010_client_dpop_bound", {**fields, "dpop_bound_access_tokens": True}),
+            ("r3", None, {**fields, "disabled": True}),
+        ],
+    )
+    env = {**env, "STS_RULES_MIGRATIONS_DIR": str(tmp_path / "rules")}
+    assert run(env, "db", "upgrade").exit_code == 0
+
+    refused = CliRunner().invoke(cli, ["db", "downgrade", "schema@-1"], env=env)
+    assert refused.exit_code == 1
+    assert "would also roll back 2 rules revision(s): r3, r2" in refused.output
+    assert "current: r3" in run(env, "db", "current").output  # nothing was rolled back
+
+    assert run(env, "db", "downgrade", "rules@-1").output == "database at r2\n"
+    rolled = run(env, "db", "downgrade", "schema@-1", "--with-rules")
+    assert rolled.exit_code == 0, rolled.output
+    assert rolled.output == "database at r1\n"
+
+
 def test_check_prints_configuration_without_secrets(env: dict[str, str]) -> None:
     run(env, "db", "upgrade")
     result = run(env, "check")
