@@ -447,11 +447,10 @@ def tokens_of_rule(rule_id: int, versions: Sequence[int] = ()) -> ColumnElement[
     return and_(condition, IssuedToken.rule_version.in_(versions)) if versions else condition
 
 
-# How long ago a token must have expired for a revocation's walk to skip it and what was
-# derived from it. A token never outlives what it was exchanged from, nor its actor token
-# (``compute_lifetime``: its ``exp`` is at most theirs, to the second), so nothing below an
-# expired token is live; the margin only keeps that true should a lifetime ever be
-# computed with some leeway.
+# How long ago a token must have expired for a revocation's walk not to start from it. A
+# token never outlives what it was exchanged from, nor its actor token (``compute_lifetime``:
+# its ``exp`` is at most theirs, to the second), so nothing below an expired token is live;
+# the margin only keeps that true should a lifetime ever be computed with some leeway.
 EXPIRED_BRANCH_MARGIN = timedelta(minutes=5)
 
 
@@ -463,19 +462,21 @@ def _lineage(roots: ColumnElement[bool], live_after: datetime | None = None) -> 
     partial index. UNION, not UNION ALL: a token reached along both edges (the same token
     presented as subject and actor) is walked once.
 
-    ``live_after``: only tokens expiring after it, and below them: a revocation's walk
-    skips the expired branches (:data:`EXPIRED_BRANCH_MARGIN`), which are most of an
-    identity's tokens on record until ``sts gc`` and would otherwise be walked, row by
-    row, while every exchange waits."""
+    ``live_after``: the walk starts only from the matching tokens that expire after it
+    (:data:`EXPIRED_BRANCH_MARGIN`). An identity's expired tokens, most of those on record
+    until ``sts gc``, are matched by ``roots`` themselves (a re-exchanged token keeps its
+    subject), so a revocation's walk, which every exchange waits for, skips them and what
+    was derived only from them. Only the start is filtered, never the recursive step: a
+    condition on the child's ``expires_at`` there let PostgreSQL, with statistics older
+    than a bulk load, join each walked row to an index scan of every live token (70,000
+    tokens: 316 s instead of 7)."""
     anchor = select(IssuedToken.jti).where(roots)
-    child = aliased(IssuedToken)
-    step = select(child.jti)
     if live_after is not None:
         anchor = anchor.where(IssuedToken.expires_at > live_after)
-        step = step.where(child.expires_at > live_after)
     lineage = anchor.cte("lineage", recursive=True)
+    child = aliased(IssuedToken)
     edge = or_(child.parent_jti == lineage.c.jti, child.actor_parent_jti == lineage.c.jti)
-    return lineage.union(step.join(lineage, edge))
+    return lineage.union(select(child.jti).join(lineage, edge))
 
 
 def _live_lineage(roots: ColumnElement[bool], now: datetime) -> CTE:
@@ -507,8 +508,9 @@ def _in_chunks(jtis: Sequence[str]) -> Iterator[Sequence[str]]:
 
 
 def lock_lineage(session: Session, roots: ColumnElement[bool], now: datetime) -> list[str]:
-    """The jtis of ``roots`` and all their descendants still live at ``now`` (give or take
-    :data:`EXPIRED_BRANCH_MARGIN`), every row locked FOR UPDATE.
+    """The jtis of ``roots`` still live at ``now`` (give or take
+    :data:`EXPIRED_BRANCH_MARGIN`) and of all their descendants, every row locked FOR
+    UPDATE.
 
     Closes the race with a concurrent re-exchange (which holds its parent row locked until
     it commits: FOR SHARE, and PostgreSQL's FOR KEY SHARE for the child's foreign key):
