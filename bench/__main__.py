@@ -964,8 +964,6 @@ def run_latency(args: argparse.Namespace) -> int:
         runner = Runner(args, workdir)
         try:
             peer = subject_tokens(args, lifetime)
-            jwks_path = workdir / "upstream_public.jwks.json"
-            jwks_path.write_text(json.dumps(peer.jwks))
             with seeded_world(args, workdir, args.database, peer, lifetime) as world:
                 for server in args.servers:
                     for target in args.targets:
@@ -1032,10 +1030,9 @@ def latency_target(runner: Runner, world: World, server: str, target: str) -> La
     args = runner.args
     fraction = None if args.rate else args.fraction
     if target == "floor":
-        jwks_path = runner.workdir / "upstream_public.jwks.json"
         return (
             latency.LatencyRow(target, server, "-", "peer-shape", fraction),
-            lambda: runner.floor(jwks_path, server),
+            lambda: runner.floor(world.upstream_jwks_path, server),
             lambda port, *_: peer_requests(world.peer.tokens, port),
             None,
         )

@@ -314,17 +314,14 @@ def _require_nonce(claims: Mapping[str, Any], nonces: DpopNonces, now: datetime,
     """RFC 9449 §8: without a nonce this service handed out (recently), the caller is sent
     ``use_dpop_nonce`` and the current nonce, to retry with a new proof. The audit row
     names the key: the proof is otherwise valid."""
-    if "nonce" not in claims:
-        raise UseDpopNonce(
-            nonces.current(now), reason="dpop.nonce_missing", detail=f"dpop_jkt={jkt}"
-        )
-    nonce = claims["nonce"]
-    if not isinstance(nonce, str):  # §4.2: a string (null included: the member is there)
-        raise _invalid("The DPoP proof's nonce is not a string.", "nonce")
-    if not nonces.accepts(nonce, now):
-        raise UseDpopNonce(
-            nonces.current(now), reason="dpop.nonce_invalid", detail=f"dpop_jkt={jkt}"
-        )
+    if "nonce" in claims:
+        nonce = claims["nonce"]
+        if not isinstance(nonce, str):  # §4.2: a string (null included: the member is there)
+            raise _invalid("The DPoP proof's nonce is not a string.", "nonce")
+        if nonces.accepts(nonce, now):
+            return
+    reason = "dpop.nonce_invalid" if "nonce" in claims else "dpop.nonce_missing"
+    raise UseDpopNonce(nonces.current(now), reason=reason, detail=f"dpop_jkt={jkt}")
 
 
 def _invalid(description: str, reason: str) -> InvalidDpopProof:

@@ -86,6 +86,13 @@ def post(base: str, body: bytes, dpop: list[str]) -> tuple[int, dict[str, Any]]:
     return status, document
 
 
+def assert_bound_to(key: ECKey, status: int, answer: dict[str, Any]) -> None:
+    """A granted exchange whose token is DPoP-bound to ``key`` (RFC 9449 §5, §6.1)."""
+    assert status == 200, answer
+    assert answer["token_type"] == "DPoP"
+    assert claims_of(answer["access_token"])["cnf"] == {"jkt": key.thumbprint()}
+
+
 def post_reading_headers(
     base: str, body: bytes, dpop: list[str]
 ) -> tuple[int, dict[str, Any], http.client.HTTPMessage]:
@@ -119,10 +126,7 @@ def test_dpop_through_a_real_server(empty_database_url: str, tmp_path: Path, ser
         assert (status, twice["error"]) == (400, "invalid_dpop_proof")
         assert "one DPoP header" in twice["error_description"]
 
-        status, bound = post(base, deploy_body(issuer), [proof(key, now)])
-        assert status == 200, bound
-        assert bound["token_type"] == "DPoP"
-        assert claims_of(bound["access_token"])["cnf"] == {"jkt": key.thumbprint()}
+        assert_bound_to(key, *post(base, deploy_body(issuer), [proof(key, now)]))
 
 
 @pytest.mark.slow
@@ -141,10 +145,7 @@ def test_a_client_bound_to_dpop_through_a_real_server(
         assert (status, bare["error"]) == (400, "invalid_dpop_proof")
         assert "RFC 9449 §5.2" in bare["error_description"]
 
-        status, bound = post(base, deploy_body(issuer), [proof(key, int(time.time()))])
-        assert status == 200, bound
-        assert bound["token_type"] == "DPoP"
-        assert claims_of(bound["access_token"])["cnf"] == {"jkt": key.thumbprint()}
+        assert_bound_to(key, *post(base, deploy_body(issuer), [proof(key, int(time.time()))]))
 
 
 @pytest.mark.slow
