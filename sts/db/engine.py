@@ -33,6 +33,14 @@ SQLITE_PAGE_SIZE = 1024
 # its own: pinging every checkout cost 9 % of an exchange's client CPU and 10 % of the
 # backend's (bench/README.md).
 PING_IDLE_AFTER = 0.5
+# What every sts session on PostgreSQL runs with (libpq's ``options``; a URL's own
+# ``options`` are kept and come after, so an operator's setting wins). JIT off: sts's
+# queries are short OLTP statements, and the few whose estimated cost passes
+# ``jit_above_cost`` (an identity's revocation walking tens of thousands of tokens while
+# every exchange waits; ``sts gc``'s batches) spent 0.3-0.45 s compiling code that then
+# ran for less than that (``python -m bench.sweep --database postgresql``: 70,000 tokens,
+# 3.1 s of which JIT 0.46 s; PostgreSQL's docs advise against JIT for short queries).
+POSTGRES_SESSION_OPTIONS = "-c jit=off"
 # PostgreSQL connections are replaced after this many seconds (the pool's ``pool_recycle``,
 # and each thread's own connection, sts.db.pipelined): no session lives for ever.
 RECYCLE_AFTER = 1800
@@ -42,7 +50,8 @@ def make_engine(url: str, *, ping_idle_after: float = PING_IDLE_AFTER, **overrid
     """Create the engine. SQLite: WAL journal, ``synchronous=NORMAL``, a busy timeout,
     foreign keys on and 1 KiB pages for a new database. PostgreSQL: psycopg 3 with a small
     pool per process whose connections are pinged on checkout when they may be stale
-    (:class:`StaleConnectionPing`).
+    (:class:`StaleConnectionPing`), and JIT off in its sessions
+    (:data:`POSTGRES_SESSION_OPTIONS`).
 
     Durability trade-off (documented in the README): with WAL and ``synchronous=NORMAL`` a
     committed transaction survives a crash of the process but the last few commits may be
@@ -58,13 +67,23 @@ def make_engine(url: str, *, ping_idle_after: float = PING_IDLE_AFTER, **overrid
         "pool_size": 5,
         "max_overflow": 5,
         "pool_recycle": RECYCLE_AFTER,
-        "connect_args": {"connect_timeout": 5},
+        "connect_args": {
+            "connect_timeout": 5,
+            "options": _session_options(parsed.query.get("options")),
+        },
     }
     options.update(overrides)
     engine = create_engine(url, **options)
     if not options.get("pool_pre_ping"):
         StaleConnectionPing(engine.dialect, ping_idle_after).listen(engine)
     return engine
+
+
+def _session_options(from_url: str | tuple[str, ...] | None) -> str:
+    """libpq's ``options`` for an sts session: :data:`POSTGRES_SESSION_OPTIONS`, then the
+    URL's own (``connect_args`` would otherwise replace them; a later ``-c`` wins)."""
+    given = [from_url] if isinstance(from_url, str) else list(from_url or ())
+    return " ".join([POSTGRES_SESSION_OPTIONS, *given])
 
 
 class StaleConnectionPing:
