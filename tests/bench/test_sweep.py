@@ -26,3 +26,31 @@ def test_only_the_live_share_is_revoked(capsys: pytest.CaptureFixture[str]) -> N
     out = capsys.readouterr().out
     assert "10% of the subject's tokens live" in out
     assert "| 300 | " in out and out.rstrip().endswith("| 30 |")
+
+
+@pytest.mark.parametrize("stale", [False, True])
+def test_postgresql_statistics_are_taken_after_the_tokens_are_added_or_before(
+    stale: bool,
+) -> None:
+    """What the planner believes ``issued_tokens`` holds: every row, or (stale) only what
+    was there before the bulk insert."""
+    from bench.profile import app_in_process, drive
+    from bench.world import DEFAULT_POSTGRES
+
+    with app_in_process("postgresql", DEFAULT_POSTGRES, 10, "ci-deploy") as (app, environs):
+        drive(app, environs[:1])
+        sweep.add_tokens(app, "bench-sweep-300", 300, stale_statistics=stale)
+        with app.extensions["sts"].engine.connect() as connection:
+            believed = connection.exec_driver_sql(
+                "SELECT reltuples FROM pg_class WHERE relname = 'issued_tokens'"
+            ).scalar_one()
+    assert believed == (1 if stale else 301)
+
+
+def test_the_stale_statistics_run_says_so(capsys: pytest.CaptureFixture[str]) -> None:
+    argv = ["--database", "postgresql", "--tokens", "300", "--stale-statistics"]
+    assert sweep.main(argv) == 0
+    out = capsys.readouterr().out
+    assert "statistics from before they were added" in out
+    last = out.rstrip().splitlines()[-1]
+    assert last.startswith("| 300 | ") and last.endswith(" | 300 |")
