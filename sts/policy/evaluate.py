@@ -71,7 +71,7 @@ def evaluate(rules: Sequence[CompiledRule], facts: ExchangeFacts) -> Decision:
     considered: list[tuple[str, str]] = []
     ordered = sorted(rules, key=lambda rule: rule.name)
     for rule in (r for r in ordered if r.effect == "deny"):
-        failure = match(rule, facts)
+        failure = deny_covers(rule, facts)
         if failure is None:
             considered.append((rule.name, "matched: explicit deny"))
             return Deny("invalid_request", "denied_by_rule", rule, tuple(considered))
@@ -110,6 +110,30 @@ def match(rule: CompiledRule, facts: ExchangeFacts) -> str | None:
     elif rule.clients is not None and facts.client_id not in rule.clients:
         return f"client: {facts.client_id!r} not in {list(rule.clients)!r}"
     return match_actor(rule, facts)
+
+
+def deny_covers(rule: CompiledRule, facts: ExchangeFacts) -> str | None:
+    """None if this deny rule covers the request; else the first condition that failed.
+
+    A deny rule covers every request its conditions describe, and a condition it leaves
+    out covers everyone: no ``clients`` is any caller, authenticated or not; no ``actor``
+    is with or without an actor token, at any depth. The refusals an allow rule adds for
+    what it leaves out (client authentication required, delegation refused, a chain too
+    deep) would otherwise let a request escape a deny rule by carrying less (no client
+    authentication) or more (an actor token): "Explicit deny rules win"."""
+    failure = match_token(rule.subject, facts.subject, "subject")
+    if failure is not None:
+        return failure
+    if rule.clients is not None and facts.client_id not in rule.clients:
+        return f"client: {facts.client_id!r} not in {list(rule.clients)!r}"
+    condition, actor = rule.actor, facts.actor
+    if condition is None:
+        return None
+    if actor is None:
+        return "actor: an actor token is required" if condition.required else None
+    if condition.token is not None:
+        return match_token(condition.token, actor, "actor")
+    return None
 
 
 def match_actor(rule: CompiledRule, facts: ExchangeFacts) -> str | None:

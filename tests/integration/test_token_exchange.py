@@ -182,6 +182,23 @@ def test_anonymous_exchange_when_the_rule_allows_it(world: World) -> None:
     assert "client_id" not in claims_of(response.json["access_token"])
 
 
+def test_an_explicit_deny_covers_an_exchange_without_client_authentication(world: World) -> None:
+    """The world's ``no-pull-request-deploys`` names no clients: it covers anonymous
+    requests too, which an allow rule with ``allow_unauthenticated`` would grant."""
+    world.put_rule(
+        "anonymous-ci",
+        {
+            "subject_token": {"issuer": "ci", "claims": {"repository": "acme/payments"}},
+            "allow_unauthenticated": True,
+            "allow": {"audiences": [VAULT], "scopes": ["secrets:read"], "max_ttl": 60},
+        },
+    )
+    pull_request = world.ci_token(event_name="pull_request")
+    response = world.exchange(pull_request, audience=VAULT, scope="secrets:read", auth=None)
+    assert_error(response, 400, "invalid_request")
+    row = world.audit_rows()[-1]
+    assert (row["decision"], row["reason"]) == ("deny", "policy.denied_by_rule")
+
 def test_private_key_jwt_and_replay(world: World) -> None:
     from sts.grants.client_auth import JWT_BEARER_ASSERTION
 

@@ -204,6 +204,87 @@ CASES: list[tuple[str, list[CompiledRule], ExchangeFacts, str]] = [
 ]
 
 
+# Deny rules against requests that carry less (no client authentication) or more (an actor
+# token, a deeper act chain) than the allow rule they would otherwise pass: an allow rule
+# that grants each of them, and a deny rule naming the subject.
+OPEN = rule(
+    "allow-open",
+    allow_unauthenticated=True,
+    actor={"issuer": "agents", "max_chain_depth": 3},
+)
+DENY_MAIN = rule(
+    "deny-main", effect="deny", subject_token={"issuer": "ci", "claims": {"ref": "refs/heads/main"}}
+)
+DEEP = TokenFacts("issuer", "ci", "https://ci", "s", {"ref": "refs/heads/main"}, act_depth=2)
+DENY_CASES: list[tuple[str, list[CompiledRule], ExchangeFacts, str]] = [
+    ("the allow rule alone grants", [OPEN], facts(client=None, actor=AGENT), "allow:allow-open"),
+    ("a deny rule covers an authenticated request", [OPEN, DENY_MAIN], facts(), "denied"),
+    ("... and one with no client authentication", [OPEN, DENY_MAIN], facts(client=None), "denied"),
+    ("... and one with an actor token", [OPEN, DENY_MAIN], facts(actor=AGENT), "denied"),
+    ("... and one with a deeper act chain", [OPEN, DENY_MAIN], facts(DEEP, actor=AGENT), "denied"),
+    (
+        "a deny rule's clients narrow it to those clients",
+        [OPEN, rule("deny-ci", effect="deny", clients=["other"])],
+        facts(client=None),
+        "allow:allow-open",
+    ),
+    (
+        "... and cover them",
+        [OPEN, rule("deny-ci", effect="deny", clients=["ci-client"])],
+        facts(),
+        "denied",
+    ),
+    (
+        "a deny rule's actor narrows it to that actor",
+        [OPEN, rule("deny-agent", effect="deny", actor={"required": True, "issuer": "agents"})],
+        facts(),
+        "allow:allow-open",
+    ),
+    (
+        "... and covers it",
+        [OPEN, rule("deny-agent", effect="deny", actor={"required": True, "issuer": "agents"})],
+        facts(actor=AGENT),
+        "denied",
+    ),
+    (
+        "... but not another actor",
+        [
+            OPEN,
+            rule(
+                "deny-agent",
+                effect="deny",
+                actor={"required": True, "subject": "agent-1", "issuer": "agents"},
+            ),
+        ],
+        facts(actor=AGENT),
+        "allow:allow-open",
+    ),
+    (
+        "a deny rule whose actor is optional covers requests without one",
+        [OPEN, rule("deny-agent", effect="deny", actor={"issuer": "agents", "subject": "agent-1"})],
+        facts(),
+        "denied",
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    ("rules", "request_facts", "expected"),
+    [c[1:] for c in DENY_CASES],
+    ids=[c[0] for c in DENY_CASES],
+)
+def test_an_explicit_deny_covers_every_request_its_conditions_describe(
+    rules: list[CompiledRule], request_facts: ExchangeFacts, expected: str
+) -> None:
+    decision = evaluate(rules, request_facts)
+    got = (
+        "denied"
+        if isinstance(decision, Deny) and decision.reason == "denied_by_rule"
+        else outcome(decision)
+    )
+    assert got == expected
+
+
 def outcome(decision: Allow | Deny) -> str:
     if isinstance(decision, Allow):
         return f"allow:{decision.rule.name}"
