@@ -24,7 +24,7 @@ from sts.endpoints.client_authentication import (
     record_assertion_once,
 )
 from sts.endpoints.metadata import INTROSPECTION_PATH
-from sts.policy.evaluate import Deny, regrant
+from sts.policy.evaluate import withdrawn
 from sts.protocol.token_request import parse_token_request
 from sts.services import Services
 from sts.tokens.dpop import dpop_key
@@ -95,20 +95,11 @@ def inspect_token(services: Services, token: str, now: datetime) -> dict[str, An
             log.info("introspection: jti=%s inactive: an ancestor is revoked", jti)
             return inactive
         rule_id, audiences, scopes = row.rule_id, tuple(row.audience), tuple(row.scope.split())
-    rule = next((r for r in services.trust.current().rules if r.id == rule_id), None)
-    if rule is None:
-        log.info("introspection: jti=%s inactive: its rule was removed", jti)
-        return inactive
     bound = dpop_key(verified.claims) is not None
-    decision = regrant(rule, audiences, scopes, bound=bound)
-    if isinstance(decision, Deny):
-        log.info(
-            "introspection: jti=%s inactive: rule %s@%s no longer grants it (%s)",
-            jti,
-            rule.name,
-            rule.version,
-            decision.reason,
-        )
+    rules = services.trust.current().rules
+    reason = withdrawn(rules, rule_id, audiences, scopes, bound=bound)
+    if reason is not None:
+        log.info("introspection: jti=%s inactive: no longer granted (%s)", jti, reason)
         return inactive
     claims = verified.claims
     active: dict[str, Any] = {"active": True}

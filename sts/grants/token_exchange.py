@@ -36,7 +36,7 @@ from sts.db.queries import SPENT_PROOF
 from sts.endpoints import NO_STORE, Response
 from sts.endpoints.metadata import TOKEN_PATH
 from sts.grants.client_auth import AuthenticatedClient, authenticate_client
-from sts.policy.evaluate import Allow, Deny, ExchangeFacts, TokenFacts, evaluate
+from sts.policy.evaluate import Allow, Deny, ExchangeFacts, TokenFacts, evaluate, withdrawn
 from sts.protocol import (
     TOKEN_TYPE_ACCESS_TOKEN,
     TOKEN_TYPE_API_KEY,
@@ -54,7 +54,7 @@ from sts.tokens.claims import (
     compute_lifetime,
     new_token_id,
 )
-from sts.tokens.dpop import DpopProof, require_possession, verify_dpop_proof
+from sts.tokens.dpop import DpopProof, dpop_key, require_possession, verify_dpop_proof
 from sts.tokens.mint import mint_access_token
 from sts.tokens.verify import VerifiedJwt, refuse
 from sts.trust import TrustConfig
@@ -205,7 +205,25 @@ def present(
     verified = services.verify_jwt(token, role=role, now=now, trust=trust)
     if declared not in TYPES_FOR_KIND[verified.kind]:
         raise refuse(role, "does not match its declared token type", "type_mismatch")
+    if verified.kind == "sts":
+        refuse_if_withdrawn(verified, role, trust)
     return verified
+
+
+def refuse_if_withdrawn(token: VerifiedJwt, role: str, trust: TrustConfig) -> None:
+    """A token of this STS is exchanged only while introspection would call it active:
+    its rule still exists and still grants its audiences and scopes (and a key binding,
+    if the rule now asks for one). Narrowing a rule withdraws what its tokens held; a
+    re-exchange must not hand it back in a new token. RFC 8693 §2.2.2: a token
+    unacceptable based on policy is ``invalid_request``."""
+    claims = token.claims
+    aud, scope = claims.get("aud"), claims.get("scope")
+    audiences = [str(a) for a in aud] if isinstance(aud, list) else [str(aud)]
+    scopes = scope.split() if isinstance(scope, str) else []
+    bound = dpop_key(claims) is not None
+    reason = withdrawn(trust.rules, claims.get("sts_rule_id"), audiences, scopes, bound=bound)
+    if reason is not None:
+        raise refuse(role, "is no longer allowed by the rules", "withdrawn", detail=reason)
 
 
 def issue(

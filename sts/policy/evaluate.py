@@ -225,6 +225,27 @@ def _grant_scopes(grant_: Grant, facts: ExchangeFacts) -> tuple[str, ...] | Deny
     return tuple(dict.fromkeys(facts.scopes))
 
 
+def withdrawn(
+    rules: Sequence[CompiledRule],
+    rule_id: object,
+    audiences: Sequence[str],
+    scopes: Sequence[str],
+    *,
+    bound: bool,
+) -> str | None:
+    """Why the rules as they stand no longer grant a token this STS issued under rule
+    ``rule_id`` (its ``sts_rule_id``), or None if they still do: the rule was removed,
+    or :func:`regrant` refuses. Introspection calls such a token inactive (RFC 7662
+    §2.2), and an exchange refuses it as subject or actor token (RFC 8693 §2.2.2)."""
+    rule = next((r for r in rules if r.id == rule_id), None)
+    if rule is None:
+        return "rule: removed"
+    decision = regrant(rule, audiences, scopes, bound=bound)
+    if isinstance(decision, Deny):
+        return f"rule {rule.name}@{rule.version}: {decision.reason}"
+    return None
+
+
 def regrant(
     rule: CompiledRule, audiences: Sequence[str], scopes: Sequence[str], *, bound: bool = False
 ) -> Allow | Deny:

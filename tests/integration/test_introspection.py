@@ -17,6 +17,7 @@ from sts.db import admin
 from sts.db.models import IssuedToken, Revocation
 from sts.grants.client_auth import JWT_BEARER_ASSERTION
 from tests.conftest import TEST_ISSUER
+from tests.integration.test_token_exchange import assert_error
 from tests.integration.world import CI_SECRET, DEPLOY, PROJECT, RULES, VAULT, World, claims_of
 
 
@@ -183,6 +184,45 @@ def test_policy_is_re_evaluated_when_the_rule_changes(world: World) -> None:
     moved = {**original, "allow": {**original["allow"], "audiences": [VAULT]}}
     world.put_rule("payments-prod-deploy", moved)
     assert not world.is_active(token)
+
+
+def test_a_token_its_rule_no_longer_grants_cannot_be_re_exchanged(world: World) -> None:
+    """What introspection calls inactive after a rule narrows is refused as a subject
+    token too: the workload-narrowing rule (``sts: true``, deploy:write allowed) would
+    otherwise hand the withdrawn scope back in a new, active token."""
+    token = world.chain()[0]  # payments-prod-deploy@1: scope deploy:write
+    original = RULES["payments-prod-deploy"]
+    narrowed = {
+        **original,
+        "allow": {**original["allow"], "scopes": ["deploy:read"], "default_scopes": []},
+    }
+    world.put_rule("payments-prod-deploy", narrowed)
+    assert world.introspect(token).json == {"active": False}
+
+    refused = world.workload_exchange(token, audience=DEPLOY, scope="deploy:write")
+    body = assert_error(refused, 400, "invalid_request")
+    assert body["error_description"] == "The subject token is no longer allowed by the rules."
+    row = world.audit_rows()[-1]
+    assert (row["decision"], row["reason"]) == ("deny", "subject.withdrawn")
+    assert row["detail"].startswith("rule payments-prod-deploy@")
+    assert row["detail"].endswith(": scope: 'deploy:write' not allowed by the rule")
+
+    world.put_rule("payments-prod-deploy", original)  # widened back: granted again
+    again = world.workload_exchange(token, audience=DEPLOY, scope="deploy:write")
+    assert again.status_code == 200, again.json
+
+
+def test_a_token_whose_rule_was_removed_cannot_be_re_exchanged(world: World) -> None:
+    token = world.chain()[0]
+    services = world.app.extensions["sts"]
+    with services.session_factory() as session:
+        admin.delete_rule(session, "payments-prod-deploy")
+        session.commit()
+    services.trust.invalidate()
+    refused = world.workload_exchange(token, audience=DEPLOY, scope="deploy:write")
+    assert_error(refused, 400, "invalid_request")
+    row = world.audit_rows()[-1]
+    assert (row["reason"], row["detail"]) == ("subject.withdrawn", "rule: removed")
 
 
 def test_revocation_is_visible_to_another_instance_at_once(world: World) -> None:

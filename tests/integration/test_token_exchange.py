@@ -199,6 +199,7 @@ def test_an_explicit_deny_covers_an_exchange_without_client_authentication(world
     row = world.audit_rows()[-1]
     assert (row["decision"], row["reason"]) == ("deny", "policy.denied_by_rule")
 
+
 def test_private_key_jwt_and_replay(world: World) -> None:
     from sts.grants.client_auth import JWT_BEARER_ASSERTION
 

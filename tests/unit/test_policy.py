@@ -497,3 +497,27 @@ def test_a_rule_may_require_dpop_and_regrant_checks_it_after_issuance() -> None:
     optional = compile_rule(2, "o", 1, {**definition, "allow": {"audiences": ["a"], "max_ttl": 1}})
     assert optional.grant is not None and optional.grant.sender_constraint is None
     assert isinstance(regrant(optional, ["a"], [], bound=False), Allow)
+
+
+def test_withdrawn_says_why_current_rules_no_longer_grant_an_issued_token() -> None:
+    from sts.policy.evaluate import withdrawn
+
+    current = rule("r", rule_id=7, version=3)
+    dpop = rule(
+        "d",
+        rule_id=8,
+        allow={"audiences": [DEPLOY], "max_ttl": 60, "sender_constraint": "dpop"},
+    )
+    rules = [current, dpop]
+    assert withdrawn(rules, 7, [DEPLOY], ["deploy:write"], bound=False) is None
+    assert withdrawn(rules, 9, [DEPLOY], [], bound=False) == "rule: removed"
+    assert withdrawn(rules, 7, [VAULT], [], bound=False) == (
+        "rule r@3: target: 'https://vault' not allowed by the rule"
+    )
+    assert withdrawn(rules, 7, [DEPLOY], ["admin"], bound=False) == (
+        "rule r@3: scope: 'admin' not allowed by the rule"
+    )
+    assert withdrawn(rules, 8, [DEPLOY], [], bound=False) == (
+        "rule d@1: rule: now requires a DPoP-bound token"
+    )
+    assert withdrawn(rules, 8, [DEPLOY], [], bound=True) is None

@@ -7,6 +7,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -45,9 +46,19 @@ def test_each_worker_claims_its_own_slot_and_a_dead_workers_slot_is_reused() -> 
     assert board.claim(12345678) is None  # both owners alive: this one does not take part
 
 
-def test_the_least_busy_other_worker_is_judged_by_its_last_window() -> None:
+@pytest.fixture
+def live_pid() -> Iterator[int]:
+    """A live process other than this one and pid 1 (this process's parent may be pid 1
+    itself, when whoever started the tests has exited)."""
+    process = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    yield process.pid
+    process.kill()
+    process.wait()
+
+
+def test_the_least_busy_other_worker_is_judged_by_its_last_window(live_pid: int) -> None:
     board = WorkerBoard(3)
-    mine, other, third = (board.claim(pid) for pid in (os.getpid(), os.getppid(), 1))
+    mine, other, third = (board.claim(pid) for pid in (os.getpid(), live_pid, 1))
     assert (mine, other, third) == (0, 1, 2)
     board.publish(other, 0.9, now=100.0)
     board.publish(third, 0.4, now=100.0)
