@@ -105,6 +105,14 @@ def build_claims(
         claims["client_id"] = client_id
     if act:
         claims["act"] = dict(act)
+    may_act = subject_claims.get("may_act")
+    if may_act is not None:
+        # RFC 8693 §4.4: the subject token names who may act for its subject. The new
+        # token is for the same subject, so it carries the restriction on: a later
+        # exchange that adds an actor checks it against the same party (never dropped by
+        # a re-exchange; rules cannot copy or set it, RESERVED_CLAIMS). Carried as it is:
+        # a malformed one still refuses every actor (sts.policy.evaluate.check_may_act).
+        claims["may_act"] = dict(may_act) if isinstance(may_act, Mapping) else may_act
     if confirmation is not None:
         claims["cnf"] = dict(confirmation)  # RFC 7800 §3.1
     if status is not None:

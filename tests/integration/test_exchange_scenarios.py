@@ -139,6 +139,46 @@ def test_may_act_in_the_subject_token_is_enforced(world: World) -> None:
     )
 
 
+def test_may_act_is_carried_on_so_a_re_exchange_cannot_add_another_actor(world: World) -> None:
+    """RFC 8693 §4.4: the CI token names agent-1 as the only party that may act for its
+    subject. A token exchanged from it without an actor keeps that restriction, so a
+    re-exchange under a rule that allows delegation still refuses agent-2."""
+    world.put_rule(
+        "sts-with-agent",
+        {
+            "subject_token": {"sts": True},
+            "clients": ["workload"],
+            "actor": {"required": True, "issuer": "agents"},
+            "allow": {"audiences": [DEPLOY], "scopes": ["deploy:write"], "max_ttl": 120},
+        },
+    )
+    may_act = {"sub": "agent-1", "iss": world.agents.issuer}
+    first = world.exchange(world.ci_token(may_act=may_act), audience=DEPLOY)
+    assert first.status_code == 200, first.json
+    token = first.json["access_token"]
+    assert claims_of(token)["may_act"] == may_act
+
+    refused = world.workload_exchange(
+        token,
+        audience=DEPLOY,
+        actor_token=world.agent_token("agent-2"),
+        actor_token_type=TOKEN_TYPE_JWT,
+    )
+    assert refused.status_code == 400
+    reason = world.audit_rows()[-1]["reason"]
+    assert reason == "policy.may_act: the actor does not match may_act.sub"
+
+    granted = world.workload_exchange(
+        token,
+        audience=DEPLOY,
+        actor_token=world.agent_token("agent-1"),
+        actor_token_type=TOKEN_TYPE_JWT,
+    )
+    assert granted.status_code == 200, granted.json
+    delegated = claims_of(granted.json["access_token"])
+    assert (delegated["act"]["sub"], delegated["may_act"]) == ("agent-1", may_act)
+
+
 # ---- workload: re-exchange for something narrower; never wider ---------------------
 
 

@@ -12,7 +12,9 @@ from sts.credentials import (
     parse_api_key,
     secret_matches,
 )
-from sts.tokens.claims import act_depth, actor_claim, compute_lifetime, new_token_id
+from sts.policy.evaluate import Allow
+from sts.policy.rules import compile_rule
+from sts.tokens.claims import act_depth, actor_claim, build_claims, compute_lifetime, new_token_id
 
 NOW = datetime(2026, 1, 1, tzinfo=UTC)
 
@@ -98,3 +100,30 @@ def test_token_ids_sort_by_issuance_and_never_repeat() -> None:
 
 
 BASE64URL = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
+
+
+@pytest.mark.parametrize(
+    ("subject_claims", "expected"),
+    [
+        ({}, None),  # nothing to carry
+        ({"may_act": {"sub": "agent-1"}}, {"sub": "agent-1"}),
+        ({"may_act": "agent-1"}, "agent-1"),  # malformed, carried as it is: refuses actors later
+    ],
+)
+def test_may_act_is_carried_from_the_subject_token(
+    subject_claims: dict[str, object], expected: object
+) -> None:
+    definition = {"subject_token": {"issuer": "ci"}, "allow": {"audiences": ["a"], "max_ttl": 60}}
+    rule = compile_rule(1, "r", 1, definition)
+    claims = build_claims(
+        issuer="https://sts",
+        subject="s",
+        decision=Allow(rule, ("a",), (), 60, ()),
+        jti="j",
+        now=NOW,
+        lifetime=60,
+        client_id=None,
+        act=None,
+        subject_claims=subject_claims,
+    )
+    assert claims.get("may_act") == expected
