@@ -85,14 +85,18 @@ def exchange_identities(
     signing_kid: str,
     upstream_tokens: Sequence[str] = (),
     dpop_key: str | None = None,
+    presented_kids: Sequence[str] = (),
 ) -> list[tuple[str, str]]:
     """What an exchange's block check covers: every identity it involves (the upstream
-    tokens it presents among them), the DPoP key that signed its proof, and the key
-    about to sign."""
+    tokens it presents among them), the DPoP key that signed its proof, the key about
+    to sign, and the keys that signed the sts tokens it presents (``presented_kids``):
+    a key marked compromised since this process last read the key ring still verifies
+    here until the next read, and a token forged with it must not be exchanged."""
     identities = identities_of(client_id, subject, actor, upstream_tokens)
     if dpop_key is not None:
         identities.append(("dpop_key", dpop_key))
-    return [*identities, ("key", signing_kid)]
+    keys = dict.fromkeys([signing_kid, *presented_kids])  # once each, the signer first
+    return [*identities, *(("key", kid) for kid in keys)]
 
 
 def refuse_if_blocked(blocked: Sequence[str]) -> None:

@@ -223,19 +223,23 @@ class Blocks:
     its rows are read when the COMMIT has returned; on SQLite they are known at once.
     """
 
-    __slots__ = ("_kinds",)
+    __slots__ = ("_found",)
 
-    def __init__(self, kinds: list[str] | None = None) -> None:
-        self._kinds = kinds
+    def __init__(self, found: list[tuple[str, str]] | None = None) -> None:
+        self._found = found
 
     def set(self, rows: Sequence[tuple[Any, ...]]) -> None:
-        self._kinds = [str(row[0]) for row in rows]
+        self._found = [(str(kind), str(value)) for kind, value in rows]
+
+    def found(self) -> list[tuple[str, str]]:
+        """The (kind, value) of the un-lifted blocks found (empty: none)."""
+        if self._found is None:
+            raise RuntimeError("blocks read before their transaction committed")
+        return self._found
 
     def kinds(self) -> list[str]:
         """The kinds of the un-lifted blocks found (empty: none)."""
-        if self._kinds is None:
-            raise RuntimeError("blocks read before their transaction committed")
-        return self._kinds
+        return [kind for kind, _value in self.found()]
 
 
 class ExchangeTransaction:
@@ -324,13 +328,13 @@ class ExchangeTransaction:
         row = self._one(self.store.parent_revocation_state, {"jti": jti})
         return (False, False) if row is None else (True, row[0] is not None)
 
-    def active_blocks(self, identities: Sequence[tuple[str, str]]) -> list[str]:
-        """Kinds of the un-lifted blocks on any of these (kind, value) identities."""
+    def active_blocks(self, identities: Sequence[tuple[str, str]]) -> list[tuple[str, str]]:
+        """The un-lifted blocks (kind, value) on any of these (kind, value) identities."""
         if not identities:
             return []
         prepared = self.store.active_blocks(len(identities))
         rows = self._all(prepared, queries.active_blocks_params(identities))
-        return [str(kind) for kind, _value in rows]
+        return [(str(kind), str(value)) for kind, value in rows]
 
     def check_blocks(self, identities: Sequence[tuple[str, str]]) -> Blocks:
         """:meth:`active_blocks`, with nothing recorded; on PostgreSQL read after COMMIT."""
@@ -361,13 +365,13 @@ class ExchangeTransaction:
             prepared = self.store.record_unless_blocked(len(identities), proof is not None)
             return self._deferred_rows(prepared, values)
         spent = proof is not None and not self.record_dpop_proof(**proof)
-        kinds = self.active_blocks(identities)
+        found = self.active_blocks(identities)
         if spent:  # as on PostgreSQL: the blocks found too, and nothing recorded
-            return Blocks([queries.SPENT_PROOF, *kinds])
-        if not kinds:
+            return Blocks([(queries.SPENT_PROOF, ""), *found])
+        if not found:
             self.record_issued_token(issued_token)
             self.record_audit(audit)
-        return Blocks(kinds)
+        return Blocks(found)
 
     def record_client_assertion(self, client_id: str, jti: str, expires_at: datetime) -> bool:
         """False when this (client, jti) was already recorded: a replay."""

@@ -372,6 +372,8 @@ TOKEN_SELECTORS: dict[str, tuple[Any, ...]] = {
     "upstream_token": (IssuedToken.subject_token_id, IssuedToken.actor_token_id),
     # A DPoP key (its RFC 7638 thumbprint): the tokens bound to it (RFC 9449 §6.1).
     "dpop_key": (IssuedToken.dpop_jkt,),
+    # A signing key (its kid): the tokens it signed (a key's compromise).
+    "key": (IssuedToken.kid,),
 }
 
 

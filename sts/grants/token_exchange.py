@@ -313,6 +313,7 @@ def issue(
             signing_kid=key.kid,
             upstream_tokens=upstream_token_ids(resolved_subject, resolved_actor),
             dpop_key=proof.jkt if proof is not None else None,
+            presented_kids=[kid for _role, kid in presented_sts_keys(subject, actor)],
         )
         blocks = _record_issued(
             transaction,
@@ -335,12 +336,14 @@ def issue(
         granted = services.exchange_store.run_write(decide_and_record)
         if progress is not None:
             progress.committed = True
-        kinds = granted.blocks.kinds()
-        if "key" in kinds:  # the signing key was marked compromised since the ring's read:
+        found = granted.blocks.found()
+        kinds = [kind for kind, _value in found]
+        if "key" in kinds:  # a key was marked compromised since the ring's read:
             services.keyring.expire()  # whatever this answer, the next exchange re-reads it
         if SPENT_PROOF in kinds:  # nothing was recorded: the proof had been used
             blocked = [kind for kind in kinds if kind != SPENT_PROOF]
             raise _replayed_proof(f"Also blocked: {', '.join(blocked)}" if blocked else None)
+        refuse_if_signed_by_a_revoked_key(found, subject, actor)
         refuse_if_blocked(kinds)
     except SQLAlchemyError as exc:
         log.error("exchange refused: database error %s", type(exc).__name__)
@@ -445,6 +448,27 @@ def resolve(
         expires_at=token.expires_at,
         act=act,
     )
+
+
+def presented_sts_keys(subject: Presented, actor: Presented | None) -> list[tuple[str, str]]:
+    """(role, kid) of each sts token presented: the keys its block check covers."""
+    return [
+        (role, str(token.header.get("kid")))
+        for role, token in (("subject", subject), ("actor", actor))
+        if isinstance(token, VerifiedJwt) and token.kind == "sts"
+    ]
+
+
+def refuse_if_signed_by_a_revoked_key(
+    found: Sequence[tuple[str, str]], subject: Presented, actor: Presented | None
+) -> None:
+    """A presented sts token signed by a key marked compromised (``sts keys
+    compromised``) is refused, as introspection calls it inactive: the key ring this
+    process verified it with may not have been re-read since (RFC 8693 §2.2.2)."""
+    revoked = {value for kind, value in found if kind == "key"}
+    for role, kid in presented_sts_keys(subject, actor):
+        if kid in revoked:
+            raise refuse(role, "was signed by a revoked key", "key_revoked")
 
 
 def upstream_token_ids(*tokens: Resolved | None) -> list[str]:

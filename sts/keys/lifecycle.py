@@ -230,8 +230,10 @@ def compromise(
       refresh interval) and its private half is destroyed;
     - if it was signing, a fresh key is activated immediately, skipping the lead time:
       verifiers with a cached JWKS re-fetch it on the unknown kid;
-    - every token it signed is revoked (``issued_tokens.revoked_at``), plus one
-      ``revocations`` row of kind ``key`` that covers tokens not recorded there;
+    - every token it signed is revoked (``issued_tokens.revoked_at``), with every live
+      token derived from them, plus one ``revocations`` row of kind ``key`` that covers
+      tokens not recorded there (and refuses, in the exchange, a presented token it
+      signed, until the process's key ring no longer verifies it);
     - one audit record (``key_compromised``, decision ``info``).
     """
     with session_factory() as session:
@@ -250,6 +252,10 @@ def compromise(
         if queries.active_signing_key(session) is None:
             new_kid = create_signing_key(session, keystore, alg, "active", now)
         revoked = queries.revoke_tokens_signed_by(session, kid, now)
+        # And every live token derived from them, whatever key signed it: revoking a token
+        # revokes its lineage (sts.revocation), and the exchange checks only the presented
+        # token's own row. The governance lock is held exclusively: one UPDATE.
+        revoked += queries.revoke_lineage(session, queries.tokens_named("key", kid), now)
         queries.add_revocation(
             session, kind="key", value=kid, reason="signing key compromised", now=now
         )

@@ -109,6 +109,14 @@ def test_agent_refusals(
     assert response.json["error"] == error
 
 
+def acting(world: World, agent: str) -> dict[str, str]:
+    """The actor parameters of an exchange in which ``agent`` acts."""
+    return {"actor_token": world.agent_token(agent), "actor_token_type": TOKEN_TYPE_JWT}
+
+
+MAY_ACT_REFUSAL = "policy.may_act: the actor does not match may_act.sub"
+
+
 def test_may_act_in_the_subject_token_is_enforced(world: World) -> None:
     world.put_rule(
         "ci-with-agent",
@@ -120,23 +128,11 @@ def test_may_act_in_the_subject_token_is_enforced(world: World) -> None:
         },
     )
     allowed = world.ci_token(may_act={"sub": "agent-1", "iss": world.agents.issuer})
-    response = world.exchange(
-        allowed,
-        audience=VAULT,
-        actor_token=world.agent_token("agent-1"),
-        actor_token_type=TOKEN_TYPE_JWT,
-    )
+    response = world.exchange(allowed, audience=VAULT, **acting(world, "agent-1"))
     assert response.status_code == 200, response.json
-    response = world.exchange(
-        allowed,
-        audience=VAULT,
-        actor_token=world.agent_token("agent-2"),
-        actor_token_type=TOKEN_TYPE_JWT,
-    )
+    response = world.exchange(allowed, audience=VAULT, **acting(world, "agent-2"))
     assert response.status_code == 400
-    assert (
-        world.audit_rows()[-1]["reason"] == "policy.may_act: the actor does not match may_act.sub"
-    )
+    assert world.audit_rows()[-1]["reason"] == MAY_ACT_REFUSAL
 
 
 def test_may_act_is_carried_on_so_a_re_exchange_cannot_add_another_actor(world: World) -> None:
@@ -158,22 +154,11 @@ def test_may_act_is_carried_on_so_a_re_exchange_cannot_add_another_actor(world: 
     token = first.json["access_token"]
     assert claims_of(token)["may_act"] == may_act
 
-    refused = world.workload_exchange(
-        token,
-        audience=DEPLOY,
-        actor_token=world.agent_token("agent-2"),
-        actor_token_type=TOKEN_TYPE_JWT,
-    )
+    refused = world.workload_exchange(token, audience=DEPLOY, **acting(world, "agent-2"))
     assert refused.status_code == 400
-    reason = world.audit_rows()[-1]["reason"]
-    assert reason == "policy.may_act: the actor does not match may_act.sub"
+    assert world.audit_rows()[-1]["reason"] == MAY_ACT_REFUSAL
 
-    granted = world.workload_exchange(
-        token,
-        audience=DEPLOY,
-        actor_token=world.agent_token("agent-1"),
-        actor_token_type=TOKEN_TYPE_JWT,
-    )
+    granted = world.workload_exchange(token, audience=DEPLOY, **acting(world, "agent-1"))
     assert granted.status_code == 200, granted.json
     delegated = claims_of(granted.json["access_token"])
     assert (delegated["act"]["sub"], delegated["may_act"]) == ("agent-1", may_act)

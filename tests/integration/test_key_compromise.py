@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from datetime import timedelta
 from typing import Any
 
@@ -15,10 +15,13 @@ from sts.app import create_app
 from sts.db import queries
 from sts.db.models import AuditRecord, IssuedToken, Revocation, SigningKey
 from sts.grants import token_exchange
+from sts.keys.keyring import ActiveKey
 from sts.keys.keystore import make_keystore
 from sts.keys.lifecycle import KeyLifecycleError, compromise
+from sts.tokens.mint import mint_access_token
 from tests.conftest import TEST_ISSUER, FixedClock
-from tests.integration.world import DEPLOY, World, claims_of
+from tests.integration.world import DEPLOY, World, claims_of, seed_world
+from tests.issuer import TestIssuer
 from tests.keys_helpers import ROTATION, kids, sign, verify
 
 
@@ -230,3 +233,91 @@ def test_an_exchange_that_begins_during_a_compromise_waits_then_is_refused(
     retry = world.exchange(world.ci_token(), audience=DEPLOY)  # signed by the new key
     assert retry.status_code == 200
     assert pyjwt.get_unverified_header(retry.json["access_token"])["kid"] == result.new_kid
+
+
+# ---- a compromised key that this process still verifies with, and what was derived ------
+
+
+@pytest.fixture
+def rotating_world(  # type: ignore[no-untyped-def]
+    empty_database_url: str, make_settings, clock: FixedClock
+) -> Iterator[World]:
+    """The test world, with keys that rotate (ROTATION) as the clock moves."""
+    app = create_app(make_settings(empty_database_url, **ROTATION), clock=clock)
+    ci = TestIssuer("https://ci.issuer.test")
+    try:
+        with ci.serve():
+            yield seed_world(app, clock, ci, TestIssuer("https://agents.issuer.test"))
+    finally:
+        app.extensions["sts"].engine.dispose()
+
+
+def exchanged(response: Any) -> str:
+    assert response.status_code == 200, response.json
+    return str(response.json["access_token"])
+
+
+def ci_deploy_token(world: World) -> str:
+    return exchanged(world.exchange(world.ci_token(), audience=DEPLOY))
+
+
+def rotated_past(world: World, before: Callable[[], str]) -> tuple[ActiveKey, str]:
+    """Run ``before`` just before the active key's period ends, then move past it: the
+    successor signs, the old key still verifies. The old key, and what ``before`` gave."""
+    services = world.app.extensions["sts"]
+    old = services.keyring.signing_key()
+    ahead = ROTATION["key_publish_lead_time"] + ROTATION["key_refresh_interval"]
+    world.clock.advance(ROTATION["key_active_period"] - ahead)
+    services.keyring.load()  # the successor is published
+    world.clock.advance(ahead - 10)
+    given = before()
+    world.clock.advance(20)
+    services.keyring.load()  # and now signs
+    assert services.keyring.signing_key().kid != old.kid
+    return old, given
+
+
+def test_a_compromise_revokes_what_was_derived_from_the_keys_tokens(
+    rotating_world: World,
+) -> None:
+    """A token exchanged from one the leaked key signed is revoked with it, whatever key
+    signed it: introspection calls it inactive (an ancestor is revoked), and the exchange,
+    which reads only the presented token's own row, refuses it too."""
+    world = rotating_world
+    old, first = rotated_past(
+        world, lambda: exchanged(world.exchange(world.ci_token(), audience=DEPLOY))
+    )
+    derived = exchanged(world.workload_exchange(first, audience=DEPLOY, scope="deploy:write"))
+    assert pyjwt.get_unverified_header(derived)["kid"] != old.kid
+    unrelated = ci_deploy_token(world)
+
+    result = compromise_of(world, old.kid)()
+    assert result.tokens_revoked >= 2
+    assert not world.is_active(derived)
+    refused = world.workload_exchange(derived, audience=DEPLOY, scope="deploy:write")
+    assert refused.status_code == 400
+    assert world.audit_rows()[-1]["reason"] == "subject.revoked"
+    assert world.is_active(unrelated)  # signed by the new key, from a CI token: untouched
+
+
+def test_a_token_signed_by_a_compromised_key_is_refused_before_the_ring_is_read_again(
+    rotating_world: World,
+) -> None:
+    """Whoever holds the leaked key can sign any claims, a live token's jti among them.
+    Until this process reads its key ring again it still verifies that signature; the
+    exchange's block check covers the presented token's key, so the forgery is refused."""
+    world = rotating_world
+    services = world.app.extensions["sts"]
+    old, _ = rotated_past(world, lambda: "")
+    genuine = ci_deploy_token(world)  # signed by the new key
+    forged = mint_access_token(claims_of(genuine), old)  # the same claims, the leaked key
+    assert world.workload_exchange(forged, audience=DEPLOY, scope="deploy:write").status_code == 200
+
+    compromise_of(world, old.kid)()  # another replica's doing: this ring is not re-read
+    assert old.kid in kids(services.keyring.jwks())
+    refused = world.workload_exchange(forged, audience=DEPLOY, scope="deploy:write")
+    assert refused.status_code == 400, refused.json
+    assert refused.json["error"] == "invalid_request"
+    row = world.audit_rows()[-1]
+    assert (row["decision"], row["reason"]) == ("deny", "subject.key_revoked")
+    exchanged(world.workload_exchange(genuine, audience=DEPLOY, scope="deploy:write"))
