@@ -303,14 +303,20 @@ def _check_rotation_schedule(settings: Settings) -> None:
             f"({lead}s) must be at least the JWKS Cache-Control max-age ({max_age}s, "
             "STS_JWKS_MAX_AGE): verifiers would not know a new key when it starts signing",
         )
-    # A retired key stays published until the last token it signed has expired.
-    needed = settings.max_token_ttl + settings.clock_leeway
-    if settings.key_retention < needed:
-        raise ConfigurationError(
-            "STS_KEY_RETENTION",
-            f"({settings.key_retention}s) must be at least STS_MAX_TOKEN_TTL + "
-            f"STS_CLOCK_LEEWAY ({needed}s): tokens would outlive their key in the JWKS",
-        )
+    # A retired key stays published until the last token it signed has expired: access
+    # tokens, and status list tokens (their ``exp`` is iat + max(STS_STATUS_LIST_TTL,
+    # STS_MAX_TOKEN_TTL), sts.status_list; relying parties cache them as signed JWTs).
+    for name, lifetime, what in (
+        ("STS_MAX_TOKEN_TTL", settings.max_token_ttl, "tokens"),
+        ("STS_STATUS_LIST_TTL", settings.status_list_ttl, "status list tokens"),
+    ):
+        needed = lifetime + settings.clock_leeway
+        if settings.key_retention < needed:
+            raise ConfigurationError(
+                "STS_KEY_RETENTION",
+                f"({settings.key_retention}s) must be at least {name} + STS_CLOCK_LEEWAY "
+                f"({needed}s): {what} would outlive their key in the JWKS",
+            )
     if settings.key_active_period <= lead:
         raise ConfigurationError(
             "STS_KEY_ACTIVE_PERIOD",

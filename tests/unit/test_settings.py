@@ -81,6 +81,12 @@ REFUSALS = [
         "STS_KEY_RETENTION (1000s) must be at least STS_MAX_TOKEN_TTL + STS_CLOCK_LEEWAY (1020s)",
     ),
     (
+        "retention-covers-status-list-tokens",
+        {"STS_KEY_RETENTION": "3600", "STS_STATUS_LIST_TTL": "86400"},
+        "STS_KEY_RETENTION (3600s) must be at least STS_STATUS_LIST_TTL + STS_CLOCK_LEEWAY "
+        "(86430s): status list tokens would outlive their key in the JWKS",
+    ),
+    (
         "period-not-longer-than-lead",
         {"STS_KEY_ACTIVE_PERIOD": "3600", "STS_KEY_PUBLISH_LEAD_TIME": "3600"},
         "STS_KEY_ACTIVE_PERIOD (3600s) must be longer than STS_KEY_PUBLISH_LEAD_TIME (3600s)",
