@@ -61,14 +61,16 @@ def handle_introspection(
     client = authenticate_required_client(
         services, request.client, authorization, INTROSPECTION_PATH, now
     )
+    if client.assertion_jti is not None:
+        # RFC 7523 §3: spent once authenticated, whatever the answer below, so that a
+        # captured assertion refused here cannot be used again anywhere.
+        with write_transaction(services.session_factory) as session:
+            record_assertion_once(session, client)
     # RFC 7662 §2.1: "the endpoint MUST also require some form of authorization to access
     # this endpoint"; §4: only resource servers may learn about tokens.
     registered = services.trust.current().clients.get(client.client_id or "")
     if registered is None or not registered.is_resource_server:
         raise errors.InvalidClient(reason="introspection.not_resource_server")
-    if client.assertion_jti is not None:
-        with write_transaction(services.session_factory) as session:
-            record_assertion_once(session, client)
     return Response(200, inspect_token(services, request.token, now), dict(NO_STORE))
 
 

@@ -64,8 +64,12 @@ def handle_revocation(
         services, request.client, authorization, REVOCATION_PATH, now
     )
     found = find_token(services, request.token, request.token_type_hint, now)
+    if client.assertion_jti is not None:
+        # RFC 7523 §3: spent in a transaction of its own, so that a refusal below (a
+        # token issued to another client) cannot roll it back and leave it reusable.
+        with write_transaction(services.session_factory) as session:
+            record_assertion_once(session, client)
     with write_transaction(services.session_factory) as session:
-        record_assertion_once(session, client)
         if found is not None and found.kind == "access_token":
             revoke_access_token(session, found.identifier, client, now)
         elif found is not None:

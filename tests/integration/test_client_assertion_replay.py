@@ -45,3 +45,33 @@ def test_an_exchange_the_rules_refuse_spends_the_assertion_too(world: World) -> 
     assert again.status_code == 401
     assert again.json["error"] == "invalid_client"
     assert world.audit_rows()[-1]["reason"] == "client.replay"
+
+
+def at_endpoint(world: World, path: str, token: str, assertion: str) -> Any:
+    form = [("client_assertion_type", JWT_BEARER_ASSERTION), ("client_assertion", assertion)]
+    return world.token_request(path, token, auth=None, form=form)
+
+
+@pytest.mark.usefixtures("workload_reads_secrets_with_ci_tokens")
+@pytest.mark.parametrize(
+    ("path", "status", "error"),
+    [
+        # Authenticated, then refused: workload is not a resource server (RFC 7662 §4).
+        ("/introspect", 401, "invalid_client"),
+        # Authenticated, then refused: the token was issued to ci-runner (RFC 7009 §2.1).
+        ("/revoke", 400, "unauthorized_client"),
+    ],
+)
+def test_an_assertion_refused_at_another_endpoint_is_spent_too(
+    world: World, path: str, status: int, error: str
+) -> None:
+    """An assertion whose audience is the issuer is good at every endpoint; once it has
+    authenticated its client it is spent, whatever that endpoint then answers."""
+    token = world.chain()[0]  # issued to ci-runner
+    assertion = world.workload_assertion(aud=world.app.extensions["sts"].settings.issuer)
+    refused = at_endpoint(world, path, token, assertion)
+    assert (refused.status_code, refused.json["error"]) == (status, error)
+
+    replay = exchange_with_assertion(world, assertion, VAULT)
+    assert (replay.status_code, replay.json["error"]) == (401, "invalid_client")
+    assert world.audit_rows()[-1]["reason"] == "client.replay"
