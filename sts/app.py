@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 
 from flask import Flask
+from werkzeug.middleware.proxy_fix import ProxyFix
 
 from sts.clock import Clock, system_clock
 from sts.db.engine import make_engine, make_session_factory
@@ -81,4 +82,9 @@ def create_app(settings: Settings | None = None, *, clock: Clock = system_clock)
     app.config["MAX_CONTENT_LENGTH"] = MAX_BODY_BYTES
     app.extensions["sts"] = services
     register_web(app, services)
+    if settings.trusted_proxies:
+        # Outermost, so that every path (the /token fast path included) sees the client's
+        # address: werkzeug's ProxyFix takes it from the last ``trusted_proxies`` entries
+        # of X-Forwarded-For, which only those proxies could have written.
+        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=settings.trusted_proxies)  # type: ignore[method-assign]
     return app

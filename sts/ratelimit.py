@@ -6,9 +6,27 @@ is at most N times the setting (documented). Time is injected.
 
 from __future__ import annotations
 
+import ipaddress
 import threading
 import time
 from collections.abc import Callable
+
+# An IPv6 host is commonly given a whole /64 (RFC 7421 §1, RFC 8273): counted per address,
+# one host could change its address for every request. IPv4 addresses count one by one.
+IPV6_HOST_PREFIX = 64
+
+
+def source_key(address: str) -> str:
+    """What a per-source limit counts: an IPv4 address, or the /64 an IPv6 one is in."""
+    try:
+        parsed = ipaddress.ip_address(address)
+    except ValueError:
+        return address
+    if isinstance(parsed, ipaddress.IPv6Address):
+        if parsed.ipv4_mapped is not None:  # ::ffff:a.b.c.d is that IPv4 address
+            return str(parsed.ipv4_mapped)
+        return str(ipaddress.ip_network(f"{parsed}/{IPV6_HOST_PREFIX}", strict=False))
+    return str(parsed)
 
 
 class RateLimiter:

@@ -80,6 +80,10 @@ class Settings:
     status_list_ttl: int = 60
     # Exposure reports accepted per source address per minute, per process.
     exposure_rate_limit: int = 10
+    # Reverse proxies in front of sts whose X-Forwarded-For is trusted (werkzeug's
+    # ProxyFix ``x_for``): the source address of a request is then the client's, as the
+    # nearest proxy saw it, not the proxy's. 0: the TCP peer is the source.
+    trusted_proxies: int = 0
     status_list_size: int = 131072
     # Status-list indexes a process claims at once (sts.db.status_indexes): exchanges take
     # theirs from the block instead of all queueing on the list's counter row. At most
@@ -166,6 +170,7 @@ class Settings:
             "STS_RULES_MIGRATIONS_DIR": str(self.rules_migrations_dir),
             "STS_STATUS_LIST_TTL": str(self.status_list_ttl),
             "STS_EXPOSURE_RATE_LIMIT": str(self.exposure_rate_limit),
+            "STS_TRUSTED_PROXIES": str(self.trusted_proxies),
             "STS_STATUS_LIST_SIZE": str(self.status_list_size),
             "STS_STATUS_INDEX_BLOCK": str(self.status_index_block),
             "STS_LINEAGE_RETENTION": str(self.lineage_retention),
@@ -211,6 +216,7 @@ class Settings:
             "STS_RULES_MIGRATIONS_DIR": ("rules_migrations_dir", Path),
             "STS_STATUS_LIST_TTL": ("status_list_ttl", _parse_positive_int),
             "STS_EXPOSURE_RATE_LIMIT": ("exposure_rate_limit", _parse_positive_count),
+            "STS_TRUSTED_PROXIES": ("trusted_proxies", _parse_non_negative_int),
             "STS_STATUS_LIST_SIZE": ("status_list_size", _parse_positive_count),
             "STS_STATUS_INDEX_BLOCK": ("status_index_block", _parse_positive_count),
             "STS_LINEAGE_RETENTION": ("lineage_retention", _parse_non_negative_int),

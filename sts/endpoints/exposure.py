@@ -31,7 +31,7 @@ from sts.endpoints import NO_STORE, Response
 from sts.endpoints.revocation import Found, find_service_credential, verified_jwt
 from sts.protocol import require_form_encoded
 from sts.protocol.exchange import single_values
-from sts.ratelimit import RateLimiter
+from sts.ratelimit import RateLimiter, source_key
 from sts.revocation import revoke_credential, revoke_token, revoke_upstream_token
 from sts.services import Services
 from sts.tokens.verify import token_fingerprint
@@ -82,7 +82,7 @@ def handle_exposure_report(
     source_address: str,
     user_agent: str,
 ) -> Response:
-    if not limiter.allow(source_address):
+    if not limiter.allow(source_key(source_address)):
         raise TooManyReports(reason="exposure.rate_limited")
     require_form_encoded(content_type)
     params = single_values(form, EXPOSURE_PARAMETERS)

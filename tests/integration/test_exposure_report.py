@@ -6,6 +6,7 @@ import threading
 from urllib.parse import urlencode
 
 import pytest
+from flask.testing import FlaskClient
 from werkzeug.test import TestResponse
 
 from sts.credentials import generate_api_key
@@ -164,6 +165,49 @@ def test_reports_are_rate_limited_per_address(world: World) -> None:
     assert report(world, "junk", address="198.51.100.2").status_code == 202  # per address
     seconds[0] += 61
     assert report(world, "junk", address="198.51.100.1").status_code == 202
+
+
+def test_an_ipv6_host_cannot_escape_the_limit_by_changing_its_address(world: World) -> None:
+    limiter = world.app.extensions["sts_exposure_limiter"]
+    limiter.monotonic = lambda: 0.0
+    for host in range(limiter.limit):
+        assert report(world, "junk", address=f"2001:db8:7:7::{host + 1:x}").status_code == 202
+    assert report(world, "junk", address="2001:db8:7:7::ffff").status_code == 429
+    assert report(world, "junk", address="2001:db8:7:8::1").status_code == 202  # another /64
+
+
+def report_via_proxy(client: FlaskClient, client_address: str) -> TestResponse:
+    """A report relayed by a reverse proxy at 10.0.0.2, which names the client it saw."""
+    return client.post(
+        "/exposure-reports",
+        data=urlencode({"token": "junk"}),
+        content_type="application/x-www-form-urlencoded",
+        headers={"X-Forwarded-For": client_address},
+        environ_base={"REMOTE_ADDR": "10.0.0.2"},
+    )
+
+
+@pytest.mark.parametrize("trusted_proxies", [0, 1])
+def test_behind_a_trusted_proxy_each_client_has_its_own_limit(  # type: ignore[no-untyped-def]
+    empty_database_url: str, make_settings, trusted_proxies: int
+) -> None:
+    """STS_TRUSTED_PROXIES=1: the limit counts the client the proxy names; 0 (the
+    default): the proxy's own address, whatever X-Forwarded-For says (anyone can send
+    that header)."""
+    from sts.app import create_app
+
+    settings = make_settings(
+        empty_database_url, exposure_rate_limit=1, trusted_proxies=trusted_proxies
+    )
+    app = create_app(settings)
+    client = app.test_client()
+    try:
+        assert report_via_proxy(client, "198.51.100.1").status_code == 202
+        assert report_via_proxy(client, "198.51.100.1").status_code == 429
+        other_client = report_via_proxy(client, "198.51.100.2").status_code
+        assert other_client == (202 if trusted_proxies else 429)
+    finally:
+        app.extensions["sts"].engine.dispose()
 
 
 def test_missing_token_is_invalid_request(world: World) -> None:
