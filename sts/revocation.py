@@ -48,13 +48,25 @@ def revoke_token(session: Session, jti: str, now: datetime) -> int:
     return queries.revoke_lineage(session, queries.tokens_named("jti", jti), now)
 
 
-def revoke_credential(session: Session, credential: ServiceCredential, now: datetime) -> int:
-    """Disable a service credential and revoke every token derived from it: presented as
-    the subject token or as the actor token, and their descendants."""
-    if not credential.disabled:  # disabled and committed: no exchange can race it any more
+def revoke_credential(
+    session: Session, credential: ServiceCredential, now: datetime, reason: str = "leaked"
+) -> int:
+    """Disable a service credential, block it, and revoke every token derived from it:
+    presented as the subject token or as the actor token, and their descendants.
+
+    The block, as ``sts revoke --credential`` stores it, is what keeps a leaked key out:
+    the ``disabled`` flag alone is also written by rules revisions (a rollback, or a
+    revision generated from a rules file that does not say ``disabled: true``), which
+    would turn the key back on. Only ``sts revoke --lift --credential`` lifts it."""
+    blocked = queries.active_blocks(session, [("credential", credential.name)])
+    kept_out = credential.disabled and bool(blocked)
+    if not kept_out:  # disabled, blocked and committed: no exchange can race it any more
         hold_exchanges_back(session)
     queries.set_credential_disabled(session, credential.id, True, now)
-    return queries.revoke_lineage(session, queries.tokens_named("credential", credential.id), now)
+    count = queries.revoke_lineage(session, queries.tokens_named("credential", credential.id), now)
+    if not blocked:
+        block_identity(session, "credential", credential.name, reason, now)
+    return count
 
 
 def identities_of(

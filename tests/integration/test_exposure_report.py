@@ -153,6 +153,24 @@ def test_reported_credential_is_disabled(world: World) -> None:
     assert world.audit_rows()[-1]["reason"] == "subject.credential_disabled"
 
 
+def test_a_reported_credential_stays_out_when_a_rules_revision_turns_it_back_on(
+    world: World,
+) -> None:
+    """A rules revision writes a credential's ``disabled`` flag (a rollback, or one
+    generated from a file that does not say ``disabled: true``): the block stored with
+    the report is what keeps the leaked key out."""
+    assert report(world, world.api_key).status_code == 202
+    services = world.app.extensions["sts"]
+    with services.session_factory() as session:
+        credential = queries.credential_by_name(session, "agent-key")
+        assert credential is not None
+        queries.set_credential_disabled(session, credential.id, False, world.clock())
+        session.commit()
+    services.trust.invalidate()
+    refused = world.agent_exchange(world.agent_token(), audience=PROJECT, scope="issues:write")
+    assert refused.status_code == 400
+    assert world.audit_rows()[-1]["reason"] == "blocked.credential"
+
 def test_reports_are_rate_limited_per_address(world: World) -> None:
     limiter = world.app.extensions["sts_exposure_limiter"]
     seconds = [0.0]
