@@ -16,6 +16,7 @@ from sqlalchemy.orm import Session
 
 from sts.db.models import Client, Rule, RulesState, ServiceCredential, TrustedIssuer
 from sts.policy.rules import compile_rule
+from sts.rules.ops import fresh_rule_id
 
 
 def bump_generation(session: Session) -> None:
@@ -41,7 +42,12 @@ def put_rule(session: Session, name: str, definition: Mapping[str, Any], now: da
     effect = str(definition.get("effect", "allow"))
     if row is None:
         row = Rule(
-            name=name, version=version, effect=effect, definition=dict(definition), updated_at=now
+            id=fresh_rule_id(session.connection()),
+            name=name,
+            version=version,
+            effect=effect,
+            definition=dict(definition),
+            updated_at=now,
         )
         session.add(row)
     else:

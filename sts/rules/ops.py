@@ -123,6 +123,27 @@ def _next_rule_version(connection: sa.Connection) -> int:
 
 # ---- rules ------------------------------------------------------------------------------
 
+# Where a rule's id has been used: its row, and the tokens and audit records that name it.
+_RULE_IDS_IN_USE = sa.text(
+    "SELECT max(id) FROM ("
+    "SELECT max(id) AS id FROM rules UNION ALL "
+    "SELECT max(rule_id) FROM issued_tokens UNION ALL "
+    "SELECT max(rule_id) FROM audit_log) AS used"
+)
+
+
+def fresh_rule_id(connection: sa.Connection) -> int | None:
+    """The id a new rule gets on SQLite: one never used before, by any rule still named by
+    a token or an audit record. SQLite gives a new row the highest id plus one, so the id
+    of the rule with the highest id, once deleted, went to the next new rule, and that
+    rule's tokens (``sts_rule_id``) were judged by the new rule (introspection, a
+    re-exchange, ``sts revoke --rule``). None on PostgreSQL, whose sequence never gives an
+    id twice. Reads two tables without an index on ``rule_id``: run per new rule only."""
+    if connection.dialect.name != "sqlite":
+        return None
+    return int(connection.scalar(_RULE_IDS_IN_USE) or 0) + 1
+
+
 
 def put_rule(
     name: str, definition: Mapping[str, Any], *, connection: sa.Connection | None = None
@@ -140,7 +161,9 @@ def put_rule(
     if _exists(bind, rules, rules.c.name, name):
         bind.execute(sa.update(rules).where(rules.c.name == name).values(**values))
     else:
-        bind.execute(sa.insert(rules).values(name=name, **values))
+        new_id = fresh_rule_id(bind)
+        fixed = {} if new_id is None else {"id": new_id}
+        bind.execute(sa.insert(rules).values(name=name, **fixed, **values))
     _bump_generation(bind)
     return version
 

@@ -171,6 +171,7 @@ def test_a_reported_credential_stays_out_when_a_rules_revision_turns_it_back_on(
     assert refused.status_code == 400
     assert world.audit_rows()[-1]["reason"] == "blocked.credential"
 
+
 def test_reports_are_rate_limited_per_address(world: World) -> None:
     limiter = world.app.extensions["sts_exposure_limiter"]
     seconds = [0.0]

@@ -10,15 +10,24 @@ import jwt as pyjwt
 from flask import Flask
 from joserfc import jwt
 from joserfc.jwk import ECKey
-from sqlalchemy import update
+from sqlalchemy import select, update
 
 from sts.app import create_app
 from sts.db import admin
-from sts.db.models import IssuedToken, Revocation
+from sts.db.models import IssuedToken, Revocation, Rule
 from sts.grants.client_auth import JWT_BEARER_ASSERTION
 from tests.conftest import TEST_ISSUER
 from tests.integration.test_token_exchange import assert_error
-from tests.integration.world import CI_SECRET, DEPLOY, PROJECT, RULES, VAULT, World, claims_of
+from tests.integration.world import (
+    CI_SECRET,
+    CI_SUBJECT,
+    DEPLOY,
+    PROJECT,
+    RULES,
+    VAULT,
+    World,
+    claims_of,
+)
 
 
 @contextmanager
@@ -170,6 +179,32 @@ def test_inactive_and_not_re_exchangeable_when_the_rule_was_removed(world: World
     assert_error(refused, 400, "invalid_request")
     row = world.audit_rows()[-1]
     assert (row["reason"], row["detail"]) == ("subject.withdrawn", "rule: removed")
+
+
+def test_a_new_rule_never_takes_a_removed_rules_id(world: World) -> None:
+    """SQLite gives a new row the highest id plus one: the id of a removed rule that had
+    the highest id went to the next new rule, and the removed rule's tokens were judged
+    by it. Here the new rule grants the same audience and scope to anyone's CI token."""
+    vault = {
+        "subject_token": {"issuer": "ci", "subject": CI_SUBJECT},
+        "clients": ["ci-runner"],
+        "allow": {"audiences": [VAULT], "scopes": ["secrets:read"], "max_ttl": 60},
+    }
+    world.put_rule("zz-vault", vault)  # the newest rule: the highest id
+    response = world.exchange(world.ci_token(), audience=VAULT, scope="secrets:read")
+    assert response.status_code == 200, response.json
+    token = response.json["access_token"]
+    removed_id = claims_of(token)["sts_rule_id"]
+
+    services = world.app.extensions["sts"]
+    with services.session_factory() as session:
+        admin.delete_rule(session, "zz-vault")
+        session.commit()
+    world.put_rule("zz-other-team", {**vault, "subject_token": {"issuer": "ci"}})
+    with services.session_factory() as session:
+        new_id = session.scalar(select(Rule.id).where(Rule.name == "zz-other-team"))
+    assert new_id != removed_id
+    assert world.introspect(token).json == {"active": False}
 
 
 def test_policy_is_re_evaluated_when_the_rule_changes(world: World) -> None:
