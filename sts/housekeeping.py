@@ -49,17 +49,17 @@ def collect_garbage(
 ) -> Collected:
     """Everything past its retention, in write transactions of at most ``batch`` deleted
     rows each, so that exchanges get the write lock between them."""
-    lineage_cutoff = now - timedelta(seconds=settings.lineage_retention)
+    # Never within the leeway: a relying party may still accept a token that long after
+    # its exp, and its lineage row is what keeps it revoked (its status-list bit).
+    lineage_keep = max(settings.lineage_retention, settings.clock_leeway)
+    lineage_cutoff = now - timedelta(seconds=lineage_keep)
     audit_cutoff = now - timedelta(seconds=settings.audit_retention)
     # One more second: joserfc compares a fractional ``exp`` with whole seconds, so an
     # assertion stays acceptable up to a second past its exp plus the leeway.
     replay_cutoff = now - timedelta(seconds=settings.clock_leeway + 1)
     with write() as session:
         status_lists = queries.retire_spent_status_lists(session, now)
-        block_cutoff = now - timedelta(
-            seconds=max(settings.lineage_retention, settings.clock_leeway)
-        )
-        blocks = queries.delete_spent_blocks(session, block_cutoff)
+        blocks = queries.delete_spent_blocks(session, lineage_cutoff)
         queries.detach_children_of_expired(session, lineage_cutoff)
     return Collected(
         status_lists=status_lists,

@@ -15,7 +15,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
-from urllib.parse import urlsplit
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from sts.errors import ConfigurationError
 
@@ -375,11 +375,21 @@ def _is_loopback(host: str) -> bool:
         return False
 
 
+# libpq connection parameters that are secrets when given in the URL's query string.
+SECRET_URL_PARAMETERS = frozenset({"password", "sslpassword"})
+
+
 def _redact_url(url: str) -> str:
+    """The URL with its password masked, in the user part or in the query string."""
     parts = urlsplit(url)
     if parts.password:
-        return url.replace(f":{parts.password}@", ":***@")
-    return url
+        url = url.replace(f":{parts.password}@", ":***@")
+        parts = urlsplit(url)
+    query = parse_qsl(parts.query, keep_blank_values=True)
+    if not any(name in SECRET_URL_PARAMETERS for name, _ in query):
+        return url
+    masked = [(n, "***" if n in SECRET_URL_PARAMETERS else v) for n, v in query]
+    return urlunsplit(parts._replace(query=urlencode(masked, safe="*")))
 
 
 def _parse_env(raw: str) -> Environment:

@@ -140,6 +140,9 @@ def compile_rule(
     effect = definition.get("effect", "allow")
     if effect not in ("allow", "deny"):
         raise RuleError("effect must be 'allow' or 'deny'")
+    if not isinstance(definition.get("description", ""), str):
+        # YAML reads an unquoted date or number as one: stored as JSON, it must be text.
+        raise RuleError("description must be a string (quote it)")
     if "subject_token" not in definition:
         raise RuleError("subject_token is required")
     subject = compile_token_condition(definition["subject_token"], "subject_token")

@@ -144,7 +144,6 @@ def fresh_rule_id(connection: sa.Connection) -> int | None:
     return int(connection.scalar(_RULE_IDS_IN_USE) or 0) + 1
 
 
-
 def put_rule(
     name: str, definition: Mapping[str, Any], *, connection: sa.Connection | None = None
 ) -> int:

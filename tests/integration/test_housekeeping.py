@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 
 from sqlalchemy.orm import Session
 
@@ -125,3 +125,21 @@ def test_gc_deletes_a_reported_upstream_tokens_block_once_the_token_cannot_matte
     world.clock.advance(2)
     assert "1 lifted or expired block(s)" in sts(world, "gc").output
     assert world.count(Revocation) == 1  # the operator's, without an expiry
+
+
+def test_gc_keeps_lineage_for_the_clock_leeway_whatever_the_retention(world: World) -> None:
+    """A relying party may accept a token up to the leeway past its ``exp``; its lineage
+    row is what keeps it revoked (its status-list bit) meanwhile, even with
+    ``STS_LINEAGE_RETENTION=0``."""
+    services = world.app.extensions["sts"]
+    settings = services.settings.replace(lineage_retention=0)
+    first = world.chain()[0]
+    expired_at = claims_of(first)["exp"]
+
+    def write() -> AbstractContextManager[Session]:
+        return write_transaction(services.session_factory)
+
+    world.clock.advance(expired_at - world.now() + settings.clock_leeway - 1)
+    assert collect_garbage(write, settings, world.clock()).lineage == 0
+    world.clock.advance(2)
+    assert collect_garbage(write, settings, world.clock()).lineage == 3

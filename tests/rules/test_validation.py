@@ -43,6 +43,12 @@ CASES: list[tuple[str, dict[int, str | None], str, str]] = [
         "rules.yaml:17: rules[0]: missing required field 'name'",
     ),
     (
+        "a-date-as-description",
+        {17: "  - name: deploy\n    description: 2024-01-01"},
+        "",
+        "rules.yaml:18: rule 'deploy': description must be a string (quote it)",
+    ),
+    (
         "missing-allow",
         {23: None, 24: None, 25: None, 26: None},
         "",

@@ -427,6 +427,11 @@ COMPILE_ERRORS: list[tuple[str, dict[str, Any], str]] = [
         "is not a valid scope token",
     ),
     (
+        "a description that is not text",
+        {"description": 20240101, "subject_token": {"issuer": "ci"}, "effect": "deny"},
+        "description must be a string (quote it)",
+    ),
+    (
         "deny with allow",
         {
             "effect": "deny",

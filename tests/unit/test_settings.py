@@ -195,6 +195,20 @@ def test_describe_never_shows_secrets() -> None:
     assert settings.describe()["STS_KEY_PASSPHRASE"] == "<set>"
 
 
+@pytest.mark.parametrize(
+    "url",
+    [
+        "postgresql+psycopg://sts@db/sts?password=dbpassword",
+        "postgresql+psycopg://sts:dbpassword@db/sts?sslmode=require&sslpassword=dbpassword",
+    ],
+)
+def test_a_password_in_the_urls_query_is_never_shown(url: str) -> None:
+    settings = Settings.from_env({"STS_DATABASE_URL": url})
+    shown = repr(settings.describe()) + repr(settings)
+    assert "dbpassword" not in shown
+    assert "db/sts?" in settings.describe()["STS_DATABASE_URL"]  # the rest is kept
+
+
 def test_jwks_max_age_is_derived_from_the_lead_time() -> None:
     assert Settings.from_env({}).jwks_cache_max_age == 3600  # lead 1 day: capped at an hour
     short = Settings.from_env({"STS_KEY_PUBLISH_LEAD_TIME": "600"})
