@@ -249,8 +249,10 @@ def revoke_by_operator(
     if kind == "rule":
         rule = queries.rule_by_name(session, value)
         if rule is None:
-            raise UnknownTarget(f"no rule named {value!r}")
+            raise UnknownTarget(f"no rule named {value!r} (a removed rule: --rule-id)")
         roots = queries.tokens_of_rule(rule.id, versions)
+    elif kind == "rule_id":  # a removed rule's too: its tokens still carry its id
+        roots = queries.tokens_of_rule(int(value), versions)
     elif kind == "credential":
         credential = queries.credential_by_name(session, value)
         if credential is None:

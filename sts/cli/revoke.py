@@ -19,6 +19,7 @@ SELECTORS = (
     "credential",
     "issuer",
     "rule",
+    "rule_id",
     "actor",
     "upstream_token",
     "dpop_key",
@@ -36,7 +37,14 @@ SELECTORS = (
     "--issuer", help="Trusted issuer NAME (or URL): tokens of its subjects and actors; blocked."
 )
 @click.option("--rule", help="Every live token minted under the rule NAME.")
-@click.option("--version", "versions", type=int, multiple=True, help="With --rule: only these.")
+@click.option(
+    "--rule-id",
+    type=int,
+    help="Every live token minted under rule ID (its tokens' sts_rule_id), even a removed one.",
+)
+@click.option(
+    "--version", "versions", type=int, multiple=True, help="With --rule or --rule-id: only these."
+)
 @click.option("--actor", help="Every token where this actor acted; blocks the actor.")
 @click.option(
     "--upstream-token",
@@ -55,6 +63,7 @@ def revoke_command(
     credential: str | None,
     issuer: str | None,
     rule: str | None,
+    rule_id: int | None,
     versions: tuple[int, ...],
     actor: str | None,
     upstream_token: str | None,
@@ -68,7 +77,18 @@ def revoke_command(
         kind: value
         for kind, value in zip(
             SELECTORS,
-            (jti, subject, client, credential, issuer, rule, actor, upstream_token, dpop_key),
+            (
+                jti,
+                subject,
+                client,
+                credential,
+                issuer,
+                rule,
+                None if rule_id is None else str(rule_id),
+                actor,
+                upstream_token,
+                dpop_key,
+            ),
             strict=True,
         )
         if value is not None
@@ -82,8 +102,8 @@ def revoke_command(
             "--dpop-key takes the key's RFC 7638 SHA-256 thumbprint: 43 base64url "
             "characters, no padding (the tokens' cnf.jkt)"
         )
-    if versions and kind != "rule":
-        raise click.UsageError("--version goes with --rule")
+    if versions and kind not in ("rule", "rule_id"):
+        raise click.UsageError("--version goes with --rule or --rule-id")
     now = current_clock()()
     with open_engine() as engine, write_transaction(make_session_factory(engine)) as session:
         try:

@@ -11,6 +11,7 @@ from click.testing import CliRunner, Result
 from sqlalchemy import func, insert, select
 
 from sts.cli import cli
+from sts.db import admin
 from sts.db.models import IssuedToken
 from tests.conftest import TEST_PASSPHRASE
 from tests.integration.world import CI_SUBJECT, DEPLOY, PROJECT, RULES, World, lineage_row
@@ -144,6 +145,27 @@ def test_revoking_by_rule_version(world: World) -> None:
     assert not world.is_active(new)
 
 
+def test_revoking_the_tokens_of_a_removed_rule_by_its_id(world: World) -> None:
+    """Its name no longer names its tokens once a rule is removed; its id, which they
+    carry (``sts_rule_id``) and which no new rule takes, still does."""
+    tokens = world.chain()
+    first_rule = claim(tokens[0], "sts_rule_id")
+    services = world.app.extensions["sts"]
+    with services.session_factory() as session:
+        admin.delete_rule(session, "payments-prod-deploy")
+        session.commit()
+    services.trust.invalidate()
+    by_name = sts(world, "revoke", "--rule", "payments-prod-deploy")
+    assert "no rule named 'payments-prod-deploy' (a removed rule: --rule-id)" in by_name.output
+
+    result = sts(world, "revoke", "--rule-id", str(first_rule))
+    assert result.exit_code == 0, result.output
+    assert "revoked 3 token(s)" in result.output  # the first, and what was derived from it
+    assert not any(world.is_active(token) for token in tokens)
+    row = operator_audit(world)[-1]
+    assert row["reason"] == "operator.revoke.rule_id"
+
+
 def test_revoking_one_jti(world: World) -> None:
     tokens = world.chain()
     result = sts(world, "revoke", "--jti", claim(tokens[1], "jti"))
@@ -154,7 +176,8 @@ def test_revoking_one_jti(world: World) -> None:
 BAD_SELECTORS = [
     ((), "exactly one of"),
     (("--subject", "a", "--client", "b"), "exactly one of"),
-    (("--subject", "a", "--version", "3"), "--version goes with --rule"),
+    (("--subject", "a", "--version", "3"), "--version goes with --rule or --rule-id"),
+    (("--rule-id", "x"), "'x' is not a valid integer"),
     (("--rule", "no-such-rule"), "no rule named 'no-such-rule'"),
     (("--credential", "no-such-key"), "no service credential named"),
     (("--issuer", "nobody"), "no trusted issuer named 'nobody'"),
