@@ -48,9 +48,7 @@ def revoke_token(session: Session, jti: str, now: datetime) -> int:
     return queries.revoke_lineage(session, queries.tokens_named("jti", jti), now)
 
 
-def revoke_credential(
-    session: Session, credential: ServiceCredential, now: datetime, reason: str = "leaked"
-) -> int:
+def revoke_credential(session: Session, credential: ServiceCredential, now: datetime) -> int:
     """Disable a service credential, block it, and revoke every token derived from it:
     presented as the subject token or as the actor token, and their descendants.
 
@@ -65,7 +63,7 @@ def revoke_credential(
     queries.set_credential_disabled(session, credential.id, True, now)
     count = queries.revoke_lineage(session, queries.tokens_named("credential", credential.id), now)
     if not blocked:
-        block_identity(session, "credential", credential.name, reason, now)
+        block_identity(session, "credential", credential.name, "credential revoked", now)
     return count
 
 

@@ -244,6 +244,7 @@ def issue(
     # The key ring may refresh (and run a due rotation step under its own write lock):
     # that must happen before this transaction takes the SQLite write gate, never inside.
     key = services.keyring.signing_key()
+    presented_keys = presented_sts_keys(subject, actor)
 
     def decide_and_record(transaction: ExchangeTransaction) -> Granted:
         # Before every read (later statements): a compromise of ``key``, or a revocation of
@@ -313,7 +314,7 @@ def issue(
             signing_kid=key.kid,
             upstream_tokens=upstream_token_ids(resolved_subject, resolved_actor),
             dpop_key=proof.jkt if proof is not None else None,
-            presented_kids=[kid for _role, kid in presented_sts_keys(subject, actor)],
+            presented_kids=[kid for _role, kid in presented_keys],
         )
         blocks = _record_issued(
             transaction,
@@ -336,14 +337,13 @@ def issue(
         granted = services.exchange_store.run_write(decide_and_record)
         if progress is not None:
             progress.committed = True
-        found = granted.blocks.found()
-        kinds = [kind for kind, _value in found]
+        kinds = granted.blocks.kinds()
         if "key" in kinds:  # a key was marked compromised since the ring's read:
             services.keyring.expire()  # whatever this answer, the next exchange re-reads it
         if SPENT_PROOF in kinds:  # nothing was recorded: the proof had been used
             blocked = [kind for kind in kinds if kind != SPENT_PROOF]
             raise _replayed_proof(f"Also blocked: {', '.join(blocked)}" if blocked else None)
-        refuse_if_signed_by_a_revoked_key(found, subject, actor)
+        refuse_if_signed_by_a_revoked_key(granted.blocks.found(), presented_keys)
         refuse_if_blocked(kinds)
     except SQLAlchemyError as exc:
         log.error("exchange refused: database error %s", type(exc).__name__)
@@ -460,13 +460,14 @@ def presented_sts_keys(subject: Presented, actor: Presented | None) -> list[tupl
 
 
 def refuse_if_signed_by_a_revoked_key(
-    found: Sequence[tuple[str, str]], subject: Presented, actor: Presented | None
+    found: Sequence[tuple[str, str]], presented_keys: Sequence[tuple[str, str]]
 ) -> None:
-    """A presented sts token signed by a key marked compromised (``sts keys
-    compromised``) is refused, as introspection calls it inactive: the key ring this
-    process verified it with may not have been re-read since (RFC 8693 §2.2.2)."""
+    """A presented sts token (``presented_keys``: :func:`presented_sts_keys`) signed by a
+    key marked compromised (``sts keys compromised``) is refused, as introspection calls
+    it inactive: the key ring this process verified it with may not have been re-read
+    since (RFC 8693 §2.2.2)."""
     revoked = {value for kind, value in found if kind == "key"}
-    for role, kid in presented_sts_keys(subject, actor):
+    for role, kid in presented_keys:
         if kid in revoked:
             raise refuse(role, "was signed by a revoked key", "key_revoked")
 
