@@ -1,15 +1,19 @@
 """How long an identity's revocation holds every exchange back, by how many tokens it sweeps.
 
 ``sts revoke --subject`` (offboarding, and likewise a client, credential, issuer, actor or
-leaked upstream token) takes the governance lock exclusively, then revokes the identity's
-lineage and stores its block; every exchange waits until it commits (README: Revocation).
-This times that transaction, in process on a seeded throw-away database, for a subject
-holding N tokens on record (copies of one real exchange's lineage row, inserted in bulk),
-of which ``--live`` (a share) are still live and the rest expired an hour ago, as most of
-an identity's tokens on record are until ``sts gc`` deletes them:
+DPoP key) first revokes the identity's live tokens in passes that hold no exchange back
+(sts.revocation.sweep_ahead), then takes the governance lock exclusively, revokes what
+is left of its lineage and stores its block; every exchange waits until that commits
+(README: Revocation). This times both, in process on a seeded throw-away database, for a
+subject holding N tokens on record (copies of one real exchange's lineage row, inserted
+in bulk), of which ``--live`` (a share) are still live and the rest expired an hour ago,
+as most of an identity's tokens on record are until ``sts gc`` deletes them:
 
     python -m bench.sweep [--database postgresql] [--tokens 1000,10000,70000] [--live 1.0]
-                          [--stale-statistics]
+                          [--stale-statistics] [--no-passes]
+
+``--no-passes`` times the revocation as one transaction under the lock, as before the
+passes (the same transaction with nothing swept ahead).
 
 On PostgreSQL the table is analysed after the bulk insert, as autovacuum would have done
 by then; ``--stale-statistics`` analyses it before instead, so the planner sees the
@@ -24,7 +28,7 @@ import argparse
 import sys
 import time
 from datetime import timedelta
-from typing import Any
+from typing import Any, NamedTuple
 
 from sqlalchemy import insert, select
 
@@ -32,7 +36,7 @@ from bench.profile import app_in_process, drive
 from bench.world import DEFAULT_POSTGRES
 from sts.db.locks import write_transaction
 from sts.db.models import IssuedToken
-from sts.revocation import revoke_by_operator
+from sts.revocation import revoke_by_operator, sweep_passes
 
 
 def add_tokens(
@@ -64,15 +68,35 @@ def add_tokens(
             connection.exec_driver_sql("ANALYZE issued_tokens")
 
 
-def timed_revocation(app: Any, subject: str) -> tuple[float, int]:
-    """Seconds from the revoking transaction's start to its commit, and tokens revoked."""
+class Timings(NamedTuple):
+    ahead: float  # seconds of the passes ahead of the block (exchanges go on)
+    longest_pass: float  # the longest pass, read and write (on SQLite writers wait for it)
+    held: float  # the blocking transaction, start to commit (every exchange waits)
+    revoked: int
+
+
+def timed_revocation(app: Any, subject: str, passes: bool = True) -> Timings:
+    """An identity's revocation, timed: the passes ahead of its block, then the block."""
     services = app.extensions["sts"]
+    now = services.clock()
     started = time.perf_counter()
+    swept, longest = None, 0.0
+    if passes:
+        swept = 0
+        passing = sweep_passes(services.session_factory, "subject", subject, reason="x", now=now)
+        while True:
+            began = time.perf_counter()
+            count = next(passing, None)
+            longest = max(longest, time.perf_counter() - began)
+            if count is None:
+                break
+            swept += count
+    locked = time.perf_counter()
     with write_transaction(services.session_factory) as session:
         outcome = revoke_by_operator(
-            session, "subject", subject, reason="bench.sweep", now=services.clock()
+            session, "subject", subject, reason="bench.sweep", now=now, swept=swept
         )
-    return time.perf_counter() - started, outcome.revoked
+    return Timings(locked - started, longest, time.perf_counter() - locked, outcome.revoked)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -88,6 +112,11 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="PostgreSQL: analyse the table before the bulk insert instead of after",
     )
+    parser.add_argument(
+        "--no-passes",
+        action="store_true",
+        help="revoke in one transaction under the lock, with nothing swept ahead",
+    )
     args = parser.parse_args(argv)
     if not 0 <= args.live <= 1:
         parser.error("--live is a share: from 0 to 1")
@@ -97,15 +126,22 @@ def main(argv: list[str] | None = None) -> int:
         f"for; {args.live:.0%} of the subject's tokens live"
         + ("; statistics from before they were added" if args.stale_statistics else "")
     )
-    print("| tokens of the subject | seconds | revoked |")
-    print("|---:|---:|---:|")
+    print(
+        "| tokens of the subject | passes ahead, s | longest pass, s "
+        "| exchanges held back, s | revoked |"
+    )
+    print("|---:|---:|---:|---:|---:|")
     with app_in_process(args.database, args.postgres_url, 10, "ci-deploy") as (app, environs):
         drive(app, environs[:1])  # one real exchange: the lineage row to copy
         for count in counts:
             subject = f"bench-sweep-{count}"
             add_tokens(app, subject, count, args.live, stale_statistics=args.stale_statistics)
-            seconds, revoked = timed_revocation(app, subject)
-            print(f"| {count:,} | {seconds:.3f} | {revoked:,} |", flush=True)
+            took = timed_revocation(app, subject, not args.no_passes)
+            print(
+                f"| {count:,} | {took.ahead:.3f} | {took.longest_pass:.3f} | {took.held:.3f} "
+                f"| {took.revoked:,} |",
+                flush=True,
+            )
     return 0
 
 

@@ -12,7 +12,7 @@ covers both sides of a new exchange (:func:`identities_of`,
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -22,7 +22,7 @@ from sqlalchemy.orm import Session
 from sts import errors
 from sts.audit import AuditEntry, record
 from sts.db import queries
-from sts.db.locks import GOVERNANCE_LOCK, hold_exclusive
+from sts.db.locks import GOVERNANCE_LOCK, hold_exclusive, write_transaction
 from sts.db.models import ServiceCredential
 from sts.policy.evaluate import TokenFacts
 
@@ -232,9 +232,14 @@ def revoke_by_operator(
     versions: Sequence[int] = (),
     reason: str,
     now: datetime,
+    swept: int | None = None,
 ) -> OperatorOutcome:
     """``sts revoke``: revoke every live token the selector names and their descendants;
-    where it names an identity, block new exchanges for it. One audit record."""
+    where it names an identity, block new exchanges for it. One audit record.
+
+    ``swept``: how many tokens :func:`sweep_ahead` revoked at ``now`` before this
+    transaction; the walk here, which every exchange waits for, does not start from the
+    tokens it revoked again (``queries.except_revoked_at``)."""
     if kind == "upstream_token":  # the lock, the sweep and the block, in that order
         roots = queries.find_upstream_token_roots(session, value, None, None)
         count = revoke_upstream_token(session, value, roots, reason, now)
@@ -244,30 +249,113 @@ def revoke_by_operator(
         # First: the sweep below must see every token of an exchange that did not see
         # the block (a jti or a rule leaves no block for an exchange to miss).
         hold_exchanges_back(session)
+    value = _target(session, kind, value)
+    if kind == "credential":
+        queries.set_credential_disabled(session, _credential_id(session, value), True, now)
+    roots = _operator_roots(session, kind, value, versions)
+    if swept is not None:
+        roots = queries.except_revoked_at(roots, now)
+    count = queries.revoke_lineage(session, roots, now) + (swept or 0)
+    blocked = kind in IDENTITY_KINDS
+    if blocked:
+        block_identity(session, kind, value, reason, now)
+    _record_operator_revocation(
+        session, kind, value, versions, count, blocked, reason, now, ahead=swept
+    )
+    return OperatorOutcome(revoked=count, blocked=blocked)
+
+
+# The identities whose revocation sweeps ahead of its block (sweep_ahead): those an
+# operator offboards, whose tokens can number tens of thousands. A leaked upstream token
+# was exchanged a handful of times; finding its tokens can take a scan, once is enough.
+SWEPT_AHEAD = ("subject", "client", "credential", "issuer", "actor", "dpop_key")
+# Tokens whose lineage one pass revokes: on SQLite a pass holds every writer back (tens
+# of milliseconds for this many); on PostgreSQL only the exchanges of those tokens.
+ROOTS_PER_PASS = 5000
+
+
+def sweep_ahead(
+    session_factory: Callable[[], Session], kind: str, value: str, *, reason: str, now: datetime
+) -> int:
+    """Revoke an identity's live tokens and their lineage in passes of their own, before
+    the transaction that blocks it (:func:`revoke_by_operator` with ``swept``), which
+    every exchange waits for while it walks. Without them, that transaction walked and
+    revoked every live token the identity holds (70,000 tokens: 1.5 to 3 s on PostgreSQL,
+    0.4 s on SQLite, with every exchange waiting); after them it has only what was
+    exchanged meanwhile left to find. Returns how many tokens the passes revoked."""
+    return sum(sweep_passes(session_factory, kind, value, reason=reason, now=now))
+
+
+def sweep_passes(
+    session_factory: Callable[[], Session], kind: str, value: str, *, reason: str, now: datetime
+) -> Iterator[int]:
+    """:func:`sweep_ahead`, a pass at a time: how many tokens each pass revoked.
+
+    A pass reads up to :data:`ROOTS_PER_PASS` of the identity's live tokens (no writer
+    waits for that), then revokes each with its whole lineage in one write transaction,
+    as :func:`revoke_token` revokes one: locked until stable on PostgreSQL (a re-exchange
+    holds its parent row; queries.lock_lineage), so nothing below them is live when the
+    pass commits, and nothing can be exchanged from them after. Passes do not hold the
+    governance lock: exchanges of other identities go on. A pass that revoked anything
+    leaves an audit record. Only tokens issued by ``now`` are read: the passes end even
+    while the identity keeps exchanging."""
+    if kind not in SWEPT_AHEAD:
+        return
+    while True:
+        with session_factory() as session:
+            target = _target(session, kind, value)
+            roots = _operator_roots(session, kind, target, ())
+            batch = queries.unrevoked_roots(session, roots, now, ROOTS_PER_PASS)
+        if not batch:
+            return
+        with write_transaction(session_factory) as session:
+            # Tokens revoked since they were read are skipped (_revoke_where).
+            count = queries.revoke_lineage(session, queries.tokens_in(batch), now)
+            if count:
+                record_revocation(
+                    session,
+                    now=now,
+                    reason=f"operator.revoke.{kind}.ahead",
+                    detail=f"{kind}={target!r}: revoked {count} token(s) ahead of the block: "
+                    f"{reason}",
+                    decision="info",
+                )
+        yield count
+
+
+def _target(session: Session, kind: str, value: str) -> str:
+    """The identity an operator named, as blocks and lineage rows name it; UnknownTarget
+    if it is not on record (a credential, a client, an issuer by name)."""
+    if kind == "issuer":
+        return _issuer_url(session, value)
+    if kind == "client" and queries.client_by_id(session, value) is None:
+        raise UnknownTarget(f"no client {value!r}")
+    if kind == "credential":
+        _credential_id(session, value)
+    return value
+
+
+def _credential_id(session: Session, name: str) -> int:
+    credential = queries.credential_by_name(session, name)
+    if credential is None:
+        raise UnknownTarget(f"no service credential named {name!r}")
+    return credential.id
+
+
+def _operator_roots(
+    session: Session, kind: str, value: str, versions: Sequence[int]
+) -> ColumnElement[bool]:
+    """The tokens an operator's selector names (``value`` as :func:`_target` gives it)."""
     if kind == "rule":
         rule = queries.rule_by_name(session, value)
         if rule is None:
             raise UnknownTarget(f"no rule named {value!r} (a removed rule: --rule-id)")
-        roots = queries.tokens_of_rule(rule.id, versions)
-    elif kind == "rule_id":  # a removed rule's too: its tokens still carry its id
-        roots = queries.tokens_of_rule(int(value), versions)
-    elif kind == "credential":
-        credential = queries.credential_by_name(session, value)
-        if credential is None:
-            raise UnknownTarget(f"no service credential named {value!r}")
-        queries.set_credential_disabled(session, credential.id, True, now)
-        roots = queries.tokens_named("credential", credential.id)
-    else:
-        value = _issuer_url(session, value) if kind == "issuer" else value
-        if kind == "client" and queries.client_by_id(session, value) is None:
-            raise UnknownTarget(f"no client {value!r}")
-        roots = queries.tokens_named(kind, value)
-    count = queries.revoke_lineage(session, roots, now)
-    blocked = kind in IDENTITY_KINDS
-    if blocked:
-        block_identity(session, kind, value, reason, now)
-    _record_operator_revocation(session, kind, value, versions, count, blocked, reason, now)
-    return OperatorOutcome(revoked=count, blocked=blocked)
+        return queries.tokens_of_rule(rule.id, versions)
+    if kind == "rule_id":  # a removed rule's too: its tokens still carry its id
+        return queries.tokens_of_rule(int(value), versions)
+    if kind == "credential":
+        return queries.tokens_named("credential", _credential_id(session, value))
+    return queries.tokens_named(kind, value)
 
 
 def _record_operator_revocation(
@@ -279,13 +367,17 @@ def _record_operator_revocation(
     blocked: bool,
     reason: str,
     now: datetime,
+    ahead: int | None = None,
 ) -> None:
     shown = f"{kind}={value!r}" + (f" versions={list(versions)}" if versions else "")
+    revoked = f"revoked {count} token(s)"
+    if ahead:
+        revoked += f" ({ahead} of them ahead of the block)"
     record_revocation(
         session,
         now=now,
         reason=f"operator.revoke.{kind}",
-        detail=f"{shown}: revoked {count} token(s){'; blocked' if blocked else ''}: {reason}",
+        detail=f"{shown}: {revoked}{'; blocked' if blocked else ''}: {reason}",
         decision="info",
     )
 

@@ -9,7 +9,13 @@ import click
 from sts.cli.common import current_clock, open_engine
 from sts.db.engine import make_session_factory
 from sts.db.locks import write_transaction
-from sts.revocation import UnknownTarget, lift_by_operator, revoke_by_operator
+from sts.revocation import (
+    SWEPT_AHEAD,
+    UnknownTarget,
+    lift_by_operator,
+    revoke_by_operator,
+    sweep_ahead,
+)
 
 THUMBPRINT = re.compile(r"[A-Za-z0-9_-]{43}")  # RFC 7638 §3: base64url of a SHA-256 hash
 SELECTORS = (
@@ -71,8 +77,10 @@ def revoke_command(
     reason: str,
     lift: bool,
 ) -> None:
-    """Revoke live tokens and everything derived from them (one transaction, one audit
-    record), and block the named identity from new exchanges until lifted."""
+    """Revoke live tokens and everything derived from them, and block the named identity
+    from new exchanges until lifted. An identity's tokens are revoked in passes first
+    (sts.revocation.sweep_ahead, an audit record each), so that the transaction which
+    blocks it, which every exchange waits for, has little left to revoke (one record)."""
     given = {
         kind: value
         for kind, value in zip(
@@ -105,14 +113,25 @@ def revoke_command(
     if versions and kind not in ("rule", "rule_id"):
         raise click.UsageError("--version goes with --rule or --rule-id")
     now = current_clock()()
-    with open_engine() as engine, write_transaction(make_session_factory(engine)) as session:
+    with open_engine() as engine:
+        session_factory = make_session_factory(engine)
         try:
-            if lift:
-                outcome = lift_by_operator(session, kind, value, reason=reason, now=now)
-            else:
-                outcome = revoke_by_operator(
-                    session, kind, value, versions=versions, reason=reason, now=now
-                )
+            swept = None
+            if not lift and kind in SWEPT_AHEAD:
+                swept = sweep_ahead(session_factory, kind, value, reason=reason, now=now)
+            with write_transaction(session_factory) as session:
+                if lift:
+                    outcome = lift_by_operator(session, kind, value, reason=reason, now=now)
+                else:
+                    outcome = revoke_by_operator(
+                        session,
+                        kind,
+                        value,
+                        versions=versions,
+                        reason=reason,
+                        now=now,
+                        swept=swept,
+                    )
         except UnknownTarget as exc:
             raise click.ClickException(str(exc)) from None
     if lift:

@@ -382,6 +382,11 @@ def tokens_named(kind: str, value: str | int) -> ColumnElement[bool]:
     return or_(*(column == value for column in TOKEN_SELECTORS[kind]))
 
 
+def tokens_in(jtis: Sequence[str]) -> ColumnElement[bool]:
+    """The tokens of these jtis (no more than :data:`JTIS_PER_STATEMENT`)."""
+    return IssuedToken.jti.in_(jtis)
+
+
 def upstream_token_roots(
     token_id: str, subject: str | None, issuer: str | None = None
 ) -> ColumnElement[bool]:
@@ -442,6 +447,37 @@ def subject_of_upstream_token(
     )
     subjects = session.scalars(found).all()
     return subjects[0] if len(subjects) == 1 else None
+
+
+def except_revoked_at(roots: ColumnElement[bool], at: datetime) -> ColumnElement[bool]:
+    """``roots`` less the tokens revoked at ``at``: those an operator's passes ahead of the
+    block revoked (sts.revocation.sweep_ahead), each with its whole lineage, locked until
+    stable, so that no token below them is live or can be added. The lineage walk that
+    follows need not start from them again; it starts from every other token ``roots``
+    names, those revoked earlier by other means included."""
+    return and_(roots, or_(IssuedToken.revoked_at.is_(None), IssuedToken.revoked_at != at))
+
+
+def unrevoked_roots(
+    session: Session, roots: ColumnElement[bool], now: datetime, limit: int
+) -> list[str]:
+    """Up to ``limit`` jtis of the tokens ``roots`` names that are live and not revoked at
+    ``now`` and were issued by then (one pass of sts.revocation.sweep_passes): each is
+    revoked by the pass that reads it, if nothing else revoked it first, so the passes
+    end even while the identity keeps exchanging (its newer tokens are left to the
+    transaction under the lock)."""
+    found = (
+        select(IssuedToken.jti)
+        .where(
+            roots,
+            IssuedToken.revoked_at.is_(None),
+            IssuedToken.expires_at > now,
+            IssuedToken.issued_at <= now,
+        )
+        .order_by(IssuedToken.jti)
+        .limit(limit)
+    )
+    return list(session.scalars(found).all())
 
 
 def tokens_of_rule(rule_id: int, versions: Sequence[int] = ()) -> ColumnElement[bool]:

@@ -17,8 +17,38 @@ def test_each_subject_is_revoked_whole_and_timed(
         for line in capsys.readouterr().out.splitlines()
         if line.startswith("| ") and line[2].isdigit()
     ]
-    assert [(row[0], row[2]) for row in rows] == [("5", "5"), ("300", "300")]
-    assert all(float(row[1]) > 0 for row in rows)
+    assert [(row[0], row[4]) for row in rows] == [("5", "5"), ("300", "300")]
+    assert all(float(row[1]) >= float(row[2]) > 0 and float(row[3]) > 0 for row in rows)
+
+
+@pytest.mark.parametrize("passes", [True, False])
+def test_the_passes_ahead_or_one_transaction_under_the_lock(passes: bool) -> None:
+    """With the passes, the blocking transaction finds nothing left to revoke; without
+    them (``--no-passes``), it revokes every token itself."""
+    from bench.profile import app_in_process, drive
+    from bench.world import DEFAULT_POSTGRES
+    from sts.db.models import AuditRecord
+
+    with app_in_process("sqlite", DEFAULT_POSTGRES, 10, "ci-deploy") as (app, environs):
+        drive(app, environs[:1])
+        sweep.add_tokens(app, "bench-sweep-300", 300)
+        took = sweep.timed_revocation(app, "bench-sweep-300", passes)
+        with app.extensions["sts"].session_factory() as session:
+            details = [
+                record.detail
+                for record in session.query(AuditRecord).order_by(AuditRecord.id)
+                if record.reason.startswith("operator.")
+            ]
+    assert took.revoked == 300
+    assert took.held > 0
+    assert took.ahead >= took.longest_pass > 0 if passes else took.longest_pass == 0
+    if passes:
+        assert len(details) == 2
+        assert "revoked 300 token(s) ahead of the block" in details[0]
+        assert "revoked 300 token(s) (300 of them ahead of the block)" in details[1]
+    else:
+        assert len(details) == 1
+        assert "revoked 300 token(s); blocked" in details[0]
 
 
 def test_only_the_live_share_is_revoked(capsys: pytest.CaptureFixture[str]) -> None:

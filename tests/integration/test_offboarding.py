@@ -48,9 +48,12 @@ def test_offboarding_a_subject_revokes_its_chain_and_blocks_it(world: World) -> 
     refused = world.exchange(world.ci_token(), audience=DEPLOY)
     assert refused.status_code == 400
     assert world.audit_rows()[-1]["reason"] == "blocked.subject"
-    audit = operator_audit(world)
-    assert len(audit) == 1
-    assert "left the company" in audit[0]["detail"]
+    ahead, final = operator_audit(world)  # the pass ahead of the block, then the block
+    assert ahead["reason"] == "operator.revoke.subject.ahead"
+    assert "revoked 3 token(s) ahead of the block: left the company" in ahead["detail"]
+    assert final["reason"] == "operator.revoke.subject"
+    assert "revoked 3 token(s) (3 of them ahead of the block); blocked" in final["detail"]
+    assert "left the company" in final["detail"]
 
     lifted = sts(world, "revoke", "--lift", "--subject", CI_SUBJECT)
     assert lifted.exit_code == 0, lifted.output
