@@ -631,9 +631,15 @@ def record_refusal(
         _log_refusal(error, entry)
         return answer
 
+    # RFC 9449 §8: ``use_dpop_nonce`` is a challenge, not a decision: the client is to send
+    # the same request again with a proof carrying the nonce. Neither its proof (never
+    # verified to the end) nor its client assertion (RFC 7523 §3) is spent by it, so the
+    # retry may carry the same assertion; the retry spends it, whatever its answer.
+    challenge = isinstance(error, errors.UseDpopNonce)
+
     def record(transaction: ExchangeTransaction) -> None:
         nonlocal answer
-        if client is not None and client.assertion_jti is not None:
+        if client is not None and client.assertion_jti is not None and not challenge:
             # Already recorded (False) means this request was the replay: nothing to add.
             assert client.client_id and client.assertion_expires_at
             transaction.record_client_assertion(

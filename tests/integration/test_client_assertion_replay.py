@@ -1,4 +1,5 @@
-"""A client assertion (RFC 7523 §3) is used once, whatever the answer, and its replay is
+"""A client assertion (RFC 7523 §3) is used once, whatever the answer (but a DPoP nonce
+challenge, RFC 9449 §8, which is no answer: test_dpop_nonce), and its replay is
 refused as a failed client authentication (``invalid_client``, RFC 6749 §5.2) before
 the rules' answer, also when the subject is an upstream JWT, which needs nothing from the
 database (a decision that moved before the transaction must keep this order)."""

@@ -14,10 +14,11 @@ from flask import Flask
 from joserfc.jwk import ECKey
 
 from sts.app import create_app
-from sts.db.models import DpopProof
+from sts.db.models import ClientAssertion, DpopProof
+from sts.grants.client_auth import JWT_BEARER_ASSERTION
 from tests.conftest import FixedClock
 from tests.integration.test_dpop import ci_exchange, last_audit, make_proof
-from tests.integration.world import World, claims_of
+from tests.integration.world import VAULT, World, claims_of
 
 SECRET = "a-test-secret-of-at-least-32-chars!"
 LIFETIME = 120
@@ -111,3 +112,31 @@ def test_the_secret_is_never_shown(world: World) -> None:
     settings = world.app.extensions["sts"].settings
     assert settings.describe()["STS_DPOP_NONCE_SECRET"] == "<set>"
     assert SECRET not in repr(settings)
+
+
+@pytest.mark.usefixtures("workload_reads_secrets_with_ci_tokens")
+def test_the_challenge_leaves_the_client_assertion_for_the_retry(world: World) -> None:
+    """RFC 9449 §8: the client sends the same request again with a proof carrying the
+    nonce. The challenge is no decision, so the client assertion (RFC 7523 §3) is not
+    spent by it; the retry with the same assertion is granted and spends it, and a replay
+    after that is refused as one."""
+    key = ECKey.generate_key("P-256")
+    assertion = world.workload_assertion(jti="assertion-through-a-nonce")
+    form = [("client_assertion_type", JWT_BEARER_ASSERTION), ("client_assertion", assertion)]
+
+    def send(proof: str) -> Any:
+        return world.exchange(
+            world.ci_token(), audience=VAULT, auth=None, form=form, headers={"DPoP": proof}
+        )
+
+    nonce = told_to_use_nonce(send(make_proof(world, key)), "dpop.nonce_missing", world)
+    assert last_audit(world)["client_id"] == "workload"  # authenticated, then challenged
+    assert world.count(ClientAssertion) == 0
+
+    retry = send(make_proof(world, key, nonce=nonce))
+    assert retry.status_code == 200, retry.json
+    assert world.count(ClientAssertion) == 1
+
+    replay = send(make_proof(world, key, nonce=nonce))
+    assert (replay.status_code, replay.json["error"]) == (401, "invalid_client")
+    assert last_audit(world)["reason"] == "client.replay"
