@@ -12,11 +12,13 @@ covers both sides of a new exchange (:func:`identities_of`,
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
 from sqlalchemy import ColumnElement
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
 
 from sts import errors
@@ -25,6 +27,8 @@ from sts.db import queries
 from sts.db.locks import GOVERNANCE_LOCK, hold_exclusive, write_transaction
 from sts.db.models import ServiceCredential
 from sts.policy.evaluate import TokenFacts
+
+log = logging.getLogger(__name__)
 
 EVENT_REVOCATION = "token_revocation"
 # ``upstream_token``: one upstream JWT (its jti, or sha256:<hash> of it), blocked once it
@@ -296,9 +300,12 @@ def sweep_passes(
     as :func:`revoke_token` revokes one: locked until stable on PostgreSQL (a re-exchange
     holds its parent row; queries.lock_lineage), so nothing below them is live when the
     pass commits, and nothing can be exchanged from them after. Passes do not hold the
-    governance lock: exchanges of other identities go on. A pass that revoked anything
-    leaves an audit record. Only tokens issued by ``now`` are read: the passes end even
-    while the identity keeps exchanging."""
+    governance lock: exchanges of other identities go on (those presenting a token a
+    pass is revoking wait for its row locks, then are refused). A pass that revoked
+    anything leaves an audit record. Only tokens issued by ``now`` are read, and a pass
+    that read fewer than :data:`ROOTS_PER_PASS` is the last: the passes end even while
+    the identity keeps exchanging. A pass that fails ends them too: they only lighten
+    the transaction under the lock, which does not depend on them."""
     if kind not in SWEPT_AHEAD:
         return
     while True:
@@ -308,19 +315,43 @@ def sweep_passes(
             batch = queries.unrevoked_roots(session, roots, now, ROOTS_PER_PASS)
         if not batch:
             return
-        with write_transaction(session_factory) as session:
-            # Tokens revoked since they were read are skipped (_revoke_where).
-            count = queries.revoke_lineage(session, queries.tokens_in(batch), now)
-            if count:
-                record_revocation(
-                    session,
-                    now=now,
-                    reason=f"operator.revoke.{kind}.ahead",
-                    detail=f"{kind}={target!r}: revoked {count} token(s) ahead of the block: "
-                    f"{reason}",
-                    decision="info",
-                )
+        try:
+            count = _revoke_a_pass(session_factory, kind, target, batch, reason, now)
+        except (DBAPIError, queries.LineageUnstable) as exc:
+            # Best effort: a pass that failed rolled back whole (no token of it carries
+            # the mark), and the transaction under the lock, next, revokes what the
+            # passes left. A pass's row locks can deadlock with an exchange presenting
+            # two of the identity's tokens (subject and actor), which PostgreSQL breaks
+            # by aborting one of the two.
+            log.warning("a revocation pass ahead of the block failed: %s", type(exc).__name__)
+            return
         yield count
+        if len(batch) < ROOTS_PER_PASS:
+            # What was left when this pass read it: the identity's tokens issued since,
+            # by a replica whose clock is behind, are few and left to the lock's walk.
+            return
+
+
+def _revoke_a_pass(
+    session_factory: Callable[[], Session],
+    kind: str,
+    target: str,
+    batch: Sequence[str],
+    reason: str,
+    now: datetime,
+) -> int:
+    with write_transaction(session_factory) as session:
+        # Tokens revoked since they were read are skipped (_revoke_where).
+        count = queries.revoke_lineage(session, queries.tokens_in(batch), now)
+        if count:
+            record_revocation(
+                session,
+                now=now,
+                reason=f"operator.revoke.{kind}.ahead",
+                detail=f"{kind}={target!r}: revoked {count} token(s) ahead of the block: {reason}",
+                decision="info",
+            )
+    return count
 
 
 def _target(session: Session, kind: str, value: str) -> str:

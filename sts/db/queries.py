@@ -454,7 +454,13 @@ def except_revoked_at(roots: ColumnElement[bool], at: datetime) -> ColumnElement
     block revoked (sts.revocation.sweep_ahead), each with its whole lineage, locked until
     stable, so that no token below them is live or can be added. The lineage walk that
     follows need not start from them again; it starts from every other token ``roots``
-    names, those revoked earlier by other means included."""
+    names, those revoked earlier by other means included.
+
+    ``at`` is the command's time, which every pass writes as ``revoked_at`` (also for a
+    token issued while the passes ran, which so shows a revocation before its issue):
+    the mark is what tells their tokens apart. Any other writer of ``revoked_at`` walks
+    the lineage in the same transaction, so a token it revoked at that same instant has
+    nothing live below it either."""
     return and_(roots, or_(IssuedToken.revoked_at.is_(None), IssuedToken.revoked_at != at))
 
 
@@ -534,6 +540,12 @@ def lineage_tokens(session: Session, roots: ColumnElement[bool]) -> Sequence[Iss
 
 MAX_LINEAGE_LOCK_ROUNDS = 20
 
+
+class LineageUnstable(RuntimeError):
+    """A lineage kept growing through :data:`MAX_LINEAGE_LOCK_ROUNDS` walks while it was
+    being locked (:func:`lock_lineage`): re-exchanges faster than the walks."""
+
+
 # Tokens named per statement when a lineage is locked or revoked: each jti is one bound
 # parameter, and PostgreSQL's protocol carries at most 65,535 of them per statement
 # (SQLite 32,766 before 3.32); an offboarded subject or a revoked rule can hold far more.
@@ -568,7 +580,7 @@ def lock_lineage(session: Session, roots: ColumnElement[bool], now: datetime) ->
         if again == jtis:
             return jtis
         jtis = again
-    raise RuntimeError("the lineage kept growing while it was being revoked")
+    raise LineageUnstable("the lineage kept growing while it was being revoked")
 
 
 def revoke_lineage(session: Session, roots: ColumnElement[bool], now: datetime) -> int:
