@@ -65,9 +65,10 @@ Decision = Allow | Deny
 
 
 def evaluate(rules: Sequence[CompiledRule], facts: ExchangeFacts) -> Decision:
-    may_act_failure = check_may_act(facts)
-    if may_act_failure is not None:
-        return Deny("invalid_request", may_act_failure)
+    for check in (check_actor_token, check_may_act):
+        failure = check(facts)
+        if failure is not None:
+            return Deny("invalid_request", failure)
     considered: list[tuple[str, str]] = []
     ordered = sorted(rules, key=lambda rule: rule.name)
     for rule in (r for r in ordered if r.effect == "deny"):
@@ -121,7 +122,7 @@ def deny_covers(rule: CompiledRule, facts: ExchangeFacts) -> str | None:
     what it leaves out (client authentication required, delegation refused, a chain too
     deep) would otherwise let a request escape a deny rule by carrying less (no client
     authentication) or more (an actor token): "Explicit deny rules win"."""
-    failure = match_token(rule.subject, facts.subject, "subject")
+    failure = match_token(rule.subject, facts.subject, "subject", covering=True)
     if failure is not None:
         return failure
     if rule.clients is not None and facts.client_id not in rule.clients:
@@ -132,27 +133,46 @@ def deny_covers(rule: CompiledRule, facts: ExchangeFacts) -> str | None:
     if actor is None:
         return "actor: an actor token is required" if condition.required else None
     if condition.token is not None:
-        return match_token(condition.token, actor, "actor")
+        return match_token(condition.token, actor, "actor", covering=True)
     return None
 
 
 def match_actor(rule: CompiledRule, facts: ExchangeFacts) -> str | None:
+    """Delegation (RFC 8693 §4.1): an actor token, or an upstream subject token delegated
+    by its issuer (its ``act``, which the issued token carries on as sts's own claim), is
+    allowed only by a rule with an ``actor`` section, and only up to its
+    ``max_chain_depth`` actors in all, with or without an actor token. A token of this
+    STS carries the chain sts made under a rule that allowed it; re-exchanging it
+    without an actor token adds no one."""
     actor = facts.actor
+    depth = facts.subject.act_depth + (1 if actor is not None else 0)
     if rule.actor is None:
-        return None if actor is None else "actor: this rule does not allow delegation"
+        if actor is not None:
+            return "actor: this rule does not allow delegation"
+        if depth and facts.subject.source == "issuer":
+            return "subject: delegated by its issuer (act); this rule does not allow delegation"
+        return None
     if actor is None:
-        return "actor: an actor token is required" if rule.actor.required else None
-    if rule.actor.token is not None:
+        if rule.actor.required:
+            return "actor: an actor token is required"
+    elif rule.actor.token is not None:
         failure = match_token(rule.actor.token, actor, "actor")
         if failure is not None:
             return failure
-    depth = facts.subject.act_depth + 1
     if depth > rule.actor.max_chain_depth:
         return f"actor: chain depth {depth} exceeds {rule.actor.max_chain_depth}"
     return None
 
 
-def match_token(condition: TokenCondition, token: TokenFacts, role: str) -> str | None:
+def match_token(
+    condition: TokenCondition, token: TokenFacts, role: str, *, covering: bool = False
+) -> str | None:
+    """None if ``token`` meets ``condition``; else the first part that failed.
+
+    ``covering`` (a deny rule's conditions): a claim the condition reads that is there
+    but is no string (a list, a number, an object) cannot be compared, so the deny rule
+    covers it rather than let it pass (an allow rule never matches such a claim, but an
+    allow rule that does not read that claim would grant it)."""
     if (condition.source, condition.source_name) != (token.source, token.source_name):
         wanted = f"{condition.source} {condition.source_name!r}"
         return f"{role}: from {token.source} {token.source_name!r}, rule wants {wanted}"
@@ -162,23 +182,40 @@ def match_token(condition: TokenCondition, token: TokenFacts, role: str) -> str 
         if claim not in token.claims:
             # The absence of a claim the rule reads is a failure, never a pass.
             return f"{role}.{claim}: claim missing"
-        if not matcher.matches(token.claims[claim]):
-            return f"{role}.{claim}: {token.claims[claim]!r} does not match {matcher.describe()}"
+        value = token.claims[claim]
+        if covering and not isinstance(value, str):
+            continue
+        if not matcher.matches(value):
+            return f"{role}.{claim}: {value!r} does not match {matcher.describe()}"
     return None
 
 
 def check_may_act(facts: ExchangeFacts) -> str | None:
     """RFC 8693 §4.4: when the subject token names who may act for it, the actor must be
-    that party: every member of ``may_act`` identifies the actor and must match."""
+    that party: every member of ``may_act`` identifies the actor and must match. Without
+    an ``iss`` member, the party is one of the subject token's issuer: a ``sub`` is unique
+    only in its issuer's context (RFC 7519 §4.1.2), so the same ``sub`` from another
+    trusted issuer is another party."""
     may_act = facts.subject.claims.get("may_act")
     if may_act is None or facts.actor is None:
         return None
     if not isinstance(may_act, Mapping) or not may_act:
         return "may_act: malformed claim in the subject token"
     actor_identity = {"sub": facts.actor.subject, "iss": facts.actor.issuer}
-    for name, value in may_act.items():
+    for name, value in {**may_act, "iss": may_act.get("iss", facts.subject.issuer)}.items():
         if actor_identity.get(name, facts.actor.claims.get(name)) != value:
             return f"may_act: the actor does not match may_act.{name}"
+    return None
+
+
+def check_actor_token(facts: ExchangeFacts) -> str | None:
+    """An actor token that is itself delegated (it carries ``act``) names two parties:
+    the one it was issued to and the one acting for it. RFC 8693 §4.1 nests prior actors
+    of the *subject* under the current actor; it does not say how to merge an actor's own
+    chain, and keeping only its ``sub`` would hide who acts. Such a token is refused:
+    the actor presents a token of its own."""
+    if facts.actor is not None and facts.actor.act_depth:
+        return "actor: the actor token is itself delegated (act)"
     return None
 
 

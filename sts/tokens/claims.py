@@ -112,6 +112,15 @@ def build_claims(
         # exchange that adds an actor checks it against the same party (never dropped by
         # a re-exchange; rules cannot copy or set it, RESERVED_CLAIMS). Carried as it is:
         # a malformed one still refuses every actor (sts.policy.evaluate.check_may_act).
+        # One without ``iss`` names a party of the subject token's issuer (check_may_act):
+        # the issuer is written in, as this token's own ``iss`` is sts.
+        subject_issuer = subject_claims.get("iss")
+        if (
+            isinstance(may_act, Mapping)
+            and "iss" not in may_act
+            and isinstance(subject_issuer, str)
+        ):
+            may_act = {**may_act, "iss": subject_issuer}
         claims["may_act"] = dict(may_act) if isinstance(may_act, Mapping) else may_act
     if confirmation is not None:
         claims["cnf"] = dict(confirmation)  # RFC 7800 §3.1

@@ -13,7 +13,7 @@ import pytest
 
 from sts.grants.client_auth import JWT_BEARER_ASSERTION
 from tests.integration.test_client_assertion_replay import exchange_with_assertion
-from tests.integration.world import DEPLOY, PROJECT, VAULT, World
+from tests.integration.world import DEPLOY, PROJECT, RULES, VAULT, World
 
 
 def last_reason(world: World) -> str:
@@ -57,9 +57,17 @@ def test_a_client_assertion_jti_past_255_characters_is_invalid_client(world: Wor
     assert granted.status_code == 200, granted.json
 
 
+def allow_delegated_ci_tokens(world: World) -> None:
+    """The CI deploy rule, with an ``actor`` section: an upstream token delegated by its
+    issuer (``act``) is then allowed, up to 10 actors (sts.policy.evaluate.match_actor)."""
+    rule = RULES["payments-prod-deploy"]
+    world.put_rule("payments-prod-deploy", {**rule, "actor": {"max_chain_depth": 10}})
+
+
 def test_an_upstream_act_sub_that_the_lineage_cannot_hold_is_refused(world: World) -> None:
     """RFC 8693 §4.1: ``act.sub`` names the actor; an upstream token's ``act`` is carried
     into the new token and its ``sub`` into the lineage (``actor``, 1024 characters)."""
+    allow_delegated_ci_tokens(world)
     for act in ({"sub": "a" * 1025}, {"sub": 7}):
         refused = world.exchange(world.ci_token(act=act), audience=DEPLOY)
         assert refused.status_code == 400
@@ -171,8 +179,13 @@ def test_an_act_chain_past_32_actors_is_refused(world: World) -> None:
             act = {"sub": f"agent-{level}", "act": act}
         return act
 
+    allow_delegated_ci_tokens(world)
     refused = world.exchange(world.ci_token(act=chain(33)), audience=DEPLOY)
     assert refused.status_code == 400, refused.json
     assert last_reason(world) == "subject.act_depth"
-    granted = world.exchange(world.ci_token(act=chain(32)), audience=DEPLOY)
+    # 32 pass verification; no rule allows more than 10 actors (max_chain_depth)
+    deep = world.exchange(world.ci_token(act=chain(32)), audience=DEPLOY)
+    assert deep.status_code == 400, deep.json
+    assert last_reason(world) == "policy.no_matching_rule"
+    granted = world.exchange(world.ci_token(act=chain(10)), audience=DEPLOY)
     assert granted.status_code == 200, granted.json

@@ -107,6 +107,15 @@ BASE64URL = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
     [
         ({}, None),  # nothing to carry
         ({"may_act": {"sub": "agent-1"}}, {"sub": "agent-1"}),
+        # RFC 7519 §4.1.2: a sub in the subject token's issuer's context; written in
+        (
+            {"iss": "https://ci", "may_act": {"sub": "agent-1"}},
+            {"sub": "agent-1", "iss": "https://ci"},
+        ),
+        (
+            {"iss": "https://ci", "may_act": {"sub": "agent-1", "iss": "https://agents"}},
+            {"sub": "agent-1", "iss": "https://agents"},
+        ),
         ({"may_act": "agent-1"}, "agent-1"),  # malformed, carried as it is: refuses actors later
     ],
 )

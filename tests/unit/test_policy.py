@@ -201,6 +201,62 @@ CASES: list[tuple[str, list[CompiledRule], ExchangeFacts, str]] = [
         facts(ci_subject(may_act={"sub": "agent-7", "iss": "https://agents"}), actor=AGENT),
         "allow:r",
     ),
+    (
+        "may_act without iss names a party of the subject token's issuer, not this one",
+        [rule("r", actor={"issuer": "agents"})],
+        facts(ci_subject(may_act={"sub": "agent-7"}), actor=AGENT),
+        "invalid_request:may_act: the actor does not match may_act.iss",
+    ),
+    (
+        "... and that issuer's party matches it",
+        [rule("r", actor={"issuer": "ci"})],
+        facts(
+            ci_subject(may_act={"sub": "agent-7"}),
+            actor=TokenFacts("issuer", "ci", "https://ci", "agent-7", {}),
+        ),
+        "allow:r",
+    ),
+    (
+        "a delegated subject token (act) is refused by a rule with no actor section",
+        [rule("r")],
+        facts(TokenFacts("issuer", "ci", "https://ci", "s", {}, act_depth=1)),
+        "invalid_request:no_matching_rule",
+    ),
+    (
+        "a token of this STS carries the chain sts made: re-exchanged without an actor",
+        [rule("r", subject_token={"sts": True})],
+        facts(
+            TokenFacts(
+                "sts",
+                "sts",
+                "https://sts",
+                "s",
+                {},
+                1,
+                audiences=(DEPLOY,),
+                scopes=("deploy:write",),
+            )
+        ),
+        "allow:r",
+    ),
+    (
+        "... allowed by one with an actor section, within its depth, with no actor token",
+        [rule("r", actor={"issuer": "agents", "max_chain_depth": 1})],
+        facts(TokenFacts("issuer", "ci", "https://ci", "s", {}, act_depth=1)),
+        "allow:r",
+    ),
+    (
+        "... and its depth applies without an actor token too",
+        [rule("r", actor={"issuer": "agents", "max_chain_depth": 1})],
+        facts(TokenFacts("issuer", "ci", "https://ci", "s", {}, act_depth=2)),
+        "invalid_request:no_matching_rule",
+    ),
+    (
+        "an actor token that is itself delegated (act) is refused",
+        [rule("r", actor={"issuer": "agents", "max_chain_depth": 5})],
+        facts(actor=TokenFacts("issuer", "agents", "https://agents", "agent-7", {}, act_depth=1)),
+        "invalid_request:actor: the actor token is itself delegated (act)",
+    ),
 ]
 
 
@@ -214,6 +270,11 @@ OPEN = rule(
 )
 DENY_MAIN = rule(
     "deny-main", effect="deny", subject_token={"issuer": "ci", "claims": {"ref": "refs/heads/main"}}
+)
+DENY_PR = rule(
+    "deny-pr",
+    effect="deny",
+    subject_token={"issuer": "ci", "claims": {"event_name": "pull_request"}},
 )
 DEEP = TokenFacts("issuer", "ci", "https://ci", "s", {"ref": "refs/heads/main"}, act_depth=2)
 DENY_CASES: list[tuple[str, list[CompiledRule], ExchangeFacts, str]] = [
@@ -257,6 +318,19 @@ DENY_CASES: list[tuple[str, list[CompiledRule], ExchangeFacts, str]] = [
             ),
         ],
         facts(actor=AGENT),
+        "allow:allow-open",
+    ),
+    (
+        "a deny rule covers a claim it reads that is no string (it cannot compare it)",
+        [OPEN, DENY_PR],
+        facts(ci_subject(event_name=["pull_request"])),
+        "denied",
+    ),
+    ("... but not a token without that claim", [OPEN, DENY_PR], facts(), "allow:allow-open"),
+    (
+        "... nor one whose claim does not match",
+        [OPEN, DENY_PR],
+        facts(ci_subject(event_name="push")),
         "allow:allow-open",
     ),
     (
