@@ -128,6 +128,17 @@ def _lint_rules(rules_file: RulesFile) -> Iterator[Finding]:
                     "would match",
                 )
 
+        actor = entry.get("actor")
+        if isinstance(actor, Mapping) and not any(
+            k in actor for k in ("issuer", "credential", "sts")
+        ):
+            yield finding(
+                "actor-any-issuer",
+                "actor",
+                "the actor section names no issuer, credential or sts: a token of any trusted "
+                "issuer may act (on a CI platform, any repository's)",
+            )
+
         ttl = grant.get("max_ttl")
         if isinstance(ttl, int) and ttl > ONE_HOUR:
             yield finding(
@@ -205,11 +216,15 @@ def _matcher_values(spec: Any) -> list[str]:
 
 
 def _pattern_is_open(spec: Any) -> bool:
-    """A repository condition like {glob: "*"} or {glob: "acme/*"} still admits many repos;
-    only a glob whose repository part is literal (acme/payments-*) is tolerated as pinned."""
-    return any(
-        GLOB_CHARS.search(v.split("/")[0]) or v.endswith("/*") for v in _matcher_values(spec)
-    )
+    """A repository condition like {glob: "*"}, {glob: "acme/*"} or {glob: "acme/[a-z]*"}
+    still admits every repository of an owner (or of every owner); only a glob whose owner
+    is literal and whose name starts literally (acme/payments-*) is tolerated as pinned."""
+    return any(_repository_glob_is_open(v) for v in _matcher_values(spec))
+
+
+def _repository_glob_is_open(value: str) -> bool:
+    owner, _, name = value.partition("/")
+    return bool(GLOB_CHARS.search(owner) or GLOB_CHARS.match(name))
 
 
 def _repository_part_is_open(subject: str) -> bool:

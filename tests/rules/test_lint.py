@@ -52,6 +52,20 @@ CASES: list[tuple[str, dict[int, str | None], str]] = [
         {3: GITHUB, 20: None, 21: "      claims: {repository: {glob: '*'}, ref: refs/heads/main}"},
         "rules.yaml:18: rule 'deploy': [ci-without-repository] issuer 'ci' is a CI platform",
     ),
+    *(
+        (
+            f"ci-issuer-with-owner-wide-repository {pattern}",
+            {3: GITHUB, 20: None, 21: f"      claims: {{repository: {{glob: '{pattern}'}}}}"},
+            "rules.yaml:18: rule 'deploy': [ci-without-repository] issuer 'ci' is a CI platform",
+        )
+        for pattern in ("acme/*", "acme/**", "acme/?*", "acme/[a-z]*", "*/payments")
+    ),
+    (
+        "actor-any-issuer",
+        {22: "    clients: [runner]\n    actor: {required: true}"},
+        "rules.yaml:23: rule 'deploy': [actor-any-issuer] the actor section names no issuer, "
+        "credential or sts: a token of any trusted issuer may act",
+    ),
     (
         "issuer-without-subject",
         {20: None, 21: None, 25: '      scopes: ["deploy:read"]'},
@@ -87,6 +101,12 @@ def test_each_finding(edits: dict[int, str | None], expected: str) -> None:
 
 def test_the_base_file_has_no_findings() -> None:
     assert lint_rules(parse(edited({}))) == []
+
+
+def test_a_repository_glob_with_a_literal_name_prefix_is_pinned_enough() -> None:
+    edits = {3: GITHUB, 20: None, 21: "      claims: {repository: {glob: 'acme/payments-*'}}"}
+    codes = [finding.code for finding in lint_rules(parse(edited(edits)))]
+    assert "ci-without-repository" not in codes
 
 
 def test_deny_rules_are_not_linted() -> None:
