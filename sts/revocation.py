@@ -12,6 +12,9 @@ covers both sides of a new exchange (:func:`identities_of`,
 
 from __future__ import annotations
 
+import base64
+import functools
+import hashlib
 import logging
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
@@ -78,7 +81,8 @@ def identities_of(
     upstream_tokens: Sequence[str] = (),
 ) -> list[tuple[str, str]]:
     """The (kind, value) identities an exchange involves, as blocks name them;
-    ``upstream_tokens`` are the ids of the upstream JWTs it presents (subject, actor)."""
+    ``upstream_tokens`` are the names of the upstream JWTs it presents (subject, actor),
+    each as :func:`upstream_token_block_names` gives them."""
     identities = [("subject", subject.subject), ("issuer", subject.issuer)]
     if client_id is not None:
         identities.append(("client", client_id))
@@ -88,7 +92,7 @@ def identities_of(
         identities += [("actor", actor.subject), ("issuer", actor.issuer)]
         if actor.source == "credential":
             identities.append(("credential", actor.source_name))
-    identities += [("upstream_token", token_id) for token_id in upstream_tokens]
+    identities += [("upstream_token", name) for name in upstream_tokens]
     return identities
 
 
@@ -191,6 +195,43 @@ def block_identity(
         queries.add_block(session, kind, value, reason, now, expires_at)
 
 
+def upstream_token_block_names(token_id: str, issuer: str) -> tuple[str, str]:
+    """The names a block can give an upstream token an exchange presents: its id alone, as
+    an operator names it (``sts revoke --upstream-token ID``: under every issuer, as the
+    operator does not say which), and its id under its issuer, as an exposure report
+    names it (:func:`issuer_scoped`)."""
+    return token_id, issuer_scoped(issuer, token_id)
+
+
+def issuer_scoped(issuer: str, token_id: str) -> str:
+    """An upstream token's id under its issuer: a ``jti`` is unique only per issuer (RFC
+    7519 §4.1.7 asks issuers to avoid collisions across issuers, which a tenant who runs
+    a trusted issuer need not do). A public exposure report of one issuer's token must
+    not refuse another issuer's token that carries the same ``jti``.
+
+    The issuer is named by a digest of its URL (``iss:`` and 128 bits), not the URL:
+    a URL of up to 2,048 characters and an id of up to 255 would not fit the block's
+    2,048. The first space ends it."""
+    return f"{SCOPED_PREFIX}{_issuer_tag(issuer)} {token_id}"
+
+
+SCOPED_PREFIX = "iss:"
+
+
+@functools.lru_cache(maxsize=256)
+def _issuer_tag(issuer: str) -> str:
+    digest = hashlib.sha256(issuer.encode()).digest()[:16]
+    return base64.urlsafe_b64encode(digest).rstrip(b"=").decode()
+
+
+def names_upstream_token(block_value: str, token_id: str) -> bool:
+    """Whether a block's value names this upstream token id, under any issuer or one."""
+    if block_value == token_id:
+        return True
+    scope, _, named = block_value.partition(" ")
+    return scope.startswith(SCOPED_PREFIX) and named == token_id
+
+
 def revoke_upstream_token(
     session: Session,
     token_id: str,
@@ -198,22 +239,27 @@ def revoke_upstream_token(
     reason: str,
     now: datetime,
     expires_at: datetime | None = None,
+    issuer: str | None = None,
 ) -> int:
     """A leaked upstream token: revoke every token minted from it, as subject or actor
     token (``roots``: :func:`sts.db.queries.find_upstream_token_roots`, built before this
     call so that any scan it needs runs before the lock below, which holds every exchange
     back), with their descendants, and block it from new exchanges (sts does not own the
     token, so cannot revoke it; it can refuse it). ``expires_at``, its verified ``exp``,
-    lets ``sts gc`` delete the block once it cannot matter. How many tokens were newly
-    revoked."""
-    if queries.active_blocks(session, [("upstream_token", token_id)]):
+    lets ``sts gc`` delete the block once it cannot matter. ``issuer``, when the token was
+    verified as that issuer's (an exposure report), scopes the block to it
+    (:func:`issuer_scoped`); without it (an operator), the block covers the id under
+    every issuer. How many tokens were newly revoked."""
+    blocked_as = issuer_scoped(issuer, token_id) if issuer is not None else token_id
+    covering = {token_id, blocked_as}  # an unscoped block covers every issuer's
+    if queries.active_blocks(session, [("upstream_token", name) for name in covering]):
         # Blocked and swept already, under the lock: every exchange since has been
         # refused. Nothing to wait for (a public report must not hold exchanges back
         # again and again with the same token).
         return 0
     hold_exchanges_back(session)  # first, as for an identity: see revoke_by_operator
     count = queries.revoke_lineage(session, roots, now)
-    block_identity(session, "upstream_token", token_id, reason, now, expires_at)
+    block_identity(session, "upstream_token", blocked_as, reason, now, expires_at)
     return count
 
 
@@ -426,7 +472,12 @@ def lift_by_operator(
             raise UnknownTarget(f"no service credential named {value!r}")
         queries.set_credential_disabled(session, credential.id, False, now)
     value = _issuer_url(session, value) if kind == "issuer" else value
-    lifted = queries.lift_blocks(session, kind, value, now)
+    if kind == "upstream_token":  # under every issuer, and under the one a report named
+        blocks = queries.active_block_values(session, kind)
+        values = [block for block in blocks if names_upstream_token(block, value)]
+        lifted = sum(queries.lift_blocks(session, kind, block, now) for block in values)
+    else:
+        lifted = queries.lift_blocks(session, kind, value, now)
     record_revocation(
         session,
         now=now,

@@ -659,6 +659,12 @@ def add_block(
     )
 
 
+def active_block_values(session: Session, kind: str) -> list[str]:
+    """The values of the un-lifted blocks of one kind."""
+    found = select(Revocation.value).where(Revocation.kind == kind, Revocation.lifted_at.is_(None))
+    return list(dict.fromkeys(session.scalars(found)))
+
+
 def lift_blocks(session: Session, kind: str, value: str, now: datetime) -> int:
     result = session.execute(
         update(Revocation)

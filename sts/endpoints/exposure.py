@@ -107,7 +107,13 @@ def handle_exposure_report(
             elif found is not None and found.kind == "upstream_token":
                 roots = queries.upstream_token_roots(found.identifier, found.subject, found.issuer)
                 count = revoke_upstream_token(
-                    session, found.identifier, roots, "exposure report", now, found.expires_at
+                    session,
+                    found.identifier,
+                    roots,
+                    "exposure report",
+                    now,
+                    found.expires_at,
+                    issuer=found.issuer,
                 )
                 entry.subject_token_id = found.identifier
                 entry.decision, entry.reason = "allow", "exposure.upstream_token_blocked"

@@ -44,7 +44,7 @@ from sts.protocol import (
     TOKEN_TYPE_JWT,
 )
 from sts.protocol.exchange import TokenExchangeRequest, parse_token_exchange_request
-from sts.revocation import exchange_identities, refuse_if_blocked
+from sts.revocation import exchange_identities, refuse_if_blocked, upstream_token_block_names
 from sts.services import Services
 from sts.status_list import TokenStatus, allocate_token_status
 from sts.tokens.claims import (
@@ -473,10 +473,16 @@ def refuse_if_signed_by_a_revoked_key(
 
 
 def upstream_token_ids(*tokens: Resolved | None) -> list[str]:
-    """The ids of the upstream JWTs presented (subject, actor): the block check refuses
-    one that has leaked (sts.revocation.revoke_upstream_token). sts tokens and service
-    credentials need no block: they are revoked or disabled in their own rows."""
-    return [token.token_id for token in tokens if token and token.facts.source == "issuer"]
+    """The names of the upstream JWTs presented (subject, actor), as blocks give them
+    (sts.revocation.upstream_token_block_names): the block check refuses one that has leaked
+    (sts.revocation.revoke_upstream_token). sts tokens and service credentials need no
+    block: they are revoked or disabled in their own rows."""
+    return [
+        name
+        for token in tokens
+        if token and token.facts.source == "issuer"
+        for name in upstream_token_block_names(token.token_id, token.facts.issuer)
+    ]
 
 
 def _record_assertion(transaction: ExchangeTransaction, client: AuthenticatedClient) -> None:

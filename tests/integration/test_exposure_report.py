@@ -12,6 +12,7 @@ from werkzeug.test import TestResponse
 from sts.credentials import generate_api_key
 from sts.db import queries
 from tests.conftest import TEST_ISSUER
+from tests.integration.test_offboarding import sts
 from tests.integration.world import DEPLOY, PROJECT, World, claims_of
 from tests.issuer import TestIssuer
 
@@ -233,3 +234,28 @@ def test_missing_token_is_invalid_request(world: World) -> None:
     response = world.client.post("/exposure-reports", data={"found_at": "x"})
     assert response.status_code == 400
     assert response.json["error"] == "invalid_request"
+
+
+def test_a_reported_token_blocks_its_issuers_jti_not_another_issuers(world: World) -> None:
+    """RFC 7519 §4.1.7: a jti is unique per issuer. A trusted issuer whose tenant picks
+    jtis could otherwise report a token of its own carrying another issuer's jti and have
+    that token refused. The report's block names the jti under the reported token's
+    issuer; an operator's (``sts revoke --upstream-token``) names it under every issuer,
+    and ``--lift`` lifts both."""
+    shared = "shared-jti"
+    assert shape(report(world, world.ci_token(jti=shared))) == shape(report(world, "junk"))
+    refused = world.exchange(world.ci_token(jti=shared), audience=DEPLOY)
+    assert refused.status_code == 400
+    assert world.audit_rows()[-1]["reason"] == "blocked.upstream_token"
+    # The agents issuer's token with the same jti, presented as the actor token.
+    acted = world.agent_exchange(world.agent_token(jti=shared), audience=PROJECT)
+    assert acted.status_code == 200, acted.json
+
+    assert sts(world, "revoke", "--upstream-token", shared).exit_code == 0
+    again = world.agent_exchange(world.agent_token(jti=shared), audience=PROJECT)
+    assert again.status_code == 400
+    assert world.audit_rows()[-1]["reason"] == "blocked.upstream_token"
+
+    lifted = sts(world, "revoke", "--lift", "--upstream-token", shared)
+    assert "lifted 2 block(s)" in lifted.output
+    assert world.exchange(world.ci_token(jti=shared), audience=DEPLOY).status_code == 200

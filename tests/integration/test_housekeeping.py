@@ -11,6 +11,7 @@ from sts.db.locks import write_transaction
 from sts.db.models import AuditRecord, IssuedToken, Revocation, StatusList
 from sts.db.queries import RETIRE_AFTER_LAST_CLAIM
 from sts.housekeeping import collect_garbage
+from sts.revocation import issuer_scoped
 from sts.status_list import allocate_token_status
 from tests.conftest import TEST_ISSUER
 from tests.integration.test_offboarding import sts
@@ -117,7 +118,8 @@ def test_gc_deletes_a_reported_upstream_tokens_block_once_the_token_cannot_matte
     with world.app.extensions["sts"].session_factory() as session:
         blocks = {row.value: row.expires_at for row in session.query(Revocation)}
     exp = claims_of(reported)["exp"]
-    assert blocks[claims_of(reported)["jti"]].timestamp() == exp
+    scoped = issuer_scoped(claims_of(reported)["iss"], claims_of(reported)["jti"])
+    assert blocks[scoped].timestamp() == exp
     assert blocks["operator-named-jti"] is None
 
     world.clock.advance(600 + settings.lineage_retention - 1)

@@ -11,7 +11,12 @@ import pytest
 
 from sts.policy.evaluate import Allow, Deny, TokenFacts, regrant
 from sts.policy.rules import compile_rule
-from sts.revocation import identities_of
+from sts.revocation import (
+    identities_of,
+    issuer_scoped,
+    names_upstream_token,
+    upstream_token_block_names,
+)
 from sts.tokens.exposure import upstream_token_names
 from sts.tokens.status_list import build_status_list_claims, encode_status_list, status_claim
 from sts.tokens.verify import token_fingerprint
@@ -107,6 +112,23 @@ def test_identities_of_an_exchange() -> None:
         ("issuer", "https://ci.test"),
         ("upstream_token", "jti-1"),
     ]
+
+
+def test_a_block_names_an_upstream_token_under_every_issuer_or_under_one() -> None:
+    """RFC 7519 §4.1.7: a jti is unique per issuer. An operator's block names the id alone
+    (every issuer); an exposure report's names it under the reported token's issuer."""
+    bare, scoped = upstream_token_block_names("jti 1", "https://ci.test")
+    assert bare == "jti 1"
+    assert (
+        scoped
+        == issuer_scoped("https://ci.test", "jti 1")
+        != issuer_scoped("https://other.test", "jti 1")
+    )
+    assert scoped.startswith("iss:") and scoped.endswith(" jti 1")
+    assert len(issuer_scoped("https://" + "i" * 2040, "j" * 255)) <= 2048  # fits the row
+    assert names_upstream_token(bare, "jti 1") and names_upstream_token(scoped, "jti 1")
+    assert not names_upstream_token(scoped, "1")
+    assert not names_upstream_token("jti 1", "1")  # a bare id with a space is not scoped
 
 
 def test_an_upstream_token_is_named_by_its_jti_else_its_fingerprint() -> None:
