@@ -47,11 +47,17 @@ class TestIssuer:
         self.kid = key.thumbprint()
         self.fetches = 0
         self.jwks_url: str | None = None
+        # Keys the JWKS publishes besides the signing key (another issuer's, or ones sts
+        # cannot use).
+        self.extra_jwks: list[dict[str, Any]] = []
+        # Raw bytes the JWKS endpoint answers with instead of the JWKS (a whole HTTP
+        # response, or not one): an endpoint that is down, broken or hostile.
+        self.response: bytes | None = None
 
     def public_jwks(self) -> dict[str, Any]:
         public = self.key.as_dict(private=False)
         public.update({"kid": self.kid, "alg": self.alg, "use": "sig"})
-        return {"keys": [public]}
+        return {"keys": [public, *self.extra_jwks]}
 
     def rotate(self) -> None:
         """A new key with a new kid (the issuer rotated)."""
@@ -99,6 +105,9 @@ class TestIssuer:
         class Handler(BaseHTTPRequestHandler):
             def do_GET(self) -> None:
                 issuer.fetches += 1
+                if issuer.response is not None:
+                    self.wfile.write(issuer.response)
+                    return
                 body = json.dumps(issuer.public_jwks()).encode()
                 self.send_response(200)
                 self.send_header("Content-Type", "application/json")
@@ -109,17 +118,24 @@ class TestIssuer:
             def log_message(self, *args: Any) -> None:
                 pass
 
-        server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        # A short poll interval: shutdown() waits for the loop to notice (default 0.5 s).
-        thread = threading.Thread(target=server.serve_forever, args=(0.02,), daemon=True)
-        thread.start()
-        self.jwks_url = f"http://127.0.0.1:{server.server_address[1]}/jwks"
-        try:
+        with serving(Handler) as base:
+            self.jwks_url = f"{base}/jwks"
             yield self.jwks_url
-        finally:
-            server.shutdown()
-            server.server_close()
-            thread.join()
+
+
+@contextmanager
+def serving(handler: type[BaseHTTPRequestHandler]) -> Iterator[str]:
+    """A real HTTP server on 127.0.0.1 answering with ``handler``: its base URL."""
+    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    # A short poll interval: shutdown() waits for the loop to notice (default 0.5 s).
+    thread = threading.Thread(target=server.serve_forever, args=(0.02,), daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join()
 
 
 def keyset_of(issuer: TestIssuer) -> KeySet:
