@@ -60,8 +60,9 @@ class Settings:
     # time (see jwks_cache_max_age); when set, it must not exceed the lead time.
     jwks_max_age: int | None = None
     auto_migrate: bool | None = None  # None: only for the embedded default database
-    # Trusted issuers' JWKS fetched from jwks_uri: timeout, cache lifetime, and the minimum
-    # interval between re-fetches triggered by an unknown kid (a DoS guard).
+    # Trusted issuers' JWKS fetched from jwks_uri: total deadline of a fetch, cache lifetime,
+    # and the minimum interval between fetch attempts of one URL, failed ones included (a
+    # DoS guard).
     issuer_jwks_timeout: float = 3.0
     issuer_jwks_cache_ttl: int = 300
     issuer_jwks_min_refresh: int = 30

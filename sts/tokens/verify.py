@@ -125,7 +125,6 @@ def verify_jwt(
     issuer: IssuerConfig | None = None
     if claimed_issuer == own_issuer:
         kind: Literal["issuer", "sts"] = "sts"
-        key_set = own_keys
         algorithms = {k.get("alg") for k in (key.dict_value for key in own_keys.keys)}
         if header.get("typ") != ACCESS_TOKEN_TYP:
             raise refuse(role, "is not an access token of this service", "typ")
@@ -135,13 +134,15 @@ def verify_jwt(
             raise refuse(role, "is from an untrusted issuer", "untrusted_issuer")
         kind = "issuer"
         algorithms = set(issuer.algorithms)
-        key_set = issuer_keys.key_set(issuer, header.get("kid"))
 
     alg = header.get("alg")
     if not isinstance(alg, str) or alg not in ASYMMETRIC_ALGORITHMS or alg not in algorithms:
         # repr: the header is unverified, and its alg goes to the audit row's detail.
         what = "is signed with an algorithm that is not accepted"
         raise refuse(role, what, "alg", f"alg={alg!r}")
+    # The issuer's keys only now, after the checks that need none: a token that fails
+    # them never costs a fetch of its issuer's JWKS (which an unknown kid may trigger).
+    key_set = own_keys if issuer is None else issuer_keys.key_set(issuer, header.get("kid"))
     key = _select_key(key_set, header.get("kid"), alg)
     if key is None:
         raise refuse(role, "is signed with an unknown key", "unknown_kid")

@@ -259,6 +259,37 @@ def test_concurrent_first_exchanges_share_one_jwks_fetch(world: World) -> None:
     assert world.ci.fetches == 1
 
 
+def test_tokens_naming_a_down_issuer_cost_it_one_fetch_per_interval(world: World) -> None:
+    """With nothing cached and the issuer's endpoint failing, tokens with made-up kids are
+    answered temporarily_unavailable (fail closed) and cause one fetch per minimum refresh
+    interval, not one each."""
+    cache = world.app.extensions["sts"].issuer_keys
+    cache.monotonic = lambda: 1000.0
+    world.ci.response = b"HTTP/1.0 503 Service Unavailable\r\nContent-Length: 0\r\n\r\n"
+    for _ in range(5):
+        response = world.exchange(unknown_kid(world), audience=DEPLOY)
+        assert response.status_code == 503
+        assert response.json["error"] == "temporarily_unavailable"
+    assert world.ci.fetches == 1
+
+
+def test_a_token_with_an_algorithm_its_issuer_does_not_use_costs_no_fetch(world: World) -> None:
+    """The algorithm is checked against the issuer's registration before its keys are
+    looked up: junk tokens do not make sts fetch the issuer's JWKS."""
+    for make in (alg_none, hs256_with_public_key):
+        response = world.exchange(make(world), audience=DEPLOY)
+        assert response.status_code == 400
+        assert world.audit_rows()[-1]["reason"] == "subject.alg"
+    assert world.ci.fetches == 0
+
+
+def test_an_issuer_key_on_an_unknown_curve_is_skipped_not_the_issuers_keys(world: World) -> None:
+    """RFC 7517 §5: a key whose ``crv`` sts does not understand is ignored; the issuer's
+    other keys still verify its tokens (it used to be a 500)."""
+    world.ci.extra_jwks = [{"kty": "EC", "crv": "BP-256", "x": "AA", "y": "AA", "kid": "bp"}]
+    assert world.exchange(world.ci_token(), audience=DEPLOY).status_code == 200
+
+
 def test_own_token_for_a_different_audience_chain(world: World) -> None:
     """A deploy token cannot be re-exchanged for a vault token: the parent never allowed it."""
     deploy_token = world.exchange(world.ci_token(), audience=DEPLOY).json["access_token"]
