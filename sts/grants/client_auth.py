@@ -22,12 +22,23 @@ from sts.clock import from_numeric_date
 from sts.credentials import secret_matches
 from sts.errors import InvalidClient, InvalidRequest
 from sts.protocol.exchange import ClientCredentials
+from sts.tokens.dpop import PROOF_TYP
 from sts.tokens.jose import MALFORMED_JWS, accepting_eddsa
-from sts.tokens.verify import ASYMMETRIC_ALGORITHMS, MAX_JTI_CHARS, unstorable_text
+from sts.tokens.status_list import STATUS_LIST_TYP
+from sts.tokens.verify import (
+    ACCESS_TOKEN_TYP,
+    ASYMMETRIC_ALGORITHMS,
+    MAX_JTI_CHARS,
+    unstorable_text,
+)
 from sts.trust import ClientConfig
 
 JWT_BEARER_ASSERTION = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
 MAX_ASSERTION_LIFETIME = 3600  # seconds: a longer-lived assertion is refused as unsafe
+# RFC 8725 §3.11: the typ of every other kind of JWT sts reads or signs (its access tokens,
+# DPoP proofs, status list tokens). One of those is never a client assertion, even when
+# its claims and key would verify as one (explicit typing against substitution).
+OTHER_JWT_TYPES = frozenset({ACCESS_TOKEN_TYP, PROOF_TYP, STATUS_LIST_TYP})
 
 
 @dataclass(frozen=True)
@@ -146,6 +157,7 @@ def _check_assertion(
     client = _known_client(registry, client_id, "private_key_jwt")
     if client.jwks is None:
         raise InvalidClient(reason="client.no_keys")
+    check_assertion_header(assertion)
     algorithms = sorted(ASYMMETRIC_ALGORITHMS)
     try:
         with accepting_eddsa(algorithms):
@@ -187,6 +199,50 @@ def _check_assertion(
         assertion_jti=str(token.claims["jti"]),
         assertion_expires_at=expires_at,
     )
+
+
+def check_assertion_header(assertion: str) -> None:
+    """Refuse, before joserfc reads it, a header sts does not accept in a client assertion.
+
+    RFC 7515 §4.1.11: a recipient that does not understand an extension listed in
+    ``crit`` MUST reject the JWS. sts understands none (as for every JWT it verifies), so
+    any ``crit`` is refused, whatever its value; joserfc would otherwise raise TypeError
+    on one that is not a list of strings (a 500) and accept one naming a standard header,
+    which §4.1.11 forbids. RFC 8725 §3.11: a ``typ`` of another kind of JWT sts knows is
+    refused; no ``typ``, "JWT" or any other media type is accepted (RFC 7523 sets none).
+    """
+    header = _unverified_header(assertion)
+    if header is None:
+        raise InvalidClient("The client assertion is malformed.", reason="client.assertion")
+    if "crit" in header:
+        raise InvalidClient(
+            "The client assertion uses an unsupported critical header.",
+            reason="client.assertion_crit",
+        )
+    typ = header.get("typ")
+    if typ is None:
+        return
+    if not isinstance(typ, str) or _media_type(typ) in OTHER_JWT_TYPES:
+        raise InvalidClient(
+            "The client assertion's typ is not that of a client assertion.",
+            reason="client.assertion_typ",
+            detail=f"typ={typ!r}",
+        )
+
+
+def _media_type(typ: str) -> str:
+    """RFC 7515 §4.1.9: typ is compared case-insensitively, and "application/" may be
+    left out (so "application/AT+JWT" is "at+jwt")."""
+    lowered = typ.lower()
+    return lowered.removeprefix("application/")
+
+
+def _unverified_header(assertion: str) -> dict[str, object] | None:
+    try:
+        header = jws.extract_compact(to_bytes(assertion)).headers()
+    except MALFORMED_JWS:
+        return None
+    return header if isinstance(header, dict) else None
 
 
 def _unverified_subject(assertion: str) -> str | None:

@@ -238,6 +238,70 @@ def test_bad_client_assertions(world: World, overrides: dict[str, Any]) -> None:
     assert_error(response, 401, "invalid_client")
 
 
+def _exchange_with_assertion_header(world: World, header: dict[str, Any]) -> Any:
+    from sts.grants.client_auth import JWT_BEARER_ASSERTION
+
+    parent = world.exchange(world.ci_token(), audience=DEPLOY).json["access_token"]
+    form = [
+        ("client_assertion_type", JWT_BEARER_ASSERTION),
+        ("client_assertion", world.workload_assertion(header=header)),
+    ]
+    return world.exchange(
+        parent, "urn:ietf:params:oauth:token-type:access_token", auth=None, form=form
+    )
+
+
+@pytest.mark.parametrize(
+    ("header", "reason"),
+    [
+        ({"crit": 5}, "client.assertion_crit"),
+        ({"crit": None}, "client.assertion_crit"),
+        ({"crit": [1]}, "client.assertion_crit"),
+        ({"crit": ["kid"]}, "client.assertion_crit"),
+        ({"crit": ["b64"], "b64": True}, "client.assertion_crit"),
+        ({"typ": "at+jwt"}, "client.assertion_typ"),
+        ({"typ": "application/AT+JWT"}, "client.assertion_typ"),
+        ({"typ": "dpop+jwt"}, "client.assertion_typ"),
+        ({"typ": "statuslist+jwt"}, "client.assertion_typ"),
+        ({"typ": 5}, "client.assertion_typ"),
+    ],
+    ids=[
+        "crit-number",
+        "crit-null",
+        "crit-not-strings",
+        "crit-standard-header",
+        "crit-b64",
+        "typ-access-token",
+        "typ-access-token-media-type",
+        "typ-dpop-proof",
+        "typ-status-list",
+        "typ-not-text",
+    ],
+)
+def test_a_client_assertion_header_sts_does_not_accept_is_invalid_client(
+    world: World, header: dict[str, Any], reason: str
+) -> None:
+    """RFC 7515 §4.1.11: sts understands no crit extension, so any crit is refused (one
+    that is not a list of strings was a 500); RFC 8725 §3.11: a JWT typed as another kind
+    sts knows is not a client assertion."""
+    response = _exchange_with_assertion_header(world, header)
+    assert_error(response, 401, "invalid_client")
+    assert world.audit_rows()[-1]["reason"] == reason
+
+
+@pytest.mark.parametrize(
+    "header",
+    [{}, {"typ": "JWT"}, {"typ": "client-authentication+jwt"}],
+    ids=["no-typ", "typ-jwt", "typ-client-authentication"],
+)
+def test_a_client_assertion_without_a_reserved_typ_is_accepted(
+    world: World, header: dict[str, Any]
+) -> None:
+    response = _exchange_with_assertion_header(world, header)
+    assert response.status_code == 200, response.json
+    assert claims_of(response.json["access_token"])["client_id"] == "workload"
+
+
 # ---- targets and scopes -----------------------------------------------------------
 
 

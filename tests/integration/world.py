@@ -150,7 +150,11 @@ class World:
             **extra,
         )
 
-    def workload_assertion(self, raw: bool = False, **overrides: Any) -> str:
+    def workload_assertion(
+        self, raw: bool = False, header: dict[str, Any] | None = None, **overrides: Any
+    ) -> str:
+        """The workload's client assertion (RFC 7523): ``overrides`` over its claims,
+        ``header`` over its JWS header (signed raw, as joserfc may refuse to encode it)."""
         now = self.now()
         claims = {
             "iss": "workload",
@@ -161,10 +165,10 @@ class World:
             "jti": overrides.pop("jti", None) or uuid.uuid4().hex,
             **overrides,
         }
-        header = {"alg": "ES256", "kid": self.workload_key.thumbprint()}
-        if raw:  # what joserfc cannot encode (sign_es256_raw)
-            return sign_es256_raw(self.workload_key, header, claims)
-        return jwt.encode(header, claims, self.workload_key, algorithms=["ES256"])
+        jws_header = {"alg": "ES256", "kid": self.workload_key.thumbprint(), **(header or {})}
+        if raw or header:  # what joserfc cannot encode (sign_es256_raw)
+            return sign_es256_raw(self.workload_key, jws_header, claims)
+        return jwt.encode(jws_header, claims, self.workload_key, algorithms=["ES256"])
 
     def workload_exchange(
         self, subject_token: str, headers: dict[str, str] | None = None, **params: str
