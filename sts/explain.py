@@ -46,6 +46,11 @@ class Explanation:
         else:
             rule = f" by rule {decision.rule.name}" if decision.rule else ""
             out.append(f"decision: deny ({decision.error}){rule}: {decision.reason}")
+            if decision.rule is not None and decision.rule.invalid is not None:
+                out.append(
+                    f"  rule {decision.rule.name} does not compile ({decision.rule.invalid}): "
+                    "a deny rule, it denies every exchange until fixed"
+                )
         out.append("rules considered:")
         out.extend(f"  {name}: {why}" for name, why in decision.considered)
         if not decision.considered:

@@ -3,20 +3,25 @@
 from __future__ import annotations
 
 import click
+from sqlalchemy import Engine
+from sqlalchemy.orm import Session
 
 from sts.cli.common import load_settings, open_engine
 from sts.db.migrate import alembic_config_for, schema_is_at_head
+from sts.trust import TrustConfig, load_trust_config
 
 
 @click.command("check")
 def check() -> None:
-    """Validate settings, database and schema; print the effective configuration (no secrets)."""
+    """Validate settings, database, schema and the stored trust configuration; print the
+    effective configuration (no secrets)."""
     settings = load_settings()
     for name, value in settings.describe().items():
         click.echo(f"{name:<22} {value}")
     try:
         with open_engine(settings) as engine:
             at_head, head, current = schema_is_at_head(engine, alembic_config_for(settings, engine))
+            trust = _load_trust(engine) if at_head else None
     except Exception as exc:
         raise click.ClickException(f"database unreachable: {type(exc).__name__}") from None
     if at_head:
@@ -27,7 +32,25 @@ def check() -> None:
         raise click.ClickException(
             f"database schema is at {', '.join(current) or 'base'}; run `sts db upgrade`"
         )
+    if trust is not None and not _report_trust(trust):
+        # sts serves on (each part fails closed), but not as the operator meant it to.
+        raise click.ClickException("stored rules or key sets are invalid: fix them")
     click.echo("configuration OK")
+
+
+def _load_trust(engine: Engine) -> TrustConfig:
+    with Session(engine) as session:
+        return load_trust_config(session)
+
+
+def _report_trust(trust: TrustConfig) -> bool:
+    """Print what of the stored configuration does not load; True if all of it does."""
+    rules, key_sets = trust.invalid_rules, trust.invalid_key_sets
+    click.echo(f"{'rules':<22} {'invalid: ' + ', '.join(rules) if rules else 'ok'}")
+    click.echo(f"{'key sets':<22} {'invalid: ' + ', '.join(key_sets) if key_sets else 'ok'}")
+    for problem in trust.problems:
+        click.echo(f"  {problem}")
+    return not trust.problems
 
 
 def register(cli: click.Group) -> None:

@@ -11,6 +11,7 @@ from sts.db import queries
 from sts.endpoints import Response
 from sts.errors import OAuthError, StartupError
 from sts.keys.keyring import KeyRing
+from sts.trust import TrustConfigCache
 
 log = logging.getLogger(__name__)
 
@@ -19,7 +20,9 @@ def render_health() -> Response:
     return Response(200, {"status": "ok"}, {"Cache-Control": "no-store"})
 
 
-def render_readiness(session_factory: sessionmaker[Session], keyring: KeyRing) -> Response:
+def render_readiness(
+    session_factory: sessionmaker[Session], keyring: KeyRing, trust: TrustConfigCache
+) -> Response:
     checks = {"database": "ok", "signing_key": "ok"}
     try:
         with session_factory() as session:
@@ -32,5 +35,24 @@ def render_readiness(session_factory: sessionmaker[Session], keyring: KeyRing) -
     except (OAuthError, StartupError, SQLAlchemyError):
         checks["signing_key"] = "unavailable"
     ready = all(value == "ok" for value in checks.values())
+    # Reported, never a reason to take sts out of service: an invalid rule or key set
+    # already fails closed for its own part (a deny rule denies everything), and every
+    # instance would read the same configuration, so all of them would leave together.
+    checks.update(_trust_checks(trust))
     body = {"status": "ready" if ready else "not_ready", "checks": checks}
     return Response(200 if ready else 503, body, {"Cache-Control": "no-store"})
+
+
+def _trust_checks(trust: TrustConfigCache) -> dict[str, str]:
+    try:
+        config = trust.current()
+    except SQLAlchemyError:
+        return {"rules": "unavailable", "key_sets": "unavailable"}
+    return {
+        "rules": describe_invalid(config.invalid_rules),
+        "key_sets": describe_invalid(config.invalid_key_sets),
+    }
+
+
+def describe_invalid(names: tuple[str, ...]) -> str:
+    return f"invalid: {', '.join(names)}" if names else "ok"

@@ -156,7 +156,10 @@ def _check_assertion(
         raise InvalidClient("The client assertion is malformed.")
     client = _known_client(registry, client_id, "private_key_jwt")
     if client.jwks is None:
-        raise InvalidClient(reason="client.no_keys")
+        # Fail closed: a registered jwks that does not import leaves the client no keys.
+        raise InvalidClient(
+            reason="client.keys_invalid" if client.keys_invalid else "client.no_keys"
+        )
     check_assertion_header(assertion)
     algorithms = sorted(ASYMMETRIC_ALGORITHMS)
     try:

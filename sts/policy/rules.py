@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import fnmatch
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -118,6 +118,9 @@ class CompiledRule:
     allow_unauthenticated: bool
     actor: ActorCondition | None
     grant: Grant | None  # None for deny rules
+    # Set on a stand-in for a stored deny rule that no longer compiles (why it does not):
+    # see :func:`deny_everything`.
+    invalid: str | None = None
 
 
 def compile_rule(
@@ -170,6 +173,40 @@ def compile_rule(
         allow_unauthenticated=allow_unauthenticated,
         actor=actor,
         grant=grant,
+    )
+
+
+def deny_everything(
+    rule_id: int, name: str, version: int, why: str, allow_rules: Sequence[CompiledRule]
+) -> tuple[CompiledRule, ...]:
+    """What stands in for a stored deny rule that no longer compiles: deny rules, under
+    its id and name, that together cover every request an allow rule could grant.
+
+    Skipping it would fail open (what it denied, the allow rules grant again). A deny rule
+    covers every request its conditions describe, and one it leaves out covers everyone
+    (``deny_covers``); but a rule must name its subject token's source, and a request is
+    granted only by an allow rule naming the same source. So one deny rule per source the
+    allow rules name, with no other condition, covers all they could grant; a request
+    from any other source is refused anyway (deny by default)."""
+    sources = dict.fromkeys(
+        (rule.subject.source, rule.subject.source_name)
+        for rule in allow_rules
+        if rule.effect == "allow"
+    )
+    return tuple(
+        CompiledRule(
+            id=rule_id,
+            name=name,
+            version=version,
+            effect="deny",
+            subject=TokenCondition(source, source_name, None, ()),
+            clients=None,
+            allow_unauthenticated=False,
+            actor=None,
+            grant=None,
+            invalid=why,
+        )
+        for source, source_name in sources
     )
 
 

@@ -19,11 +19,14 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import yaml
+from joserfc.jwk import KeySet
 
 from sts.credentials import API_KEY_PREFIX, is_secret_hash
 from sts.policy.rules import rule_errors
 from sts.rules.ops import DPOP_BOUND
+from sts.tokens.issuer_keys import import_public_key_set
 from sts.tokens.verify import ASYMMETRIC_ALGORITHMS
+from sts.trust import KeySetError, import_client_key_set, import_key_set
 
 # kind -> name -> fields (issuer/client/credential fields, or a rule's definition)
 State = dict[str, dict[str, dict[str, Any]]]
@@ -314,7 +317,15 @@ def _secret_hash(result: RulesFile, entry: LineMapping, where: str, kind: str) -
     return False
 
 
-def _public_jwks(result: RulesFile, entry: LineMapping, where: str) -> bool:
+def _public_jwks(
+    result: RulesFile,
+    entry: LineMapping,
+    where: str,
+    importer: Callable[[Mapping[str, Any]], KeySet],
+) -> bool:
+    """A JWK set of public keys that imports as sts will import it (``importer``): a key
+    that does not (a point off its curve, an unknown curve) would leave the client unable
+    to authenticate, or the issuer's tokens refused, once applied."""
     jwks = entry.get("jwks")
     keys = jwks.get("keys") if isinstance(jwks, Mapping) else None
     if not isinstance(keys, list) or not keys or not all(isinstance(k, Mapping) for k in keys):
@@ -329,7 +340,24 @@ def _public_jwks(result: RulesFile, entry: LineMapping, where: str) -> bool:
                 f"jwks holds private key material ({', '.join(private)}): publish public keys only",
             )
             return False
+    try:
+        import_key_set(plain(jwks), importer)
+    except KeySetError as exc:
+        result.add(line_of_path(entry, "jwks.keys"), where, _key_set_problem(keys, importer, exc))
+        return False
     return True
+
+
+def _key_set_problem(
+    keys: list[Any], importer: Callable[[Mapping[str, Any]], KeySet], error: KeySetError
+) -> str:
+    """Name the first key that does not import on its own, else the set's own error."""
+    for index, jwk in enumerate(keys):
+        try:
+            import_key_set({"keys": [plain(jwk)]}, importer)
+        except KeySetError as exc:
+            return f"jwks.keys[{index}] does not import: {exc}"
+    return f"jwks does not import: {error}"
 
 
 def _validate_issuer(result: RulesFile, entry: LineMapping, where: str) -> dict[str, Any] | None:
@@ -360,7 +388,7 @@ def _validate_issuer(result: RulesFile, entry: LineMapping, where: str) -> dict[
     elif "jwks_uri" in entry:
         checks.append(_url(result, entry, where, "jwks_uri"))
     else:
-        checks.append(_public_jwks(result, entry, where))
+        checks.append(_public_jwks(result, entry, where, import_public_key_set))
     if not all(checks):
         return None
     fields = {
@@ -435,7 +463,7 @@ def _client_keys_fit_method(result: RulesFile, entry: LineMapping, where: str, m
             result.add(entry.line, where, "missing required field 'jwks' for private_key_jwt")
             ok = False
         else:
-            ok = _public_jwks(result, entry, where) and ok
+            ok = _public_jwks(result, entry, where, import_client_key_set) and ok
     elif "jwks" in entry:
         result.add(entry.line_of("jwks"), where, f"jwks is not used by {method}")
         ok = False

@@ -91,7 +91,9 @@ def register_web(app: Flask, services: Services) -> None:
 
     @app.get("/readyz")
     def readyz() -> Response:
-        return to_flask(health.render_readiness(services.session_factory, services.keyring))
+        return to_flask(
+            health.render_readiness(services.session_factory, services.keyring, services.trust)
+        )
 
     from sts.web.token import register_token_routes
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import http.client
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -13,10 +14,14 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 from cryptography.hazmat.primitives import serialization
+from sqlalchemy import update
 
 from sts.cli import cli
-from tests.conftest import TEST_PASSPHRASE
-from tests.server import get_json, running_server, server_process, worker_pids
+from sts.db import admin
+from sts.db.models import Rule
+from tests.conftest import TEST_ISSUER, TEST_PASSPHRASE
+from tests.integration.world import RULES, World
+from tests.server import get_json, running_server, server_process, service_env, worker_pids
 
 
 def run(env: dict[str, str], *args: str):  # type: ignore[no-untyped-def]
@@ -77,6 +82,44 @@ def test_check_prints_configuration_without_secrets(env: dict[str, str]) -> None
     assert "STS_KEY_PASSPHRASE     <set>" in result.output
     assert TEST_PASSPHRASE not in result.output
     assert "configuration OK" in result.output
+
+
+def test_check_names_stored_rules_and_key_sets_that_do_not_load(
+    world: World, tmp_path: Path
+) -> None:
+    """sts serves on without them (each fails closed for its own part), so only `sts
+    check` and /readyz tell the operator: check fails until they are fixed."""
+    services = world.app.extensions["sts"]
+    env = service_env(services.settings.effective_database_url, tmp_path, TEST_ISSUER)
+    assert run(env, "check").output.endswith(
+        "rules                  ok\nkey sets               ok\nconfiguration OK\n"
+    )
+    with services.session_factory() as session:
+        session.execute(
+            update(Rule)
+            .where(Rule.name == "no-pull-request-deploys")
+            .values(definition={**RULES["no-pull-request-deploys"], "description": 2024})
+        )
+        admin.put_client(
+            session,
+            client_id="workload",
+            auth_method="private_key_jwt",
+            jwks={"keys": [{"kty": "EC", "crv": "P-384", "x": "AA", "y": "AA"}]},
+            now=world.clock(),
+        )
+        session.commit()
+    result = run(env, "check")
+    assert result.exit_code == 1
+    assert "rules                  invalid: no-pull-request-deploys\n" in result.output
+    assert "key sets               invalid: client workload\n" in result.output
+    assert re.search(
+        r"\n  rule no-pull-request-deploys \(version \d+\): description must be a string "
+        r"\(quote it\); a deny rule: it denies every exchange until fixed\n",
+        result.output,
+    )
+    assert "  client workload: jwks does not import: ValueError: " in result.output
+    assert "Error: stored rules or key sets are invalid: fix them" in result.output
+    assert "configuration OK" not in result.output
 
 
 def test_check_refuses_old_schema(env: dict[str, str]) -> None:

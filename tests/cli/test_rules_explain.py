@@ -7,10 +7,12 @@ import time
 import pytest
 from click.testing import CliRunner
 from flask import Flask
+from sqlalchemy import update
 
 from sts.cli import cli
+from sts.db.models import Rule
 from tests.conftest import TEST_ISSUER, TEST_PASSPHRASE
-from tests.integration.world import CI_CLAIMS, DEPLOY, VAULT, World
+from tests.integration.world import CI_CLAIMS, DEPLOY, RULES, VAULT, World
 
 
 @pytest.fixture
@@ -64,6 +66,26 @@ def test_explain_deny_lists_each_failed_condition(world: World, env: dict[str, s
         "equals 'refs/heads/main'" in result.output
     )
     assert "workload-narrowing: subject: from issuer 'ci', rule wants sts 'sts'" in result.output
+
+
+def test_explain_says_an_invalid_deny_rule_denies_everything(
+    world: World, env: dict[str, str]
+) -> None:
+    services = world.app.extensions["sts"]
+    with services.session_factory() as session:
+        session.execute(
+            update(Rule)
+            .where(Rule.name == "no-pull-request-deploys")
+            .values(definition={**RULES["no-pull-request-deploys"], "description": 2024})
+        )
+        session.commit()
+    result = explain(env, real_time_token(world), "--client", "ci-runner", "--audience", DEPLOY)
+    assert result.exit_code == 1
+    assert (
+        "decision: deny (invalid_request) by rule no-pull-request-deploys: denied_by_rule\n"
+        "  rule no-pull-request-deploys does not compile (description must be a string "
+        "(quote it)): a deny rule, it denies every exchange until fixed\n" in result.output
+    )
 
 
 def test_explain_target_refusal(world: World, env: dict[str, str]) -> None:

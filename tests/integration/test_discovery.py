@@ -66,7 +66,10 @@ def test_health_and_readiness(client) -> None:  # type: ignore[no-untyped-def]
     assert client.get("/healthz").json == {"status": "ok"}
     ready = client.get("/readyz")
     assert ready.status_code == 200
-    assert ready.json == {"status": "ready", "checks": {"database": "ok", "signing_key": "ok"}}
+    assert ready.json == {
+        "status": "ready",
+        "checks": {"database": "ok", "signing_key": "ok", "rules": "ok", "key_sets": "ok"},
+    }
 
 
 def test_an_issuer_with_a_path_is_described_where_rfc_8414_puts_it(  # type: ignore[no-untyped-def]

@@ -130,7 +130,12 @@ def test_an_active_key_that_cannot_be_loaded_refuses_then_recovers(
         assert world.audit_rows()[-1]["reason"] == "keys.no_active_key"
         ready = world.client.get("/readyz")
         assert ready.status_code == 503
-        assert ready.json["checks"] == {"database": "ok", "signing_key": "unavailable"}
+        assert ready.json["checks"] == {
+            "database": "ok",
+            "signing_key": "unavailable",
+            "rules": "ok",
+            "key_sets": "ok",
+        }
         assert kids(world.client.get("/jwks.json").json) == {old, new}  # as the database has it
         refresh_due(world)
 

@@ -215,6 +215,24 @@ def test_invalid_file_lists_every_problem(
     assert "clients: no client 'nobody' in this file" in result.output
 
 
+def test_a_key_set_that_does_not_import_is_refused_before_it_is_applied(
+    world: World, env: dict[str, str], tmp_path: Path
+) -> None:
+    """Stored, a client's key off its curve made every exchange fail (the whole trust
+    configuration would not load): `sts rules plan` imports every key set, as sts will."""
+    off_curve = {"keys": [{"kty": "EC", "crv": "P-384", "x": "AA", "y": "AA"}]}
+    document = yaml.safe_load(sts(env, "rules", "export").output)
+    next(c for c in document["clients"] if c["client_id"] == "workload")["jwks"] = off_curve
+    next(i for i in document["issuers"] if i["name"] == "agents")["jwks"] = off_curve
+    path = write(tmp_path, "bad-keys.yaml", document)
+    result = sts(env, "rules", "plan", path)
+    assert result.exit_code == 1
+    assert f"Error: {path}: 2 problems\n" in result.output
+    not_on_curve = "does not import: ValueError: Invalid EC key. Point is not on the curve"
+    assert f"issuer 'agents': jwks.keys[0] {not_on_curve}" in result.output
+    assert f"client 'workload': jwks.keys[0] {not_on_curve}" in result.output
+
+
 def test_every_kind_is_restored_exactly_by_a_downgrade(
     world: World, env: dict[str, str], tmp_path: Path
 ) -> None:

@@ -7,6 +7,10 @@ import pytest
 from tests.rules.base import CLIENT_HASH, edited, parse
 
 PLAINTEXT = "hunter2-hunter2-hunter2-hunter2"
+GOOD_JWK = (  # RFC 7515 Appendix A.3's P-256 public key
+    "{kty: EC, crv: P-256, x: f83OJ3D2xF1Bg8vub9tLe1gHMzV76e8Tus9uPHvRVEU, "
+    "y: x_FEzRu9m36HLN_tue659LNpXW6pCyStikYjKIWI5a0}"
+)
 API_KEY = "stsk_" + "A" * 50
 
 CASES: list[tuple[str, dict[int, str | None], str, str]] = [
@@ -164,6 +168,21 @@ CASES: list[tuple[str, dict[int, str | None], str, str]] = [
         "rules.yaml:4: issuer 'ci': jwks holds private key material (d): publish public keys only",
     ),
     (
+        "issuer-key-off-its-curve",
+        {4: "    jwks: {keys: [{kty: EC, crv: P-384, x: AA, y: AA}]}"},
+        "",
+        "rules.yaml:4: issuer 'ci': jwks.keys[0] does not import: ValueError: Invalid EC key.",
+    ),
+    (
+        "client-key-of-an-unknown-curve",
+        {
+            9: "    auth_method: private_key_jwt",
+            10: f"    jwks: {{keys: [{GOOD_JWK}, {{kty: EC, crv: BP-256, x: AA, y: AA}}]}}",
+        },
+        "",
+        "rules.yaml:10: client 'runner': jwks.keys[1] does not import: KeyError: 'BP-256'",
+    ),
+    (
         "not-yaml",
         {20: '      subject: "unterminated'},
         "",
@@ -257,6 +276,13 @@ def test_every_problem_of_one_rule_is_reported() -> None:
 )
 def test_client_auth_method(edits: dict[int, str | None], expected: list[str]) -> None:
     assert [str(p) for p in parse(edited(edits)).problems] == expected
+
+
+def test_a_client_with_public_keys_that_import_is_valid() -> None:
+    text = edited({9: "    auth_method: private_key_jwt", 10: f"    jwks: {{keys: [{GOOD_JWK}]}}"})
+    result = parse(text)
+    assert result.problems == []
+    assert result.state["client"]["runner"]["jwks"]["keys"][0]["crv"] == "P-256"
 
 
 def test_a_client_bound_to_dpop() -> None:

@@ -7,7 +7,13 @@ from typing import Any
 import pytest
 
 from sts.policy.evaluate import Allow, Deny, ExchangeFacts, TokenFacts, evaluate, regrant
-from sts.policy.rules import CompiledRule, RuleError, compile_matcher, compile_rule
+from sts.policy.rules import (
+    CompiledRule,
+    RuleError,
+    compile_matcher,
+    compile_rule,
+    deny_everything,
+)
 
 DEPLOY = "https://deploy"
 VAULT = "https://vault"
@@ -357,6 +363,55 @@ def test_an_explicit_deny_covers_every_request_its_conditions_describe(
         else outcome(decision)
     )
     assert got == expected
+
+
+ALLOW_EACH_SOURCE = [
+    rule("from-ci", rule_id=1, allow_unauthenticated=True),
+    rule("from-key", rule_id=2, subject_token={"credential": "agent-key"}),
+    rule("narrowing", rule_id=3, subject_token={"sts": True}, clients=["workload"]),
+    rule(
+        "delegated",
+        rule_id=4,
+        subject_token={"issuer": "agents"},
+        actor={"required": True, "issuer": "agents"},
+    ),
+]
+KEY = TokenFacts("credential", "agent-key", "https://sts", "team-alpha")
+OWN = TokenFacts("sts", "sts", "https://sts", "repo:acme/app", audiences=(DEPLOY,))
+
+
+@pytest.mark.parametrize(
+    "request_facts",
+    [
+        facts(),
+        facts(client=None),
+        facts(KEY),
+        facts(OWN, client="workload"),
+        facts(AGENT, actor=AGENT),
+        facts(actor=AGENT),
+    ],
+    ids=["issuer", "unauthenticated", "credential", "own-token", "with-actor", "unasked-actor"],
+)
+def test_a_deny_rule_standing_in_for_an_invalid_one_denies_every_request(
+    request_facts: ExchangeFacts,
+) -> None:
+    """A stored deny rule that no longer compiles must not fail open: what stands in for
+    it covers every request any allow rule could grant, under its id and name."""
+    stand_in = deny_everything(9, "block-prs", 4, "description must be a string", ALLOW_EACH_SOURCE)
+    assert {(r.id, r.name, r.version, r.effect) for r in stand_in} == {(9, "block-prs", 4, "deny")}
+    assert all(r.invalid == "description must be a string" for r in stand_in)
+    decision = evaluate([*ALLOW_EACH_SOURCE, *stand_in], request_facts)
+    assert isinstance(decision, Deny) and decision.reason == "denied_by_rule", decision
+    assert decision.rule is not None and decision.rule.name == "block-prs"
+    assert decision.considered[-1] == ("block-prs", "matched: explicit deny")
+
+
+def test_a_request_no_allow_rule_could_grant_is_still_refused_by_default() -> None:
+    stand_in = deny_everything(9, "block-prs", 4, "invalid", [rule("from-ci")])
+    other = TokenFacts("issuer", "gitlab", "https://gitlab", "repo", {})
+    assert outcome(evaluate([rule("from-ci"), *stand_in], facts(other))) == (
+        "invalid_request:no_matching_rule"
+    )
 
 
 def outcome(decision: Allow | Deny) -> str:
