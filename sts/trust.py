@@ -177,19 +177,19 @@ def _is_deny(row: Rule) -> bool:
 def _load_issuer(row: TrustedIssuer, invalid: _Invalid) -> IssuerConfig:
     jwks = row.jwks
     if jwks is not None:
-        # issuer_keys imports this module; its importer is the one the exchange uses.
-        from sts.tokens.issuer_keys import import_public_key_set
+        # issuer_keys imports this module; its importers are the ones the exchange uses.
+        from sts.tokens.issuer_keys import import_every_public_key, import_public_key_set
 
         try:
-            import_key_set(jwks, import_public_key_set)
+            import_key_set(jwks, import_every_public_key)
         except KeySetError as exc:
-            # Fail closed for this issuer only: with no keys its tokens are refused
-            # ("The issuer has no keys configured."); every other issuer keeps working.
-            invalid.key_set(
-                f"issuer {row.name}",
-                f"issuer {row.name}: jwks does not import: {exc}; its tokens are refused",
-            )
-            jwks = None
+            # RFC 7517 §5: the exchange skips a key it cannot use and verifies with the
+            # rest. With none left, fail closed for this issuer only: its tokens are
+            # refused ("The issuer has no keys configured."); the others keep working.
+            if not import_public_key_set(jwks, f"issuer {row.name} (inline)").keys:
+                jwks = None
+            outcome = "its tokens are refused" if jwks is None else "that key is skipped"
+            invalid.key_set(f"issuer {row.name}", f"issuer {row.name}: jwks: {exc}; {outcome}")
     return IssuerConfig(
         id=row.id,
         name=row.name,

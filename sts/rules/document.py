@@ -24,7 +24,7 @@ from joserfc.jwk import KeySet
 from sts.credentials import API_KEY_PREFIX, is_secret_hash
 from sts.policy.rules import rule_errors
 from sts.rules.ops import DPOP_BOUND
-from sts.tokens.issuer_keys import import_public_key_set
+from sts.tokens.issuer_keys import import_every_public_key
 from sts.tokens.verify import ASYMMETRIC_ALGORITHMS
 from sts.trust import KeySetError, import_client_key_set, import_key_set
 
@@ -388,7 +388,7 @@ def _validate_issuer(result: RulesFile, entry: LineMapping, where: str) -> dict[
     elif "jwks_uri" in entry:
         checks.append(_url(result, entry, where, "jwks_uri"))
     else:
-        checks.append(_public_jwks(result, entry, where, import_public_key_set))
+        checks.append(_public_jwks(result, entry, where, import_every_public_key))
     if not all(checks):
         return None
     fields = {

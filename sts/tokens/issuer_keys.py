@@ -244,17 +244,32 @@ def import_public_key_set(document: Mapping[str, Any], source: str) -> KeySet:
     return KeySet(keys)
 
 
-def _import_public_key(candidate: object) -> Any:
-    if not isinstance(candidate, dict) or "d" in candidate:
-        return None
+def import_every_public_key(document: Mapping[str, Any]) -> KeySet:
+    """:func:`import_public_key_set`, strictly: a ValueError naming the first key the
+    exchange would skip. An operator's own registration (an issuer's inline ``jwks``)
+    should hold none: ``sts rules plan`` refuses one, ``sts check`` reports one."""
+    candidates = document.get("keys")
+    if not isinstance(candidates, list) or not candidates:
+        raise ValueError("no keys")
+    for index, candidate in enumerate(candidates):
+        if _import_public_key(candidate) is None:
+            if isinstance(candidate, dict) and _supported(candidate) and "d" not in candidate:
+                JWKRegistry.import_key(candidate)  # raises what is wrong with it
+            raise ValueError(f"keys[{index}] is not a public key sts can use (kty, crv)")
+    return import_public_key_set(document, "a registered jwks")
+
+
+def _supported(candidate: Mapping[str, Any]) -> bool:
+    """A key type (and curve) sts verifies signatures with."""
     kty = candidate.get("kty")
     if kty == "RSA":
-        pass
-    elif kty in SIGNING_CURVES:
-        curve = candidate.get("crv")
-        if not isinstance(curve, str) or curve not in SIGNING_CURVES[kty]:
-            return None
-    else:
+        return True
+    curve = candidate.get("crv")
+    return kty in SIGNING_CURVES and isinstance(curve, str) and curve in SIGNING_CURVES[kty]
+
+
+def _import_public_key(candidate: object) -> Any:
+    if not isinstance(candidate, dict) or "d" in candidate or not _supported(candidate):
         return None
     try:
         return JWKRegistry.import_key(candidate)
