@@ -20,6 +20,8 @@ COPY migrations ./migrations
 RUN useradd --system --uid 10001 --home-dir /var/lib/sts --create-home sts \
     && chmod 0700 /var/lib/sts
 USER 10001
+# Behind a reverse proxy that buffers request bodies (README, "Container"): neither WSGI
+# server bounds how long a body may take to arrive.
 EXPOSE 8080
 HEALTHCHECK --interval=10s --timeout=3s --start-period=10s --retries=3 \
     CMD ["python", "-c", "import urllib.request,sys; sys.exit(0 if urllib.request.urlopen('http://127.0.0.1:8080/healthz', timeout=2).status == 200 else 1)"]
