@@ -26,6 +26,7 @@ from sts.tokens.issuer_keys import (
 )
 from sts.trust import IssuerConfig
 from tests.issuer import TestIssuer, serving
+from tests.unit.test_issuer_keys import issuer as issuer_config
 
 UNKNOWN_CURVE = {"kty": "EC", "crv": "BP-256", "x": "AA", "y": "AA", "kid": "bp"}
 
@@ -36,15 +37,7 @@ def http_response(body: bytes, status: str = "200 OK", headers: str = "") -> byt
 
 
 def config(jwks_uri: str, issuer_id: int = 1) -> IssuerConfig:
-    return IssuerConfig(
-        id=issuer_id,
-        name=f"issuer-{issuer_id}",
-        issuer=f"https://issuer-{issuer_id}.example",
-        jwks=None,
-        jwks_uri=jwks_uri,
-        algorithms=("ES256",),
-        audiences=("sts",),
-    )
+    return issuer_config(None, issuer_id, jwks_uri)
 
 
 def cache(seconds: list[float], *, timeout: float = 2, min_refresh: float = 30) -> IssuerKeyCache:

@@ -20,13 +20,16 @@ def public_jwks(*keys: ECKey) -> dict[str, Any]:
     return {"keys": [key.as_dict(private=False) for key in keys]}
 
 
-def issuer(jwks: dict[str, Any], issuer_id: int = 1) -> IssuerConfig:
+def issuer(
+    jwks: dict[str, Any] | None, issuer_id: int = 1, jwks_uri: str | None = None
+) -> IssuerConfig:
+    """An issuer with inline keys (``jwks``) or keys at ``jwks_uri``."""
     return IssuerConfig(
         id=issuer_id,
         name=f"ci-{issuer_id}",
         issuer=f"https://issuer-{issuer_id}.example",
         jwks=jwks,
-        jwks_uri=None,
+        jwks_uri=jwks_uri,
         algorithms=("ES256",),
         audiences=("sts",),
     )
