@@ -139,7 +139,8 @@ def keys_rewrap(target: str | None) -> None:
 
     The new secret is read from STS_NEW_KEY_PASSPHRASE (file keystore) or
     STS_NEW_KEY_ENCRYPTION_KEY (database keystore), else from stdin; never from argv.
-    Resumable: keys the new secret already opens are skipped.
+    Resumable: keys the new secret already opens are skipped. Key files in the old
+    format (PBKDF2) are rewritten with scrypt: give the current passphrase to convert them.
     """
     with open_keys() as keys:
         target = target or keys.settings.keystore
@@ -149,6 +150,9 @@ def keys_rewrap(target: str | None) -> None:
         f"re-encrypted {len(result.rewrapped)} keys into the {target} keystore "
         f"({len(result.already_done)} already done)"
     )
+    if target == keys.settings.keystore == "file" and secret == keys.settings.key_passphrase:
+        click.echo("same passphrase as before (key files converted): nothing to change")
+        return
     setting = "STS_KEY_PASSPHRASE" if target == "file" else "STS_KEY_ENCRYPTION_KEY"
     click.echo(
         f"now set STS_KEYSTORE={target} and {setting} to the new secret on every replica "

@@ -302,7 +302,9 @@ def rewrap(
     """Re-encrypt every kept private key under ``new_secret`` in the ``target`` keystore
     (``file`` or ``database``), reading each from where it rests now with the current
     secrets. Resumable: keys the new secret already opens are left alone, so running it
-    again after an interruption, or after a replica rotated meanwhile, finishes the job."""
+    again after an interruption, or after a replica rotated meanwhile, finishes the job.
+    Key files in the old format (PKCS#8, PBKDF2) are rewritten even when the new secret
+    opens them: with the current passphrase as the new one, this converts them."""
     new_store = make_target_keystore(settings, target, new_secret)
     rewrapped: list[str] = []
     already_done: list[str] = []
@@ -329,7 +331,9 @@ def opens_at_target(row: SigningKey, store: KeyStore, target: str) -> bool:
     in_database = row.encrypted_private_key is not None
     if in_database != (target == "database"):
         return False
-    if isinstance(store, FileKeyStore) and not store.holds(row.kid):
+    if isinstance(store, FileKeyStore) and (
+        not store.holds(row.kid) or store.in_legacy_format(row.kid)
+    ):
         return False
     try:
         store.load(row.kid, row.encrypted_private_key)

@@ -19,6 +19,7 @@ from sqlalchemy import update
 from sts.cli import cli
 from sts.db import admin
 from sts.db.models import Rule
+from sts.keys.keystore import FileKeyStore
 from tests.conftest import TEST_ISSUER, TEST_PASSPHRASE
 from tests.integration.world import RULES, World
 from tests.server import get_json, running_server, server_process, service_env, worker_pids
@@ -305,9 +306,38 @@ def test_keys_rewrap_reads_the_new_secret_from_env_or_stdin(env: dict[str, str])
     assert "re-encrypted 1 keys" in result.output
     assert second_new not in result.output
     path = Path(env["STS_KEYS_DIR"]) / f"{kid}.pem"
-    serialization.load_pem_private_key(path.read_bytes(), second_new.encode())
+    assert FileKeyStore(path.parent, second_new).load(kid, None) is not None
 
     wrong = run({**env, "STS_NEW_KEY_PASSPHRASE": "yet another passphrase"}, "keys", "rewrap")
     assert wrong.exit_code == 1
     assert wrong.output.startswith("Error: STS_KEY_PASSPHRASE does not decrypt")
     assert "Spawning worker" not in result.stderr + result.stdout  # granian's wording
+
+
+def test_keys_rewrap_under_the_same_passphrase_converts_old_key_files(
+    env: dict[str, str],
+) -> None:
+    """A key file from before scrypt (PKCS#8 PBES2, PBKDF2 with 2048 rounds) is rewritten
+    in the scrypt format, under the passphrase already in use."""
+    run(env, "db", "upgrade")
+    kid = kid_in(run(env, "keys", "rotate").output, "published ")
+    path = Path(env["STS_KEYS_DIR"]) / f"{kid}.pem"
+    private_key = FileKeyStore(path.parent, TEST_PASSPHRASE).load(kid, None)
+    path.write_bytes(
+        private_key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.BestAvailableEncryption(TEST_PASSPHRASE.encode()),
+        )
+    )
+    result = run({**env, "STS_NEW_KEY_PASSPHRASE": TEST_PASSPHRASE}, "keys", "rewrap")
+    assert result.exit_code == 0, result.output
+    assert result.output.splitlines() == [
+        "re-encrypted 1 keys into the file keystore (0 already done)",
+        "same passphrase as before (key files converted): nothing to change",
+    ]
+    assert path.read_bytes().startswith(b"-----BEGIN STS ENCRYPTED PRIVATE KEY-----")
+    assert path.stat().st_mode & 0o777 == 0o600
+    assert FileKeyStore(path.parent, TEST_PASSPHRASE).load(kid, None) is not None
+    again = run({**env, "STS_NEW_KEY_PASSPHRASE": TEST_PASSPHRASE}, "keys", "rewrap")
+    assert again.output.startswith("re-encrypted 0 keys into the file keystore (1 already done)")

@@ -1,12 +1,17 @@
-"""Keys at rest: the file keystore (PKCS#8, 0600) and the database keystore (AES-256-GCM),
-kid = RFC 7638 thumbprint, duplicate kids refused, rewrap under a new secret."""
+"""Keys at rest: the file keystore (scrypt + AES-256-GCM bound to the kid, 0600; the old
+PKCS#8 PBES2 files still read and converted by rewrap) and the database keystore
+(AES-256-GCM), kid = RFC 7638 thumbprint, duplicate kids refused, rewrap under a new
+secret."""
 
 from __future__ import annotations
 
 import base64
 import hashlib
 import json
+import logging
 import os
+import shutil
+import struct
 from pathlib import Path
 
 import pytest
@@ -19,8 +24,13 @@ from sts.db.models import SigningKey
 from sts.errors import ConfigurationError, StartupError
 from sts.keys.keystore import DatabaseKeyStore, FileKeyStore, make_keystore
 from sts.keys.lifecycle import KeyLifecycleError, create_signing_key, rewrap
-from sts.keys.material import generate_private_key, thumbprint
+from sts.keys.material import PrivateKey, generate_private_key, thumbprint
 from tests.conftest import TEST_PASSPHRASE
+
+# The key file, version 2, as the README describes it: PEM around version, kdf (1: scrypt),
+# log2(N), r, p, a 16-byte salt and a 12-byte nonce, then AES-256-GCM ciphertext and tag.
+FILE_HEADER = struct.Struct(">BBBBB16s12s")
+PKCS8_PBES2 = b"-----BEGIN ENCRYPTED PRIVATE KEY-----"
 
 
 def rfc7638_thumbprint(jwk: dict[str, str]) -> str:
@@ -39,16 +49,44 @@ def key_files(keys_dir: Path) -> list[Path]:
     return sorted(keys_dir.glob("*.pem"))
 
 
+def file_header(path: Path) -> tuple[int, int, int, int, int, bytes, bytes]:
+    """Read from the bytes, not through the keystore: (version, kdf, log2 N, r, p, salt,
+    nonce) of a version 2 key file."""
+    lines = path.read_text().strip().splitlines()
+    assert lines[0] == "-----BEGIN STS ENCRYPTED PRIVATE KEY-----"
+    assert lines[-1] == "-----END STS ENCRYPTED PRIVATE KEY-----"
+    raw = base64.b64decode("".join(lines[1:-1]), validate=True)
+    assert len(raw) > FILE_HEADER.size + 16  # a ciphertext and its GCM tag follow
+    return FILE_HEADER.unpack(raw[: FILE_HEADER.size])  # type: ignore[return-value]
+
+
+def write_legacy_file(path: Path, private_key: PrivateKey, passphrase: str) -> None:
+    """A key file as earlier releases wrote it: PKCS#8 PBES2 (PBKDF2, 2048 rounds), 0600."""
+    pem = private_key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.BestAvailableEncryption(passphrase.encode()),
+    )
+    path.unlink(missing_ok=True)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(pem)
+    path.chmod(0o600)
+
+
+def same_key(one: PrivateKey, other: PrivateKey) -> bool:
+    der = serialization.Encoding.DER, serialization.PrivateFormat.PKCS8
+    plain = serialization.NoEncryption()
+    return one.private_bytes(*der, plain) == other.private_bytes(*der, plain)
+
+
 def test_first_start_generates_an_encrypted_es256_key(app, client) -> None:  # type: ignore[no-untyped-def]
     keys_dir = app.extensions["sts"].settings.keys_dir
     files = key_files(keys_dir)
     assert len(files) == 1
     assert os.stat(files[0]).st_mode & 0o777 == 0o600
-    pem = files[0].read_bytes()
-    assert pem.startswith(b"-----BEGIN ENCRYPTED PRIVATE KEY-----")
-    with pytest.raises(TypeError):  # encrypted: unreadable without the passphrase
-        serialization.load_pem_private_key(pem, None)
-    serialization.load_pem_private_key(pem, TEST_PASSPHRASE.encode())
+    version, kdf, log2_n, r, p, _salt, _nonce = file_header(files[0])
+    assert (version, kdf, 2**log2_n, r, p) == (2, 1, 2**17, 8, 1)  # scrypt, not PBKDF2
+    assert FileKeyStore(keys_dir, TEST_PASSPHRASE).load(files[0].stem, None) is not None
 
     (published,) = client.get("/jwks.json").json["keys"]
     assert published["alg"] == "ES256"
@@ -57,6 +95,140 @@ def test_first_start_generates_an_encrypted_es256_key(app, client) -> None:  # t
     assert published["kid"] == rfc7638_thumbprint(published)
     assert files[0].name == f"{published['kid']}.pem"
     assert "d" not in published  # never the private part
+
+
+def test_a_new_key_file_is_scrypt_and_aes_gcm_not_pkcs8_pbes2(tmp_path: Path) -> None:
+    """Version 2: the scrypt cost and a random salt are recorded in the file; no PKCS#8
+    PBES2 (PBKDF2 with 2048 rounds) for a passphrase-guessing attacker to run offline."""
+    private_key = generate_private_key("ES256")
+    kid = thumbprint(private_key)
+    FileKeyStore(tmp_path / "one", TEST_PASSPHRASE).store(kid, private_key)
+    FileKeyStore(tmp_path / "two", TEST_PASSPHRASE).store(kid, private_key)
+    one, two = tmp_path / "one" / f"{kid}.pem", tmp_path / "two" / f"{kid}.pem"
+    assert os.stat(one).st_mode & 0o777 == 0o600
+    assert not one.read_bytes().startswith(PKCS8_PBES2)
+    with pytest.raises(ValueError):  # not PKCS#8 at all, whatever the passphrase
+        serialization.load_pem_private_key(one.read_bytes(), TEST_PASSPHRASE.encode())
+    version, kdf, log2_n, r, p, salt, nonce = file_header(one)
+    assert (version, kdf, log2_n, r, p) == (2, 1, 17, 8, 1)  # N = 2**17: 128 MiB
+    assert len(salt) == 16 and len(nonce) == 12
+    assert file_header(two)[5] != salt  # another keystore (process): another salt
+    # One keystore derives once per salt: its next key (a rotation) reuses the salt, not
+    # the nonce.
+    store = FileKeyStore(tmp_path / "three", TEST_PASSPHRASE)
+    first, second = generate_private_key("ES256"), generate_private_key("ES256")
+    store.store(thumbprint(first), first)
+    store.store(thumbprint(second), second)
+    first_header = file_header(tmp_path / "three" / f"{thumbprint(first)}.pem")
+    second_header = file_header(tmp_path / "three" / f"{thumbprint(second)}.pem")
+    assert first_header[5] == second_header[5] and first_header[6] != second_header[6]
+    assert first_header[5] not in (salt, file_header(two)[5])
+
+
+@pytest.mark.parametrize("alg", ["ES256", "EdDSA", "RS256"])
+def test_file_keystore_round_trip(tmp_path: Path, alg: str) -> None:
+    private_key = generate_private_key(alg)
+    kid = thumbprint(private_key)
+    FileKeyStore(tmp_path, TEST_PASSPHRASE).store(kid, private_key)
+    assert file_header(tmp_path / f"{kid}.pem")[0] == 2
+    loaded = FileKeyStore(tmp_path, TEST_PASSPHRASE).load(kid, None)  # a fresh process
+    assert same_key(loaded, private_key)
+
+
+def test_file_keystore_refuses_a_wrong_passphrase(tmp_path: Path) -> None:
+    private_key = generate_private_key("ES256")
+    kid = thumbprint(private_key)
+    FileKeyStore(tmp_path, TEST_PASSPHRASE).store(kid, private_key)
+    assert file_header(tmp_path / f"{kid}.pem")[0] == 2
+    with pytest.raises(StartupError) as caught:
+        FileKeyStore(tmp_path, "not the right passphrase").load(kid, None)
+    assert str(caught.value) == (
+        f"STS_KEY_PASSPHRASE does not decrypt {tmp_path / kid}.pem: wrong passphrase, "
+        "or the file is damaged or holds another kid's key"
+    )
+
+
+def test_a_key_file_copied_under_another_kid_does_not_decrypt(tmp_path: Path) -> None:
+    """The kid is associated data: one key's file renamed to another's kid is refused by
+    the keystore itself, before any thumbprint check."""
+    store = FileKeyStore(tmp_path, TEST_PASSPHRASE)
+    first, second = generate_private_key("ES256"), generate_private_key("ES256")
+    store.store(thumbprint(first), first)
+    store.store(thumbprint(second), second)
+    shutil.copyfile(tmp_path / f"{thumbprint(first)}.pem", tmp_path / f"{thumbprint(second)}.pem")
+    with pytest.raises(StartupError, match="or holds another kid's key"):
+        FileKeyStore(tmp_path, TEST_PASSPHRASE).load(thumbprint(second), None)
+
+
+def test_a_key_file_cannot_ask_for_an_unbounded_scrypt_cost(tmp_path: Path) -> None:
+    """The cost is read from the file, so it is bounded before anything is derived."""
+    private_key = generate_private_key("ES256")
+    kid = thumbprint(private_key)
+    FileKeyStore(tmp_path, TEST_PASSPHRASE).store(kid, private_key)
+    path = tmp_path / f"{kid}.pem"
+    lines = path.read_text().strip().splitlines()
+    raw = bytearray(base64.b64decode("".join(lines[1:-1])))
+    raw[2] = 30  # N = 2**30: 128 GiB
+    body = base64.b64encode(bytes(raw)).decode()
+    path.write_text(f"{lines[0]}\n{body}\n{lines[-1]}\n")
+    with pytest.raises(StartupError, match=r"not a signing key file sts can read .*N=2\*\*30"):
+        FileKeyStore(tmp_path, TEST_PASSPHRASE).load(kid, None)
+
+
+def test_a_key_file_in_the_old_format_still_signs(  # type: ignore[no-untyped-def]
+    app, make_settings, empty_database_url, clock, caplog
+) -> None:
+    """A service upgraded in place keeps signing with its PKCS#8 PBES2 file, and says
+    how to convert it."""
+    caplog.set_level(logging.WARNING, logger="sts.keys.keystore")
+    keys_dir = app.extensions["sts"].settings.keys_dir
+    kid = app.extensions["sts"].keyring.signing_key().kid
+    private_key = FileKeyStore(keys_dir, TEST_PASSPHRASE).load(kid, None)
+    write_legacy_file(keys_dir / f"{kid}.pem", private_key, TEST_PASSPHRASE)
+
+    upgraded = create_app(make_settings(empty_database_url), clock=clock)
+    try:
+        assert upgraded.extensions["sts"].keyring.signing_key().kid == kid
+    finally:
+        upgraded.extensions["sts"].engine.dispose()
+    assert caplog.messages == [
+        f"signing key {kid} is in the old key file format (PBKDF2, 2048 rounds): run "
+        "`sts keys rewrap` to re-encrypt it with scrypt (see the README)"
+    ]
+    with pytest.raises(StartupError, match="STS_KEY_PASSPHRASE does not decrypt"):
+        FileKeyStore(keys_dir, "not the right passphrase").load(kid, None)
+
+
+def test_an_old_format_file_under_another_kid_is_refused(tmp_path: Path) -> None:
+    """Version 1 does not bind the kid, so the keystore checks the thumbprint: a rewrap
+    must not seal one key under another's kid."""
+    first, second = generate_private_key("ES256"), generate_private_key("ES256")
+    write_legacy_file(tmp_path / f"{thumbprint(second)}.pem", first, TEST_PASSPHRASE)
+    with pytest.raises(StartupError, match=f"does not hold signing key {thumbprint(second)}"):
+        FileKeyStore(tmp_path, TEST_PASSPHRASE).load(thumbprint(second), None)
+
+
+def test_rewrap_with_the_same_passphrase_converts_old_files(  # type: ignore[no-untyped-def]
+    app, make_settings, empty_database_url, clock
+) -> None:
+    services = app.extensions["sts"]
+    keys_dir = services.settings.keys_dir
+    kid = services.keyring.signing_key().kid
+    private_key = FileKeyStore(keys_dir, TEST_PASSPHRASE).load(kid, None)
+    path = keys_dir / f"{kid}.pem"
+    write_legacy_file(path, private_key, TEST_PASSPHRASE)
+
+    result = rewrap(services.settings, services.session_factory, "file", TEST_PASSPHRASE)
+    assert (result.rewrapped, result.already_done) == ([kid], [])
+    assert file_header(path)[:5] == (2, 1, 17, 8, 1)
+    assert os.stat(path).st_mode & 0o777 == 0o600
+    assert same_key(FileKeyStore(keys_dir, TEST_PASSPHRASE).load(kid, None), private_key)
+    again = create_app(make_settings(empty_database_url), clock=clock)
+    assert again.extensions["sts"].keyring.signing_key().kid == kid
+    again.extensions["sts"].engine.dispose()
+    # Converted once: a second run finds nothing to do.
+    result = rewrap(services.settings, services.session_factory, "file", TEST_PASSPHRASE)
+    assert (result.rewrapped, result.already_done) == ([], [kid])
 
 
 def test_restart_reuses_the_key(app, make_settings, empty_database_url, clock) -> None:  # type: ignore[no-untyped-def]
