@@ -27,6 +27,9 @@ KEK_BYTES = 32  # AES-256-GCM
 # caches within an hour even with a long lead time.
 JWKS_MAX_AGE_CAP = 3600
 DAY = 86400
+# STS_KEY_FILE_SCRYPT_LOG2_N's range: what a key file may ask for (sts.keys.keystore).
+MIN_SCRYPT_LOG2_N = 15
+MAX_SCRYPT_LOG2_N = 20
 MIN_NONCE_SECRET_CHARS = 32  # STS_DPOP_NONCE_SECRET: an HMAC key (sts.tokens.dpop_nonce)
 
 
@@ -45,6 +48,9 @@ class Settings:
     database_url: str | None = field(default=None, repr=False)
     keys_dir: Path = Path("keys")
     key_passphrase: str | None = field(default=None, repr=False)
+    # scrypt's cost for key files written under STS_KEY_PASSPHRASE (RFC 7914: N = 2**this,
+    # r = 8, p = 1; 128 MiB and ~0.3 s per key file loaded at 17). Files record their own.
+    key_file_scrypt_log2_n: int = 17
     signing_alg: str = "ES256"
     max_token_ttl: int = 900  # global cap on any issued token's lifetime, seconds
     clock_leeway: int = 30  # seconds of skew tolerated on exp/nbf/iat of inbound tokens
@@ -155,6 +161,7 @@ class Settings:
             "STS_INSTANCE_DIR": str(self.instance_dir),
             "STS_KEYS_DIR": str(self.keys_dir),
             "STS_KEY_PASSPHRASE": _redacted(self.key_passphrase),
+            "STS_KEY_FILE_SCRYPT_LOG2_N": str(self.key_file_scrypt_log2_n),
             "STS_SIGNING_ALG": self.signing_alg,
             "STS_MAX_TOKEN_TTL": str(self.max_token_ttl),
             "STS_CLOCK_LEEWAY": str(self.clock_leeway),
@@ -201,6 +208,7 @@ class Settings:
             "STS_DATABASE_URL": ("database_url", str),
             "STS_KEYS_DIR": ("keys_dir", Path),
             "STS_KEY_PASSPHRASE": ("key_passphrase", str),
+            "STS_KEY_FILE_SCRYPT_LOG2_N": ("key_file_scrypt_log2_n", _parse_positive_int),
             "STS_SIGNING_ALG": ("signing_alg", str),
             "STS_MAX_TOKEN_TTL": ("max_token_ttl", _parse_positive_int),
             "STS_CLOCK_LEEWAY": ("clock_leeway", _parse_non_negative_int),
@@ -270,6 +278,11 @@ def validate(settings: Settings) -> Settings:
         )
     if settings.key_passphrase is not None and len(settings.key_passphrase) < 12:
         raise ConfigurationError("STS_KEY_PASSPHRASE", "must be at least 12 characters long")
+    if not MIN_SCRYPT_LOG2_N <= settings.key_file_scrypt_log2_n <= MAX_SCRYPT_LOG2_N:
+        raise ConfigurationError(
+            "STS_KEY_FILE_SCRYPT_LOG2_N",
+            f"must be between {MIN_SCRYPT_LOG2_N} (32 MiB) and {MAX_SCRYPT_LOG2_N} (1 GiB)",
+        )
     secret = settings.dpop_nonce_secret
     if secret is not None and len(secret) < MIN_NONCE_SECRET_CHARS:
         raise ConfigurationError(

@@ -21,6 +21,11 @@ from sts.settings import Settings
 
 DEFAULT_PG = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
 TEST_PASSPHRASE = "correct horse battery staple"
+# Key files at scrypt's lowest accepted cost (32 MiB, ~0.08 s a file instead of 128 MiB
+# and ~0.3 s): every test app writes or loads one. Also for the `sts` processes and CLI
+# runs tests start, which read the environment.
+TEST_SCRYPT_LOG2_N = 15
+os.environ.setdefault("STS_KEY_FILE_SCRYPT_LOG2_N", str(TEST_SCRYPT_LOG2_N))
 TEST_ISSUER = "https://sts.test"
 
 
@@ -85,6 +90,7 @@ def make_settings(tmp_path: Path):  # type: ignore[no-untyped-def]
             "instance_dir": tmp_path / "instance",
             "keys_dir": tmp_path / "keys",
             "key_passphrase": TEST_PASSPHRASE,
+            "key_file_scrypt_log2_n": TEST_SCRYPT_LOG2_N,
             "auto_migrate": True,
         }
         values.update(overrides)

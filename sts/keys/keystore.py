@@ -32,7 +32,7 @@ from cryptography.hazmat.primitives.kdf.scrypt import Scrypt
 
 from sts.errors import StartupError
 from sts.keys.material import PrivateKey, thumbprint
-from sts.settings import Settings
+from sts.settings import MAX_SCRYPT_LOG2_N, MIN_SCRYPT_LOG2_N, Settings
 
 log = logging.getLogger(__name__)
 
@@ -60,7 +60,7 @@ class ScryptCost:
         """What a file may ask for: at least N = 2**15, at most 1 GiB and p = 4, so a
         file cannot make start-up allocate or compute without bound."""
         return (
-            15 <= self.log2_n <= 20
+            MIN_SCRYPT_LOG2_N <= self.log2_n <= MAX_SCRYPT_LOG2_N
             and 1 <= self.r <= 16
             and 1 <= self.p <= 4
             and self.memory <= 2**30
@@ -69,7 +69,15 @@ class ScryptCost:
 
 # OWASP's scrypt minimum (N = 2**17, r = 8, p = 1): 128 MiB and about 0.3 s per
 # derivation, paid once per file salt per process (the key ring caches loaded keys).
+# STS_KEY_FILE_SCRYPT_LOG2_N sets N for new files (file_keystore).
 SCRYPT_COST = ScryptCost(log2_n=17, r=8, p=1)
+
+
+def file_keystore(settings: Settings, passphrase: str) -> FileKeyStore:
+    """The key files under ``passphrase``, new ones written at the configured cost."""
+    cost = ScryptCost(settings.key_file_scrypt_log2_n, SCRYPT_COST.r, SCRYPT_COST.p)
+    return FileKeyStore(settings.keys_dir, passphrase, cost)
+
 
 # The key file, version 2 (version 1 is PKCS#8 PBES2: PBKDF2-SHA256 with 2048 rounds,
 # cheap to brute-force offline; still read, rewritten by `sts keys rewrap`):
@@ -355,6 +363,6 @@ def make_keystore(settings: Settings) -> KeyStore:
             raise StartupError("STS_KEY_ENCRYPTION_KEY is required with STS_KEYSTORE=database")
         legacy = None
         if settings.key_passphrase:
-            legacy = FileKeyStore(settings.keys_dir, settings.key_passphrase)
+            legacy = file_keystore(settings, settings.key_passphrase)
         return DatabaseKeyStore(kek, legacy)
-    return FileKeyStore(settings.keys_dir, resolve_key_passphrase(settings))
+    return file_keystore(settings, resolve_key_passphrase(settings))

@@ -21,7 +21,13 @@ from sts.db import queries
 from sts.db.locks import GOVERNANCE_LOCK, begin_exclusive
 from sts.db.models import SigningKey
 from sts.errors import ConfigurationError, StartupError
-from sts.keys.keystore import DatabaseKeyStore, FileKeyStore, KeyStore, resolve_key_passphrase
+from sts.keys.keystore import (
+    DatabaseKeyStore,
+    FileKeyStore,
+    KeyStore,
+    file_keystore,
+    resolve_key_passphrase,
+)
 from sts.keys.material import (
     PrivateKey,
     generate_private_key,
@@ -293,7 +299,7 @@ def make_target_keystore(settings: Settings, target: str, new_secret: str) -> Ke
         raise ConfigurationError(
             "STS_NEW_KEY_PASSPHRASE", f"must be at least {MIN_PASSPHRASE_LENGTH} characters long"
         )
-    return FileKeyStore(settings.keys_dir, new_secret)
+    return file_keystore(settings, new_secret)
 
 
 def rewrap(
@@ -352,4 +358,4 @@ def load_current(settings: Settings, row: SigningKey) -> PrivateKey:
                 f"is needed to read signing key {row.kid}, which is in the database keystore",
             )
         return DatabaseKeyStore(kek).load(row.kid, row.encrypted_private_key)
-    return FileKeyStore(settings.keys_dir, resolve_key_passphrase(settings)).load(row.kid, None)
+    return file_keystore(settings, resolve_key_passphrase(settings)).load(row.kid, None)

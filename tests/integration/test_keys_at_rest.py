@@ -25,7 +25,7 @@ from sts.errors import ConfigurationError, StartupError
 from sts.keys.keystore import DatabaseKeyStore, FileKeyStore, make_keystore
 from sts.keys.lifecycle import KeyLifecycleError, create_signing_key, rewrap
 from sts.keys.material import PrivateKey, generate_private_key, thumbprint
-from tests.conftest import TEST_PASSPHRASE
+from tests.conftest import TEST_PASSPHRASE, TEST_SCRYPT_LOG2_N
 
 # The key file, version 2, as the README describes it: PEM around version, kdf (1: scrypt),
 # log2(N), r, p, a 16-byte salt and a 12-byte nonce, then AES-256-GCM ciphertext and tag.
@@ -85,7 +85,8 @@ def test_first_start_generates_an_encrypted_es256_key(app, client) -> None:  # t
     assert len(files) == 1
     assert os.stat(files[0]).st_mode & 0o777 == 0o600
     version, kdf, log2_n, r, p, _salt, _nonce = file_header(files[0])
-    assert (version, kdf, 2**log2_n, r, p) == (2, 1, 2**17, 8, 1)  # scrypt, not PBKDF2
+    # scrypt, not PBKDF2, at the configured cost (the tests' STS_KEY_FILE_SCRYPT_LOG2_N)
+    assert (version, kdf, log2_n, r, p) == (2, 1, TEST_SCRYPT_LOG2_N, 8, 1)
     assert FileKeyStore(keys_dir, TEST_PASSPHRASE).load(files[0].stem, None) is not None
 
     (published,) = client.get("/jwks.json").json["keys"]
@@ -220,7 +221,7 @@ def test_rewrap_with_the_same_passphrase_converts_old_files(  # type: ignore[no-
 
     result = rewrap(services.settings, services.session_factory, "file", TEST_PASSPHRASE)
     assert (result.rewrapped, result.already_done) == ([kid], [])
-    assert file_header(path)[:5] == (2, 1, 17, 8, 1)
+    assert file_header(path)[:5] == (2, 1, TEST_SCRYPT_LOG2_N, 8, 1)
     assert os.stat(path).st_mode & 0o777 == 0o600
     assert same_key(FileKeyStore(keys_dir, TEST_PASSPHRASE).load(kid, None), private_key)
     again = create_app(make_settings(empty_database_url), clock=clock)

@@ -22,6 +22,14 @@ REFUSALS = [
     ("bad-alg", {"STS_SIGNING_ALG": "HS256"}, "STS_SIGNING_ALG must be one of"),
     ("bad-db", {"STS_DATABASE_URL": "mysql://x/y"}, "STS_DATABASE_URL must be a sqlite"),
     ("short-pass", {"STS_KEY_PASSPHRASE": "short"}, "STS_KEY_PASSPHRASE must be at least 12"),
+    *(
+        (
+            f"scrypt-{value}",
+            {"STS_KEY_FILE_SCRYPT_LOG2_N": value},
+            "STS_KEY_FILE_SCRYPT_LOG2_N must be between 15 (32 MiB) and 20 (1 GiB)",
+        )
+        for value in ("14", "21")
+    ),
     (
         "short-nonce-secret",
         {"STS_DPOP_NONCE_SECRET": "x" * 31},
@@ -234,3 +242,11 @@ def test_rules_migrations_dir_is_configurable() -> None:
     settings = Settings.from_env({"STS_RULES_MIGRATIONS_DIR": "/srv/acme-sts/rules"})
     assert settings.rules_migrations_dir == Path("/srv/acme-sts/rules")
     assert settings.describe()["STS_RULES_MIGRATIONS_DIR"] == "/srv/acme-sts/rules"
+
+
+def test_key_files_are_written_at_scrypts_recommended_cost_unless_told() -> None:
+    """OWASP's scrypt minimum, N = 2**17 (128 MiB), for key files under the passphrase."""
+    assert Settings().key_file_scrypt_log2_n == 17
+    told = Settings.from_env({**VALID, "STS_KEY_FILE_SCRYPT_LOG2_N": "15"})
+    assert told.key_file_scrypt_log2_n == 15
+    assert told.describe()["STS_KEY_FILE_SCRYPT_LOG2_N"] == "15"
