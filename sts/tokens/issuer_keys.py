@@ -372,15 +372,19 @@ class IssuerKeyCache:
     def _fetch(self, uri: str) -> KeySet | None:
         """The issuer's usable keys, or None when the fetch or the document fails in any
         way (a refused connection, a bad status line, JSON nested past the recursion
-        limit, no usable key): the caller keeps the last good keys. The log names the
-        error's type only, never a body the issuer sent."""
+        limit, not a JWK set): the caller keeps the last good keys. The log names the
+        error's type only, never a body the issuer sent.
+
+        A JWK set the issuer did publish replaces the keys even when none of it is
+        usable, ``{"keys": []}`` included: that is how an issuer withdraws its keys, and
+        its tokens are then refused (fail closed), not verified with keys it took back."""
         try:
             keys = import_public_key_set(self._fetcher(uri, self._timeout), uri)
-            if not keys.keys:
-                raise ValueError("no usable keys")
         except Exception as exc:  # whatever it is, the last good keys serve
             log.warning("fetching JWKS from %s failed: %s", uri, type(exc).__name__)
             return None
+        if not keys.keys:
+            log.warning("JWKS from %s holds no usable key: the issuer's tokens are refused", uri)
         return keys
 
 
