@@ -62,6 +62,7 @@ def build_services(settings: Settings, clock: Clock = system_clock) -> Services:
             timeout=settings.issuer_jwks_timeout,
             cache_ttl=settings.issuer_jwks_cache_ttl,
             min_refresh=settings.issuer_jwks_min_refresh,
+            max_stale=settings.issuer_jwks_max_stale,
         ),
         own_keys=OwnKeySet(),
         dpop_nonces=(

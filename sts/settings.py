@@ -71,6 +71,8 @@ class Settings:
     # DoS guard).
     issuer_jwks_timeout: float = 3.0
     issuer_jwks_cache_ttl: int = 300
+    # How long the last good keys of a jwks_uri serve while refreshing them fails.
+    issuer_jwks_max_stale: int = 86400
     issuer_jwks_min_refresh: int = 30
     # How often a process checks the rules generation counter (the bound on how long a
     # rules change takes to reach a running service).
@@ -172,6 +174,7 @@ class Settings:
             "STS_AUTO_MIGRATE": str(self.should_auto_migrate).lower(),
             "STS_ISSUER_JWKS_TIMEOUT": str(self.issuer_jwks_timeout),
             "STS_ISSUER_JWKS_CACHE_TTL": str(self.issuer_jwks_cache_ttl),
+            "STS_ISSUER_JWKS_MAX_STALE": str(self.issuer_jwks_max_stale),
             "STS_ISSUER_JWKS_MIN_REFRESH": str(self.issuer_jwks_min_refresh),
             "STS_RULES_REFRESH_INTERVAL": str(self.rules_refresh_interval),
             "STS_SQLITE_CHECKPOINT_INTERVAL": str(self.sqlite_checkpoint_interval),
@@ -219,6 +222,7 @@ class Settings:
             "STS_AUTO_MIGRATE": ("auto_migrate", _parse_bool),
             "STS_ISSUER_JWKS_TIMEOUT": ("issuer_jwks_timeout", _parse_seconds),
             "STS_ISSUER_JWKS_CACHE_TTL": ("issuer_jwks_cache_ttl", _parse_positive_int),
+            "STS_ISSUER_JWKS_MAX_STALE": ("issuer_jwks_max_stale", _parse_positive_int),
             "STS_ISSUER_JWKS_MIN_REFRESH": ("issuer_jwks_min_refresh", _parse_non_negative_int),
             "STS_RULES_REFRESH_INTERVAL": ("rules_refresh_interval", _parse_seconds),
             "STS_SQLITE_CHECKPOINT_INTERVAL": ("sqlite_checkpoint_interval", _parse_seconds),
@@ -291,6 +295,10 @@ def validate(settings: Settings) -> Settings:
             "replica",
         )
     _check_keystore(settings)
+    if settings.issuer_jwks_max_stale < settings.issuer_jwks_cache_ttl:
+        raise ConfigurationError(
+            "STS_ISSUER_JWKS_MAX_STALE", "must be at least STS_ISSUER_JWKS_CACHE_TTL"
+        )
     _check_rotation_schedule(settings)
     return settings
 

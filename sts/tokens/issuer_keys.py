@@ -301,12 +301,14 @@ class IssuerKeyCache:
         timeout: float,
         cache_ttl: float,
         min_refresh: float,
+        max_stale: float = 86400,
         fetcher: Fetcher = fetch_jwks,
         monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
         self._timeout = timeout
         self._cache_ttl = cache_ttl
         self._min_refresh = min_refresh
+        self._max_stale = max_stale
         self._fetcher = fetcher
         self.monotonic = monotonic  # injectable: tests move it instead of sleeping
         self._sources: dict[str, _Source] = {}
@@ -326,7 +328,11 @@ class IssuerKeyCache:
         unknown_kid = entry is not None and kid is not None and not _has_kid(entry.keys, kid)
         if stale or unknown_kid:
             entry = self._refresh(issuer.jwks_uri, source, now)
-        if entry is None:
+        if entry is None or now - entry.fetched_at > self._max_stale:
+            # Fail closed past ``max_stale`` too: the last good keys serve while the issuer
+            # cannot be reached, but not for ever. Whoever can keep sts from reaching the
+            # issuer would otherwise keep a key the issuer has withdrawn (a leaked one)
+            # verifying its tokens here.
             raise TemporarilyUnavailable(
                 "The subject token's issuer keys cannot be fetched; retry later.",
                 reason="issuer.jwks_unavailable",

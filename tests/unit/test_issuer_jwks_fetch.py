@@ -40,12 +40,15 @@ def config(jwks_uri: str, issuer_id: int = 1) -> IssuerConfig:
     return issuer_config(None, issuer_id, jwks_uri)
 
 
-def cache(seconds: list[float], *, timeout: float = 2, min_refresh: float = 30) -> IssuerKeyCache:
+def cache(
+    seconds: list[float], *, timeout: float = 2, min_refresh: float = 30, max_stale: float = 3600
+) -> IssuerKeyCache:
     """The cache with the real fetcher, on a clock the test moves (``seconds[0]``)."""
     return IssuerKeyCache(
         timeout=timeout,
         cache_ttl=300,
         min_refresh=min_refresh,
+        max_stale=max_stale,
         monotonic=lambda: seconds[0],
     )
 
@@ -289,3 +292,24 @@ def test_a_published_set_without_usable_keys_withdraws_the_old_ones(
         seconds[0] += 301  # past the cache lifetime: a refresh
         assert kids(keys.key_set(config(url), issuer.kid)) == set()
     assert issuer.fetches == 2
+
+
+def test_the_last_good_keys_serve_while_refreshing_fails_but_not_for_ever() -> None:
+    """A failed refresh keeps the last good keys, up to ``max_stale`` after they were
+    fetched; past it the issuer's tokens are refused (fail closed: whoever keeps sts from
+    reaching the issuer must not keep a key it withdrew verifying here). Once the issuer
+    answers again, its keys serve again."""
+    issuer = TestIssuer()
+    seconds = [1000.0]
+    keys = cache(seconds, max_stale=3600)
+    with issuer.serve() as url:
+        good = keys.key_set(config(url), issuer.kid)
+        issuer.response = http_response(b"{}", "500 Internal Server Error")
+        seconds[0] += 3600  # stale and failing: still the last good keys
+        assert keys.key_set(config(url), issuer.kid) is good
+        seconds[0] += 301
+        with pytest.raises(TemporarilyUnavailable):
+            keys.key_set(config(url), issuer.kid)
+        issuer.response = None
+        seconds[0] += 31  # the next attempt, past min_refresh
+        assert kids(keys.key_set(config(url), issuer.kid)) == {issuer.kid}

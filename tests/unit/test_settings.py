@@ -22,6 +22,11 @@ REFUSALS = [
     ("bad-alg", {"STS_SIGNING_ALG": "HS256"}, "STS_SIGNING_ALG must be one of"),
     ("bad-db", {"STS_DATABASE_URL": "mysql://x/y"}, "STS_DATABASE_URL must be a sqlite"),
     ("short-pass", {"STS_KEY_PASSPHRASE": "short"}, "STS_KEY_PASSPHRASE must be at least 12"),
+    (
+        "jwks-stale-below-ttl",
+        {"STS_ISSUER_JWKS_CACHE_TTL": "600", "STS_ISSUER_JWKS_MAX_STALE": "300"},
+        "STS_ISSUER_JWKS_MAX_STALE must be at least STS_ISSUER_JWKS_CACHE_TTL",
+    ),
     *(
         (
             f"scrypt-{value}",
