@@ -66,7 +66,11 @@ def build_services(settings: Settings, clock: Clock = system_clock) -> Services:
         ),
         own_keys=OwnKeySet(),
         dpop_nonces=(
-            DpopNonces(settings.dpop_nonce_secret, settings.dpop_nonce_lifetime)
+            DpopNonces(
+                settings.dpop_nonce_secret,
+                settings.dpop_nonce_lifetime,
+                settings.dpop_nonce_previous_secret,
+            )
             if settings.dpop_nonce_secret is not None
             else None
         ),

@@ -61,6 +61,8 @@ class Settings:
     # this secret, shared by every instance: sts.tokens.dpop_nonce), accepted for one to
     # two lifetimes. Not in repr: it is a secret.
     dpop_nonce_secret: str | None = field(default=None, repr=False)
+    # While a new secret rolls out: nonces of the previous one are still accepted.
+    dpop_nonce_previous_secret: str | None = field(default=None, repr=False)
     dpop_nonce_lifetime: int = 120
     # Cache-Control max-age of the JWKS document, seconds. None: derived from the lead
     # time (see jwks_cache_max_age); when set, it must not exceed the lead time.
@@ -169,6 +171,7 @@ class Settings:
             "STS_CLOCK_LEEWAY": str(self.clock_leeway),
             "STS_DPOP_PROOF_MAX_AGE": str(self.dpop_proof_max_age),
             "STS_DPOP_NONCE_SECRET": _redacted(self.dpop_nonce_secret),
+            "STS_DPOP_NONCE_PREVIOUS_SECRET": _redacted(self.dpop_nonce_previous_secret),
             "STS_DPOP_NONCE_LIFETIME": str(self.dpop_nonce_lifetime),
             "STS_JWKS_MAX_AGE": str(self.jwks_cache_max_age),
             "STS_AUTO_MIGRATE": str(self.should_auto_migrate).lower(),
@@ -217,6 +220,7 @@ class Settings:
             "STS_CLOCK_LEEWAY": ("clock_leeway", _parse_non_negative_int),
             "STS_DPOP_PROOF_MAX_AGE": ("dpop_proof_max_age", _parse_positive_int),
             "STS_DPOP_NONCE_SECRET": ("dpop_nonce_secret", str),
+            "STS_DPOP_NONCE_PREVIOUS_SECRET": ("dpop_nonce_previous_secret", str),
             "STS_DPOP_NONCE_LIFETIME": ("dpop_nonce_lifetime", _parse_positive_int),
             "STS_JWKS_MAX_AGE": ("jwks_max_age", _parse_non_negative_int),
             "STS_AUTO_MIGRATE": ("auto_migrate", _parse_bool),
@@ -287,12 +291,19 @@ def validate(settings: Settings) -> Settings:
             "STS_KEY_FILE_SCRYPT_LOG2_N",
             f"must be between {MIN_SCRYPT_LOG2_N} (32 MiB) and {MAX_SCRYPT_LOG2_N} (1 GiB)",
         )
-    secret = settings.dpop_nonce_secret
-    if secret is not None and len(secret) < MIN_NONCE_SECRET_CHARS:
+    for name, secret in (
+        ("STS_DPOP_NONCE_SECRET", settings.dpop_nonce_secret),
+        ("STS_DPOP_NONCE_PREVIOUS_SECRET", settings.dpop_nonce_previous_secret),
+    ):
+        if secret is not None and len(secret) < MIN_NONCE_SECRET_CHARS:
+            raise ConfigurationError(
+                name,
+                f"must be at least {MIN_NONCE_SECRET_CHARS} random characters, the same on "
+                "every replica",
+            )
+    if settings.dpop_nonce_previous_secret is not None and settings.dpop_nonce_secret is None:
         raise ConfigurationError(
-            "STS_DPOP_NONCE_SECRET",
-            f"must be at least {MIN_NONCE_SECRET_CHARS} random characters, the same on every "
-            "replica",
+            "STS_DPOP_NONCE_PREVIOUS_SECRET", "goes with STS_DPOP_NONCE_SECRET (its successor)"
         )
     _check_keystore(settings)
     if settings.issuer_jwks_max_stale < settings.issuer_jwks_cache_ttl:

@@ -30,17 +30,22 @@ _CONTEXT = b"sts dpop nonce v1"
 
 
 class DpopNonces:
-    """Hands out and recognises the nonces of one shared secret."""
+    """Hands out the nonces of one shared secret, and recognises them and, while a new
+    secret rolls out, those of the previous one (``previous``): replicas still on the old
+    secret hand out nonces that the new ones must accept, and the other way round, so a
+    rotation sends no caller a round of ``use_dpop_nonce``."""
 
-    def __init__(self, secret: str, lifetime: int) -> None:
-        if len(secret) < MIN_NONCE_SECRET_CHARS:
-            raise ValueError(f"the secret must be at least {MIN_NONCE_SECRET_CHARS} characters")
+    def __init__(self, secret: str, lifetime: int, previous: str | None = None) -> None:
+        for value in (secret, previous):
+            if value is not None and len(value) < MIN_NONCE_SECRET_CHARS:
+                raise ValueError(f"the secret must be at least {MIN_NONCE_SECRET_CHARS} characters")
         if lifetime < 1:
             raise ValueError("the lifetime must be at least 1 second")
         self._key = secret.encode()
         self.lifetime = lifetime
         # One nonce per window: computed once, not on every response.
         self._nonce_for = functools.lru_cache(maxsize=4)(self._make)
+        self._previous = DpopNonces(previous, lifetime) if previous is not None else None
 
     def current(self, now: datetime) -> str:
         """The nonce to hand out at ``now``."""
@@ -53,7 +58,9 @@ class DpopNonces:
             return False
         window = self._window(now)
         # Compared in constant time: the MAC is the only secret part of a nonce.
-        return any(hmac.compare_digest(nonce, self._nonce_for(w)) for w in (window, window - 1))
+        if any(hmac.compare_digest(nonce, self._nonce_for(w)) for w in (window, window - 1)):
+            return True
+        return self._previous is not None and self._previous.accepts(nonce, now)
 
     def _window(self, now: datetime) -> int:
         return int(now.timestamp()) // self.lifetime

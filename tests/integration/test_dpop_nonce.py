@@ -140,3 +140,38 @@ def test_the_challenge_leaves_the_client_assertion_for_the_retry(world: World) -
     replay = send(make_proof(world, key, nonce=nonce))
     assert (replay.status_code, replay.json["error"]) == (401, "invalid_client")
     assert last_audit(world)["reason"] == "client.replay"
+
+
+def test_a_nonce_of_the_previous_secret_is_granted_while_it_rolls_out(
+    empty_database_url: str,
+    make_settings,  # type: ignore[no-untyped-def]
+    clock: FixedClock,
+) -> None:
+    """``STS_DPOP_NONCE_PREVIOUS_SECRET``: a caller holding a nonce a replica handed out
+    under the old secret is granted by one on the new secret, which hands out its own
+    nonce with the token (RFC 9449 §8.2)."""
+    from sts.tokens.dpop_nonce import DpopNonces
+    from tests.integration.world import seed_world
+    from tests.issuer import TestIssuer
+
+    old = "an-old-secret-of-at-least-32-chars!"
+    settings = make_settings(
+        empty_database_url,
+        dpop_nonce_secret=SECRET,
+        dpop_nonce_previous_secret=old,
+        dpop_nonce_lifetime=LIFETIME,
+    )
+    application = create_app(settings, clock=clock)
+    ci = TestIssuer("https://ci.issuer.test")
+    try:
+        with ci.serve():
+            world = seed_world(application, clock, ci, TestIssuer("https://agents.issuer.test"))
+            key = ECKey.generate_key("P-256")
+            old_nonce = DpopNonces(old, LIFETIME).current(clock())
+            granted = ci_exchange(world, make_proof(world, key, nonce=old_nonce))
+            assert granted.status_code == 200, granted.json
+            new_nonce = DpopNonces(SECRET, LIFETIME).current(clock())
+            assert granted.headers["DPoP-Nonce"] == new_nonce
+        assert settings.describe()["STS_DPOP_NONCE_PREVIOUS_SECRET"] == "<set>"
+    finally:
+        application.extensions["sts"].engine.dispose()

@@ -95,3 +95,26 @@ def test_a_short_secret_or_lifetime_is_refused() -> None:
         DpopNonces("s" * 31, 120)
     with pytest.raises(ValueError, match="lifetime"):
         DpopNonces(SECRET, 0)
+
+
+OLD_SECRET = "o" * 32
+
+
+def test_during_a_rotation_the_previous_secrets_nonces_are_still_accepted() -> None:
+    """Replicas roll from one secret to the next at different times: a nonce one of them
+    handed out under the previous secret is accepted by one on the new secret (and the
+    new one's by a replica that names the new secret as previous), within its windows."""
+    old = nonces(OLD_SECRET)
+    rolled = DpopNonces(SECRET, 120, previous=OLD_SECRET)
+    nonce = old.current(START)
+    assert not nonces().accepts(nonce, START)  # without the previous secret: refused
+    assert rolled.accepts(nonce, START)
+    assert rolled.accepts(nonce, START + timedelta(seconds=239))
+    assert not rolled.accepts(nonce, START + timedelta(seconds=240))  # its windows only
+    assert rolled.current(START) == nonces().current(START)  # hands out the new secret's
+    assert DpopNonces(OLD_SECRET, 120, previous=SECRET).accepts(rolled.current(START), START)
+
+
+def test_the_previous_secret_must_be_as_long_as_a_secret() -> None:
+    with pytest.raises(ValueError, match="at least 32"):
+        DpopNonces(SECRET, 120, previous="p" * 31)

@@ -23,6 +23,16 @@ REFUSALS = [
     ("bad-db", {"STS_DATABASE_URL": "mysql://x/y"}, "STS_DATABASE_URL must be a sqlite"),
     ("short-pass", {"STS_KEY_PASSPHRASE": "short"}, "STS_KEY_PASSPHRASE must be at least 12"),
     (
+        "short-previous-nonce-secret",
+        {"STS_DPOP_NONCE_SECRET": "x" * 32, "STS_DPOP_NONCE_PREVIOUS_SECRET": "y" * 31},
+        "STS_DPOP_NONCE_PREVIOUS_SECRET must be at least 32 random characters",
+    ),
+    (
+        "previous-nonce-secret-alone",
+        {"STS_DPOP_NONCE_PREVIOUS_SECRET": "y" * 32},
+        "STS_DPOP_NONCE_PREVIOUS_SECRET goes with STS_DPOP_NONCE_SECRET",
+    ),
+    (
         "jwks-stale-below-ttl",
         {"STS_ISSUER_JWKS_CACHE_TTL": "600", "STS_ISSUER_JWKS_MAX_STALE": "300"},
         "STS_ISSUER_JWKS_MAX_STALE must be at least STS_ISSUER_JWKS_CACHE_TTL",
