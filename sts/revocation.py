@@ -354,10 +354,11 @@ def sweep_passes(
     the transaction under the lock, which does not depend on them."""
     if kind not in SWEPT_AHEAD:
         return
+    with session_factory() as session:  # the identity is looked up once, not per pass
+        target = _target(session, kind, value)
+        roots = _operator_roots(session, kind, target, ())
     while True:
         with session_factory() as session:
-            target = _target(session, kind, value)
-            roots = _operator_roots(session, kind, target, ())
             batch = queries.unrevoked_roots(session, roots, now, ROOTS_PER_PASS)
         if not batch:
             return
@@ -402,13 +403,12 @@ def _revoke_a_pass(
 
 def _target(session: Session, kind: str, value: str) -> str:
     """The identity an operator named, as blocks and lineage rows name it; UnknownTarget
-    if it is not on record (a credential, a client, an issuer by name)."""
+    if it is not on record (a client, an issuer by name; a credential's is raised by
+    :func:`_operator_roots`, which looks it up)."""
     if kind == "issuer":
         return _issuer_url(session, value)
     if kind == "client" and queries.client_by_id(session, value) is None:
         raise UnknownTarget(f"no client {value!r}")
-    if kind == "credential":
-        _credential_id(session, value)
     return value
 
 

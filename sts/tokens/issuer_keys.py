@@ -7,8 +7,10 @@
   attempt succeeded or failed, so a flood of junk kids cannot hammer an issuer, nor a
   down one. Each ``jwks_uri`` has its own lock: a slow issuer holds up only the lookups of
   its own keys, and concurrent lookups share the one fetch in flight.
-* If a refresh fails, whatever the error, the last good key set keeps serving; with none
-  at all the exchange answers ``temporarily_unavailable``.
+* If a refresh fails, whatever the error, the last good key set keeps serving, for at
+  most ``issuer_jwks_max_stale``; with none (or past that) the exchange answers
+  ``temporarily_unavailable``. A set the issuer does publish replaces it, even one
+  without a usable key: that is how an issuer withdraws its keys.
 * Keys that cannot be used are skipped one by one, not the whole set (RFC 7517 §5).
 * A key a token points to (``jku``, ``x5u``, ``jwk``) is never fetched or used.
 """
