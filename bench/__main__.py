@@ -48,6 +48,7 @@ from sts.cli.serve import SERVERS
 RESULTS = Path(__file__).resolve().parent / "results"
 PEERS = ("oidc-provider", "idpyoidc")
 GOVERNANCE_OFF = "sts, audit+lineage OFF (bench only)"
+GOVERNANCE_MINIMAL = "sts, one narrow row per token (bench only)"
 FLOOR = "floor (verify+sign, no DB)"
 # The latency mode's targets: --targets name -> the server kind (servers.command_for).
 LATENCY_TARGETS = {"sts": "sts", "governance-off": "sts-nogov", "floor": "floor"}
@@ -179,6 +180,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--pool", type=int, default=1000, help="subject tokens per pool")
     parser.add_argument("--no-floor", dest="floor", action="store_false")
     parser.add_argument("--no-governance-off", dest="governance_off", action="store_false")
+    parser.add_argument(
+        "--minimal-record",
+        action="store_true",
+        help="run: also measure the least a durable record could cost (bench.minimal_record: "
+        "one narrow row per token, committed), next to governance OFF",
+    )
     parser.add_argument("--peers-dir", type=Path, default=Path("/tmp/peers"))
     parser.add_argument("--postgres-url", default=DEFAULT_POSTGRES, help="admin URL")
     parser.add_argument("--json", type=Path, help="also write the results here")
@@ -405,19 +412,22 @@ class Runner:
                 self.failed(Row("sts", server, world.database, ",".join(scenarios)), exc)
             if not self.args.governance_off or "ci-deploy" not in scenarios:
                 continue
-            target = GOVERNANCE_OFF
-            try:
-                with self.sts("sts-nogov", world, server) as running:
-                    row = Row(target, server, world.database, "ci-deploy")
-                    self.measure(
-                        row,
-                        running.port,
-                        running.pid,
-                        lambda p=running.port: SCENARIOS["ci-deploy"].build(world, p),  # type: ignore[misc]
-                        world,
-                    )
-            except Exception as exc:
-                self.failed(Row(target, server, world.database, "ci-deploy"), exc)
+            variants = [("sts-nogov", GOVERNANCE_OFF)]
+            if self.args.minimal_record:
+                variants.append(("sts-minimal", GOVERNANCE_MINIMAL))
+            for kind, target in variants:
+                try:
+                    with self.sts(kind, world, server) as running:
+                        row = Row(target, server, world.database, "ci-deploy")
+                        self.measure(
+                            row,
+                            running.port,
+                            running.pid,
+                            lambda p=running.port: SCENARIOS["ci-deploy"].build(world, p),  # type: ignore[misc]
+                            world,
+                        )
+                except Exception as exc:
+                    self.failed(Row(target, server, world.database, "ci-deploy"), exc)
 
     def run_floor(self, peer: PeerTokens, jwks_path: Path) -> None:
         for server in self.args.servers:
@@ -689,9 +699,10 @@ def rounds_summary(rows: list[Row]) -> str:
     return markdown_table(["ratio", *columns], lines)
 
 
-def governance_costs(rows: list[Row]) -> dict[tuple[str, str], list[float]]:
+def governance_costs(rows: list[Row], on_target: str = "sts") -> dict[tuple[str, str], list[float]]:
     """(server, database) -> 1 - (exch/s with governance ÷ without), CI JWT, in each round
-    where both rows were measured."""
+    where both rows were measured; with ``on_target`` GOVERNANCE_MINIMAL, what the least
+    durable record costs instead of governance."""
     costs: dict[tuple[str, str], list[float]] = {}
     for number in sorted({r.round for r in rows}):
         measured = [r for r in rows if r.round == number and r.scenario == "ci-deploy"]
@@ -700,7 +711,8 @@ def governance_costs(rows: list[Row]) -> dict[tuple[str, str], list[float]]:
                 (
                     r
                     for r in measured
-                    if r.target == "sts" and (r.server, r.database) == (off.server, off.database)
+                    if r.target == on_target
+                    and (r.server, r.database) == (off.server, off.database)
                 ),
                 None,
             )
@@ -714,11 +726,12 @@ def governance_costs(rows: list[Row]) -> dict[tuple[str, str], list[float]]:
 def governance_summary(rows: list[Row]) -> str:
     lines = [
         [
-            f"{server}, {database}",
+            f"{server}, {database}{label}",
             f"{statistics.median(values):.0%} ({min(values):.0%} to {max(values):.0%})",
             " ".join(f"{value:.0%}" for value in values),
         ]
-        for (server, database), values in governance_costs(rows).items()
+        for on_target, label in (("sts", ""), (GOVERNANCE_MINIMAL, ", one narrow row"))
+        for (server, database), values in governance_costs(rows, on_target).items()
     ]
     return markdown_table(["server, database", "1 - on ÷ off (CI JWT)", "rounds"], lines)
 

@@ -50,9 +50,14 @@ class RunningServer:
 
 
 def command_for(kind: str, port: int, workers: int, server: str, threads: int) -> list[str]:
-    """``sts`` is the real ``sts serve``; ``sts-nogov`` and ``floor`` are bench-only apps
-    served by the same server code."""
-    module = {"sts": "sts", "sts-nogov": "bench.no_governance", "floor": "bench.floor"}[kind]
+    """``sts`` is the real ``sts serve``; ``sts-nogov``, ``sts-minimal`` and ``floor`` are
+    bench-only apps served by the same server code."""
+    module = {
+        "sts": "sts",
+        "sts-nogov": "bench.no_governance",
+        "sts-minimal": "bench.minimal_record",
+        "floor": "bench.floor",
+    }[kind]
     command = [sys.executable, "-m", module]
     if kind == "sts":
         command.append("serve")

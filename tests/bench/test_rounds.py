@@ -8,6 +8,7 @@ from __future__ import annotations
 import pytest
 
 from bench.__main__ import (
+    GOVERNANCE_MINIMAL,
     GOVERNANCE_OFF,
     Row,
     governance_costs,
@@ -127,6 +128,27 @@ def test_the_governance_summary_gives_median_and_range() -> None:
         ["granian, sqlite", "15% (10% to 20%)", "20% 10% 15%"],
         ["granian, postgresql", "40% (40% to 40%)", "40%"],
     ]
+
+
+def test_the_minimal_record_is_costed_against_governance_off_of_its_round() -> None:
+    """``--minimal-record``: 1 - (one narrow row ÷ OFF), paired like governance's own
+    cost, and summarised on a line of its own below it."""
+    rows = governance_rows()
+    rows.append(measured(GOVERNANCE_MINIMAL, 1, 950, 0.85, scenario="ci-deploy"))
+    rows.append(measured(GOVERNANCE_MINIMAL, 2, 700, 0.85, scenario="ci-deploy"))
+
+    assert governance_costs(rows, GOVERNANCE_MINIMAL) == {
+        ("granian", "sqlite"): pytest.approx([0.05, 0.3])
+    }
+    assert governance_costs(rows) == governance_costs(governance_rows())
+    last = governance_summary(rows).splitlines()[-1]
+    assert [cell.strip() for cell in last.strip("|").split("|")] == [
+        "granian, sqlite, one narrow row",
+        "18% (5% to 30%)",
+        "5% 30%",
+    ]
+    assert parse_args(["run", "--minimal-record"]).minimal_record
+    assert not parse_args(["run"]).minimal_record
 
 
 def test_rounds_are_for_the_run_and_peers_modes() -> None:
