@@ -28,6 +28,7 @@ from typing import Any
 
 from sqlalchemy import Engine, text
 
+from bench import minimal_record
 from bench.procfs import cpu_seconds, postgres_backends
 from bench.profile import app_in_process, drive, in_process_parser
 
@@ -116,6 +117,19 @@ def governance_off() -> Iterator[None]:
         yield
 
 
+@contextmanager
+def minimal_record_only() -> Iterator[None]:
+    """BENCH ONLY, this process, this block: ``bench.minimal_record``'s stand-ins."""
+    import bench.no_governance as off
+    import sts.grants.token_exchange as exchange
+
+    with (
+        replaced(exchange, "_record_issued", minimal_record._minimal_recording),
+        replaced(exchange, "allocate_token_status", off._no_status),
+    ):
+        yield
+
+
 def database_counters(engine: Engine) -> dict[str, float]:
     """PostgreSQL: the totals behind DATABASE_ROWS so far (empty on SQLite). The CPU is
     the bench database's backends'; ``pg_stat_wal`` counts the whole server's WAL, so the
@@ -189,6 +203,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--governance", action="store_true", help="also with governance OFF (bench only)"
     )
+    parser.add_argument(
+        "--minimal-record",
+        action="store_true",
+        help="also with one narrow row per token instead (bench only: bench.minimal_record)",
+    )
     args = parser.parse_args(argv)
     with app_in_process(args.database, args.postgres_url, args.pool, args.scenario) as (
         app,
@@ -202,6 +221,11 @@ def main(argv: list[str] | None = None) -> int:
             with governance_off():
                 drive(app, environs[: min(200, len(environs))])
                 columns["governance OFF (bench only)"] = measure(app, cycle, args.rounds, engine)
+        if args.minimal_record:
+            minimal_record.create_table(engine)
+            with minimal_record_only():
+                drive(app, environs[: min(200, len(environs))])
+                columns["one narrow row (bench only)"] = measure(app, cycle, args.rounds, engine)
     print(f"{args.scenario} on {args.database}, {args.requests} exchanges, best of {args.rounds}")
     print(report(columns))
     return 0

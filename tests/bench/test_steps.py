@@ -25,15 +25,17 @@ def test_steps_are_timed_with_and_without_governance_and_put_back(
 ) -> None:
     before = originals()
     argv = ["--database", database, "--requests", "40", "--rounds", "1", "--pool", "40"]
-    assert steps.main([*argv, "--governance"]) == 0
+    assert steps.main([*argv, "--governance", "--minimal-record"]) == 0
     rows = {}
-    for line in capsys.readouterr().out.splitlines():
+    output = capsys.readouterr().out
+    assert "| governance on | governance OFF (bench only) | one narrow row (bench only) |" in output
+    for line in output.splitlines():
         cells = [cell.strip() for cell in line.strip("|").split("|")]
-        if len(cells) == 3 and cells[1].replace(".", "").lstrip("-").isdigit():
-            rows[cells[0]] = (float(cells[1]), float(cells[2]))
+        if len(cells) == 4 and cells[1].replace(".", "").lstrip("-").isdigit():
+            rows[cells[0]] = (float(cells[1]), float(cells[2]), float(cells[3]))
     labels = [label.strip() for label, _, _ in steps.STEPS]
     assert set(labels) <= set(rows)
-    for on_off in (0, 1):
+    for on_off in (0, 1, 2):
         # Each step is timed on the request's thread, inside the one above it.
         whole = rows["whole request"][on_off]
         parts = ["verify the subject token", "write transaction", "sign"]
@@ -41,7 +43,7 @@ def test_steps_are_timed_with_and_without_governance_and_put_back(
         assert sum(rows[label][on_off] for label in parts) <= whole
         assert rows["COMMIT"][on_off] <= rows["write transaction"][on_off]
         assert rows["process"][on_off] >= whole
-    # The wrappers and the governance-OFF stand-ins are gone again.
+    # The wrappers and the stand-ins (governance OFF, one narrow row) are gone again.
     assert originals() == before
     database_rows = [label for label, _ in steps.DATABASE_ROWS]
     if database == "sqlite":
@@ -50,10 +52,15 @@ def test_steps_are_timed_with_and_without_governance_and_put_back(
     # PostgreSQL's side: governance writes two rows (and their index entries) per exchange
     # and makes the commit flush the WAL; the OFF path writes neither.
     assert set(database_rows) <= set(rows)
-    on, off = ({label: rows[label][column] for label in database_rows} for column in (0, 1))
+    on, off, narrow = (
+        {label: rows[label][column] for label in database_rows} for column in (0, 1, 2)
+    )
     assert on["WAL records"] >= 2 > off["WAL records"]
     assert on["WAL bytes"] > off["WAL bytes"]
     assert on["WAL flushes (fsync)"] > off["WAL flushes (fsync)"]
+    # One narrow row: still a WAL record and a flush per exchange, fewer bytes than both.
+    assert narrow["WAL records"] >= 1 and narrow["WAL flushes (fsync)"] > off["WAL flushes (fsync)"]
+    assert narrow["WAL bytes"] < on["WAL bytes"]
     # (The backends' CPU is counted in 10 ms clock ticks: 40 exchanges are too few for a
     # comparison; the bench's own runs use 3,000.)
 
