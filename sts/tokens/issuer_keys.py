@@ -122,8 +122,11 @@ class _Deadline:
     """A fetch's total time limit. The socket timeout bounds each read only: a server that
     sends a byte within each timeout holds the fetch (and every lookup waiting for it) as
     long as it likes. So at the deadline a timer shuts the connection down, wherever the
-    fetch is (TLS handshake, headers, body): the blocked read returns at once. (Resolving
-    the host name is left to the system resolver's own timeouts.)"""
+    fetch is (TLS handshake, headers, body): the blocked read returns at once. Resolving
+    the host name is bounded too: the system resolver's own timeouts (5 s per attempt and
+    name server by default, retried) would otherwise hold the fetch, and every exchange
+    waiting on this issuer's keys, for up to half a minute; the lookup runs on a thread of
+    its own that is left to finish alone if the deadline passes first."""
 
     def __init__(self, seconds: float) -> None:
         self._ends = time.monotonic() + seconds
@@ -172,17 +175,56 @@ class _Deadline:
         timeout: float,
         source_address: tuple[str, int] | None = None,
     ) -> socket.socket:
+        host, port = address
+        error: OSError | None = None
+        # As socket.create_connection, each address in turn, but from a bounded lookup.
+        for family, kind, proto, _name, sockaddr in self._resolve(host, port):
+            sock = socket.socket(family, kind, proto)
+            try:
+                sock.settimeout(min(timeout, self._remaining()))
+                if source_address is not None:
+                    sock.bind(source_address)
+                sock.connect(sockaddr)
+            except OSError as exc:
+                sock.close()
+                error = exc
+                continue
+            with self._lock:
+                self._sockets.append(sock.dup())
+                expired = self.expired
+            if expired:
+                sock.close()
+                self._fail()
+            return sock
+        raise error if error is not None else OSError(f"no address for {host!r}")
+
+    def _resolve(self, host: str, port: int) -> list[Any]:
+        """``getaddrinfo`` within what is left of the deadline."""
+        remaining = self._remaining()
+        found: list[Any] = []
+        failed: list[OSError] = []
+        done = threading.Event()
+
+        def look_up() -> None:
+            try:
+                found.extend(socket.getaddrinfo(host, port, 0, socket.SOCK_STREAM))
+            except OSError as exc:
+                failed.append(exc)
+            finally:
+                done.set()
+
+        threading.Thread(target=look_up, name="sts-jwks-resolve", daemon=True).start()
+        if not done.wait(remaining):
+            self._fail()
+        if failed:
+            raise failed[0]
+        return found
+
+    def _remaining(self) -> float:
         remaining = self._ends - time.monotonic()
         if remaining <= 0:
             self._fail()
-        sock = socket.create_connection(address, min(timeout, remaining), source_address)
-        with self._lock:
-            self._sockets.append(sock.dup())
-            expired = self.expired
-        if expired:
-            sock.close()
-            self._fail()
-        return sock
+        return remaining
 
     def _fail(self) -> NoReturn:
         self.expired = True

@@ -13,6 +13,7 @@ from collections.abc import Callable
 from contextlib import suppress
 from http.server import BaseHTTPRequestHandler
 from typing import Any
+from urllib.parse import urlsplit
 
 import pytest
 
@@ -113,6 +114,46 @@ def test_a_trickling_server_is_cut_off_at_the_total_deadline(part: str) -> None:
         with pytest.raises(DeadlinePassed):
             fetch_jwks(f"{base}/jwks", 1.0)
         assert time.monotonic() - started < 1.5
+
+
+def test_a_stuck_name_lookup_is_cut_off_at_the_total_deadline(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A name server that does not answer holds ``getaddrinfo`` for the resolver's own
+    timeouts (up to ~30 s); the fetch gives up at its deadline all the same. The stuck
+    resolver is simulated (the test cannot make the system's stop answering): the lookup
+    blocks until the test lets it go."""
+    release = threading.Event()
+    looked_up: list[str] = []
+
+    def unanswered(host: str, *_args: Any, **_kwargs: Any) -> Any:
+        looked_up.append(host)
+        release.wait(30)
+        raise OSError("no answer")
+
+    issuer = TestIssuer()
+    with issuer.serve() as url:
+        port = urlsplit(url).port
+        monkeypatch.setattr("socket.getaddrinfo", unanswered)
+        started = time.monotonic()
+        try:
+            with pytest.raises(DeadlinePassed):
+                fetch_jwks(f"http://localhost:{port}/jwks", 0.5)
+            assert time.monotonic() - started < 1.0
+        finally:
+            release.set()
+    assert looked_up == ["localhost"]
+    assert issuer.fetches == 0
+
+
+def test_a_host_name_is_looked_up_and_fetched_from() -> None:
+    """The bounded lookup still resolves: ``localhost`` here, not an address."""
+    issuer = TestIssuer()
+    with issuer.serve() as url:
+        port = urlsplit(url).port
+        document = fetch_jwks(f"http://localhost:{port}/jwks", 2)
+    assert document["keys"]
+    assert issuer.fetches == 1
 
 
 def test_a_body_shorter_than_its_content_length_is_refused() -> None:
