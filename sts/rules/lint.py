@@ -27,6 +27,11 @@ CI_ISSUER_HOSTS = ("token.actions.githubusercontent.com", "gitlab")
 REPOSITORY_CLAIMS = ("repository", "repository_id", "project_path", "project_id")
 REPOSITORY_SUBJECT_PREFIXES = ("repo:", "project_path:")
 GLOB_CHARS = re.compile(r"[*?\[]")
+# What a rule's grant is for: a deploy (a write-like scope, or "deploy" in a scope or audience).
+DEPLOY = re.compile(r"deploy", re.IGNORECASE)
+# Claims that pin a CI token to one deployment environment, whose protection rules
+# (GitHub: deployment branches) pin the ref themselves.
+ENVIRONMENT_CLAIMS = ("environment",)
 
 
 @dataclass(frozen=True)
@@ -128,6 +133,41 @@ def _lint_rules(rules_file: RulesFile) -> Iterator[Finding]:
                     "would match",
                 )
 
+        deploy = bool(write_scopes) or any(
+            isinstance(value, str) and DEPLOY.search(value)
+            for value in [*scopes, *(audiences if isinstance(audiences, list) else [])]
+        )
+        for pattern in _ref_patterns(subject):
+            if deploy and _ref_glob_is_open(pattern):
+                yield finding(
+                    "ref-any-branch",
+                    _ref_path(subject),
+                    f"ref pattern {pattern!r} admits any branch or tag of the repository (a "
+                    "pull request's branch included) for a deploy: pin the ref "
+                    "(refs/heads/main) or a literal name prefix (refs/heads/release-*)",
+                )
+            elif GLOB_CHARS.match(pattern):
+                yield finding(
+                    "ref-unanchored",
+                    _ref_path(subject),
+                    f"ref pattern {pattern!r} starts with a wildcard: it matches any ref that "
+                    "merely ends like it (*main matches refs/heads/not-main); anchor it "
+                    "(refs/heads/main)",
+                )
+        if (
+            deploy
+            and isinstance(issuer_name, str)
+            and _is_ci_issuer(issuer_urls.get(issuer_name, ""))
+            and not _has_ref_condition(subject)
+            and not _pins_environment(subject)
+        ):
+            yield finding(
+                "ref-any-branch",
+                "subject_token",
+                "a deploy on a CI platform with no ref or environment condition: a job on any "
+                "branch (a pull request's included) could deploy; pin the ref or environment",
+            )
+
         actor = entry.get("actor")
         if isinstance(actor, Mapping) and not any(
             k in actor for k in ("issuer", "credential", "sts")
@@ -225,6 +265,73 @@ def _pattern_is_open(spec: Any) -> bool:
 def _repository_glob_is_open(value: str) -> bool:
     owner, _, name = value.partition("/")
     return bool(GLOB_CHARS.search(owner) or GLOB_CHARS.match(name))
+
+
+def _ref_patterns(subject: Mapping[str, Any]) -> list[str]:
+    """The ref globs of a subject token's conditions: on its ``ref`` claim (GitHub:
+    ``refs/heads/main``; GitLab: the bare name) and in the ``:ref:`` part of a subject
+    glob (``repo:O/R:ref:REF``, GitLab's ``project_path:G/P:ref_type:branch:ref:NAME``).
+    A literal (equals, one of) matches only itself."""
+    claims = subject.get("claims")
+    patterns = _glob_values(claims.get("ref")) if isinstance(claims, Mapping) else []
+    for value in _glob_values(subject.get("subject")):
+        if ":ref:" in value:
+            patterns.append(value.split(":ref:", 1)[1])
+    return patterns
+
+
+def _glob_values(spec: Any) -> list[str]:
+    if isinstance(spec, Mapping) and isinstance(spec.get("glob"), str):
+        return [spec["glob"]]
+    return []
+
+
+def _ref_path(subject: Mapping[str, Any]) -> str:
+    claims = subject.get("claims")
+    in_claims = isinstance(claims, Mapping) and "ref" in claims
+    return "subject_token.claims.ref" if in_claims else "subject_token.subject"
+
+
+def _has_ref_condition(subject: Mapping[str, Any]) -> bool:
+    claims = subject.get("claims")
+    if isinstance(claims, Mapping) and "ref" in claims:
+        return True
+    values = _matcher_values(subject.get("subject"))
+    return bool(values) and all(":ref:" in v for v in values)
+
+
+def _ref_glob_is_open(value: str) -> bool:
+    """A ref pattern that admits every branch (or tag): a wildcard before the first literal
+    character of the name. ``refs/heads/*``, ``refs/*``, ``refs/heads/[a-z]*``, ``*`` and
+    ``r*`` are open; ``refs/heads/release-*`` and ``refs/tags/v*`` are tolerated as pinned,
+    as ``acme/payments-*`` is for a repository. Globs cross ``/`` (fnmatch), so a wildcard
+    anywhere in ``refs/KIND/`` reaches every name."""
+    glob = GLOB_CHARS.search(value)
+    if glob is None:
+        return False  # a literal ref
+    if not value.startswith("refs/"):
+        # A bare name (GitLab's ref claim) that starts with a wildcard, or a prefix of
+        # "refs/" followed by one (r*, refs*), which reaches every ref.
+        return glob.start() == 0 or "refs/".startswith(value[: glob.start()])
+    parts = value.split("/", 2)
+    kind, name = parts[1], parts[2] if len(parts) > 2 else ""
+    return bool(GLOB_CHARS.search(kind) or not name or GLOB_CHARS.match(name))
+
+
+def _pins_environment(subject: Mapping[str, Any]) -> bool:
+    """An ``environment`` claim or a ``repo:O/R:environment:ENV`` subject whose environment
+    does not start with a wildcard."""
+    claims = subject.get("claims")
+    if isinstance(claims, Mapping):
+        for claim in ENVIRONMENT_CLAIMS:
+            values = _matcher_values(claims.get(claim))
+            if values and not any(GLOB_CHARS.match(v) for v in values):
+                return True
+    values = _matcher_values(subject.get("subject"))
+    return bool(values) and all(
+        ":environment:" in v and not GLOB_CHARS.match(v.split(":environment:", 1)[1])
+        for v in values
+    )
 
 
 def _repository_part_is_open(subject: str) -> bool:

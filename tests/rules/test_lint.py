@@ -60,6 +60,57 @@ CASES: list[tuple[str, dict[int, str | None], str]] = [
         )
         for pattern in ("acme/*", "acme/**", "acme/?*", "acme/[a-z]*", "*/payments")
     ),
+    *(
+        (
+            f"ref-any-branch {pattern}",
+            {21: f"      claims: {{repository: acme/payments, ref: {{glob: '{pattern}'}}}}"},
+            f"rules.yaml:21: rule 'deploy': [ref-any-branch] ref pattern {pattern!r} admits any "
+            "branch or tag of the repository (a pull request's branch included) for a deploy: "
+            "pin the ref (refs/heads/main) or a literal name prefix (refs/heads/release-*)",
+        )
+        for pattern in (
+            "*",
+            "refs/*",
+            "refs/heads/*",
+            "refs/heads/**",
+            "refs/heads/?*",
+            "refs/heads/[a-z]*",
+            "refs/*/main",
+            "r*",
+            "*main",
+        )
+    ),
+    (
+        "ref-any-branch in the subject",
+        {20: '      subject: {glob: "repo:acme/payments:ref:refs/heads/*"}'},
+        "rules.yaml:20: rule 'deploy': [ref-any-branch] ref pattern 'refs/heads/*' admits any",
+    ),
+    (
+        "ref-any-branch for a deploy audience",
+        {
+            21: "      claims: {repository: acme/payments, ref: {glob: 'refs/heads/*'}}",
+            25: '      scopes: ["status:read"]',
+        },
+        "rules.yaml:21: rule 'deploy': [ref-any-branch] ref pattern 'refs/heads/*' admits any",
+    ),
+    (
+        "ref-any-branch without a ref condition on a CI platform",
+        {3: GITHUB, 20: None},
+        "rules.yaml:18: rule 'deploy': [ref-any-branch] a deploy on a CI platform with no ref "
+        "or environment condition: a job on any branch (a pull request's included) could "
+        "deploy; pin the ref or environment",
+    ),
+    (
+        "ref-unanchored",
+        {
+            21: "      claims: {repository: acme/payments, ref: {glob: '*/main'}}",
+            24: '      audiences: ["https://packages.acme.internal"]',
+            25: '      scopes: ["packages:read"]',
+        },
+        "rules.yaml:21: rule 'deploy': [ref-unanchored] ref pattern '*/main' starts with a "
+        "wildcard: it matches any ref that merely ends like it (*main matches "
+        "refs/heads/not-main); anchor it (refs/heads/main)",
+    ),
     (
         "actor-any-issuer",
         {22: "    clients: [runner]\n    actor: {required: true}"},
@@ -107,6 +158,36 @@ def test_a_repository_glob_with_a_literal_name_prefix_is_pinned_enough() -> None
     edits = {3: GITHUB, 20: None, 21: "      claims: {repository: {glob: 'acme/payments-*'}}"}
     codes = [finding.code for finding in lint_rules(parse(edited(edits)))]
     assert "ci-without-repository" not in codes
+
+
+REF_CLAIMS = "      claims: {repository: acme/payments, %s}"
+PINNED_REFS: dict[str, dict[int, str | None]] = {
+    "a literal name prefix": {21: REF_CLAIMS % "ref: {glob: 'refs/heads/release-*'}"},
+    "a tag prefix": {21: REF_CLAIMS % "ref: {glob: 'refs/tags/v*'}"},
+    "a GitLab name prefix": {21: REF_CLAIMS % "ref: {glob: 'release-*'}"},
+    "a literal ref that looks like a glob": {21: REF_CLAIMS % "ref: 'refs/heads/*'"},
+    "an environment on a CI platform": {
+        3: GITHUB,
+        20: '      subject: "repo:acme/payments:environment:production"',
+    },
+    "an environment claim on a CI platform": {
+        3: GITHUB,
+        20: None,
+        21: REF_CLAIMS % "environment: production",
+    },
+    "a ref claim on a CI platform": {3: GITHUB, 20: None, 21: REF_CLAIMS % "ref: refs/heads/main"},
+    "any branch, for no deploy": {
+        21: REF_CLAIMS % "ref: {glob: 'refs/heads/*'}",
+        24: '      audiences: ["https://packages.acme.internal"]',
+        25: '      scopes: ["packages:read"]',
+    },
+}
+
+
+@pytest.mark.parametrize("edits", PINNED_REFS.values(), ids=PINNED_REFS.keys())
+def test_a_pinned_ref_is_not_flagged(edits: dict[int, str | None]) -> None:
+    codes = [finding.code for finding in lint_rules(parse(edited(edits)))]
+    assert not [code for code in codes if code.startswith("ref-")], codes
 
 
 def test_deny_rules_are_not_linted() -> None:
