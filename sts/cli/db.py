@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import click
+from alembic.script import ScriptDirectory
 
 from sts.cli.common import load_settings, open_engine
 from sts.db.migrate import (
@@ -13,6 +14,7 @@ from sts.db.migrate import (
     schema_is_at_head,
     upgrade,
 )
+from sts.rules.migration import RulesMigrationError, rules_head
 
 
 @click.group("db")
@@ -26,7 +28,15 @@ def db_upgrade(revision: str) -> None:
     """Upgrade the database to REVISION (default: every head, schema and rules)."""
     settings = load_settings()
     with open_engine(settings) as engine:
-        upgrade(alembic_config_for(settings, engine), revision)
+        config = alembic_config_for(settings, engine)
+        try:
+            # Two rules revisions written from the same head (two merged pull requests)
+            # each put the full definitions their own plan started from: applied together,
+            # the later one silently undoes the other's changes. Refuse before any step.
+            rules_head(ScriptDirectory.from_config(config))
+        except RulesMigrationError as exc:
+            raise click.ClickException(f"{exc}; nothing was applied") from None
+        upgrade(config, revision)
         click.echo(f"database at {', '.join(current_revisions(engine)) or 'base'}")
 
 

@@ -329,3 +329,42 @@ def test_a_client_bound_to_dpop_by_a_rules_revision(
 
 def rule_entry_client(exported: str, client_id: str = "ci-runner") -> dict[str, Any]:
     return next(c for c in yaml.safe_load(exported)["clients"] if c["client_id"] == client_id)
+
+
+def test_upgrade_refuses_a_forked_rules_branch(
+    world: World, env: dict[str, str], tmp_path: Path
+) -> None:
+    """Two revisions written from the same rules head (two pull requests, both merged)
+    each put the full definition their own plan started from: applied together, the later
+    one silently undid the other's change (here, put back the branch a narrowing removed),
+    whatever either plan showed. `sts db upgrade` refuses and applies nothing."""
+    document = yaml.safe_load(sts(env, "rules", "export").output)
+    rule_entry(document, RULE)["allow"]["max_ttl"] = 120
+    base = write(tmp_path, "base.yaml", document)
+    assert sts(env, "rules", "migration", base, "-m", "Base").exit_code == 0
+    assert sts(env, "db", "upgrade").exit_code == 0
+    base_version = exchange_version(world)
+    assert base_version is not None
+
+    narrowed = copy.deepcopy(document)
+    rule_entry(narrowed, RULE)["subject_token"]["claims"]["ref"] = "refs/heads/release"
+    assert (
+        sts(env, "rules", "migration", write(tmp_path, "a.yaml", narrowed), "-m", "A").exit_code
+        == 0
+    )
+    revisions = tmp_path / "rules-revisions"
+    (narrowing,) = [p for p in revisions.glob("0002_*.py")]
+    aside = tmp_path / narrowing.name
+    narrowing.rename(aside)  # the other pull request's branch does not have it
+    shorter = copy.deepcopy(document)
+    rule_entry(shorter, RULE)["allow"]["max_ttl"] = 60
+    assert (
+        sts(env, "rules", "migration", write(tmp_path, "b.yaml", shorter), "-m", "B").exit_code == 0
+    )
+    aside.rename(revisions / ("0003_" + narrowing.name[5:]))  # both merged
+
+    result = sts(env, "db", "upgrade")
+    assert result.exit_code == 1, result.output
+    assert "the rules branch has several heads" in result.output
+    assert sts(env, "rules", "check", base).exit_code == 0  # nothing was applied
+    assert exchange_version(world) == base_version
