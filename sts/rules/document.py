@@ -11,6 +11,7 @@ comparison of two values.
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -340,12 +341,42 @@ def _public_jwks(
                 f"jwks holds private key material ({', '.join(private)}): publish public keys only",
             )
             return False
+    odd = _not_json(jwks, "jwks")
+    if odd is not None:
+        # Stored as JSON: a plan or a revision could not even show it (a traceback).
+        path, value = odd
+        result.add(
+            line_of_path(entry, "jwks.keys"),
+            where,
+            f"{path} is a YAML {type(value).__name__}, not a JSON value: quote it",
+        )
+        return False
     try:
         import_key_set(plain(jwks), importer)
     except KeySetError as exc:
         result.add(line_of_path(entry, "jwks.keys"), where, _key_set_problem(keys, importer, exc))
         return False
     return True
+
+
+def _not_json(value: Any, path: str) -> tuple[str, Any] | None:
+    """The first value (and its path) that JSON cannot hold: YAML reads an unquoted date
+    as a date, ``!!binary`` as bytes, ``!!set`` as a set, ``.nan`` as a float NaN."""
+    if value is None or isinstance(value, str | bool | int):
+        return None
+    if isinstance(value, float):
+        return None if math.isfinite(value) else (path, value)
+    if isinstance(value, Mapping):
+        items: list[tuple[str, Any]] = [(f"{path}.{k}", v) for k, v in value.items()]
+    elif isinstance(value, list):
+        items = [(f"{path}[{i}]", v) for i, v in enumerate(value)]
+    else:
+        return path, value
+    for item_path, item in items:
+        found = _not_json(item, item_path)
+        if found is not None:
+            return found
+    return None
 
 
 def _key_set_problem(

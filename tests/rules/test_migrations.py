@@ -5,6 +5,7 @@ with a higher rule version; export round trip; drift; two revisions in sequence.
 from __future__ import annotations
 
 import copy
+import datetime
 from pathlib import Path
 from typing import Any
 
@@ -368,3 +369,21 @@ def test_upgrade_refuses_a_forked_rules_branch(
     assert "the rules branch has several heads" in result.output
     assert sts(env, "rules", "check", base).exit_code == 0  # nothing was applied
     assert exchange_version(world) == base_version
+
+
+def test_a_yaml_date_in_a_key_set_is_a_problem_not_a_traceback(
+    world: World, env: dict[str, str], tmp_path: Path
+) -> None:
+    """A JWK member that YAML reads as a date passed validation; `sts rules plan` then
+    failed with a traceback (json), and a revision would hold a literal of a date."""
+    document = yaml.safe_load(sts(env, "rules", "export").output)
+    issuer = next(i for i in document["issuers"] if i["name"] == "agents")
+    issuer["jwks"]["keys"][0]["extra"] = datetime.date(2026, 1, 1)  # dumped unquoted
+    path = write(tmp_path, "dated.yaml", document)
+    for command in ("plan", "migration"):
+        result = sts(env, "rules", command, path, *(["-m", "m"] if command == "migration" else []))
+        assert result.exit_code == 1
+        assert "issuer 'agents': jwks.keys[0].extra is a YAML date, not a JSON value" in (
+            result.output
+        )
+    assert not (tmp_path / "rules-revisions").exists()

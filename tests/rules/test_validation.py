@@ -182,6 +182,22 @@ CASES: list[tuple[str, dict[int, str | None], str, str]] = [
         "",
         "rules.yaml:10: client 'runner': jwks.keys[1] does not import: KeyError: 'BP-256'",
     ),
+    *(
+        (
+            f"jwks-holds-a-yaml-{kind}",
+            {4: f"    jwks: {{keys: [{GOOD_JWK[:-1]}, extra: {value}}}]}}"},
+            "",
+            f"rules.yaml:4: issuer 'ci': jwks.keys[0].extra is a YAML {kind}, "
+            "not a JSON value: quote it",
+        )
+        for kind, value in (
+            ("date", "2026-01-01"),
+            ("datetime", "2026-01-01T00:00:00Z"),
+            ("bytes", "!!binary aGVsbG8="),
+            ("set", "!!set {a}"),
+            ("float", ".nan"),
+        )
+    ),
     (
         "not-yaml",
         {20: '      subject: "unterminated'},
