@@ -96,13 +96,63 @@ class RulesFileError(Exception):
 # ---- YAML with line numbers -------------------------------------------------------------
 
 
+# Bounds on a rules file: nesting (the composer recurses: 5000 brackets were a
+# RecursionError) and values once aliases are expanded (ten aliases of ten aliases... were
+# 10**7 values to copy and validate, from a file of a few hundred bytes).
+MAX_DEPTH = 64
+MAX_VALUES = 1_000_000
+
+
 class _LineLoader(yaml.SafeLoader):
     """SafeLoader whose mappings are :class:`LineMapping` and which notes duplicate keys
-    (plain YAML keeps the last silently: a reviewer would read the wrong one)."""
+    (plain YAML keeps the last silently: a reviewer would read the wrong one); it refuses
+    a document nested deeper than :data:`MAX_DEPTH` or holding more than
+    :data:`MAX_VALUES` values once its aliases are expanded."""
 
     def __init__(self, stream: str) -> None:
         super().__init__(stream)
         self.duplicate_keys: list[tuple[int, str]] = []
+        self._depth = 0
+
+    def compose_node(self, parent: yaml.Node | None, index: Any) -> yaml.Node | None:
+        if self._depth >= MAX_DEPTH:
+            raise yaml.composer.ComposerError(
+                None,
+                None,
+                f"nested deeper than {MAX_DEPTH} levels",
+                self.peek_event().start_mark,  # type: ignore[no-untyped-call]
+            )
+        self._depth += 1
+        try:
+            return super().compose_node(parent, index)
+        finally:
+            self._depth -= 1
+
+    def get_single_node(self) -> yaml.Node | None:
+        node = super().get_single_node()
+        if node is not None and _expanded_size(node, {}) > MAX_VALUES:
+            raise yaml.composer.ComposerError(
+                None,
+                None,
+                f"more than {MAX_VALUES} values once its aliases are expanded",
+                node.start_mark,
+            )
+        return node
+
+
+def _expanded_size(node: yaml.Node, sizes: dict[int, int]) -> int:
+    """How many values ``node`` stands for with every alias expanded (an alias is the very
+    node it names, so each is counted once and reused)."""
+    if id(node) in sizes:
+        return sizes[id(node)]
+    sizes[id(node)] = 0  # a recursive node: the constructor refuses it
+    size = 1
+    if isinstance(node, yaml.SequenceNode):
+        size += sum(_expanded_size(item, sizes) for item in node.value)
+    elif isinstance(node, yaml.MappingNode):
+        size += sum(_expanded_size(k, sizes) + _expanded_size(v, sizes) for k, v in node.value)
+    sizes[id(node)] = size
+    return size
 
 
 def _construct_mapping(loader: _LineLoader, node: yaml.MappingNode) -> LineMapping:

@@ -330,3 +330,38 @@ def test_a_client_that_does_not_authenticate_cannot_be_bound_to_dpop() -> None:
         "authenticates (not auth_method none); require DPoP in the rule instead "
         "(allow.sender_constraint: dpop)"
     ]
+
+
+def _aliases(levels: int) -> str:
+    """A rule whose description is ten aliases of ten aliases ...: 10**levels values."""
+    lines = ["    description:", '      - &a0 ["xxxxxxxx", "xxxxxxxx", "xxxxxxxx", "xxxxxxxx"]']
+    lines += [f"      - &a{i} [{', '.join([f'*a{i - 1}'] * 10)}]" for i in range(1, levels + 1)]
+    return "\n".join(lines) + "\n"
+
+
+@pytest.mark.parametrize(
+    ("append", "expected"),
+    [
+        (
+            "    description: " + "[" * 5000 + "]" * 5000 + "\n",
+            "rules.yaml:27: rules file: not valid YAML: nested deeper than 64 levels",
+        ),
+        (
+            _aliases(6),
+            "rules.yaml:1: rules file: not valid YAML: more than 1000000 values once its "
+            "aliases are expanded",
+        ),
+    ],
+    ids=["nested-5000-deep", "aliases-expanding-to-4e6-values"],
+)
+def test_a_huge_document_is_a_problem_not_a_crash(append: str, expected: str) -> None:
+    """5000 brackets were a RecursionError (a traceback from `sts rules lint`); aliases of
+    aliases took minutes and gigabytes to copy, from a file of a few hundred bytes."""
+    messages = [str(problem) for problem in parse(edited({}, append)).problems]
+    assert messages == [expected]
+
+
+def test_a_few_aliases_are_still_read() -> None:
+    append = _aliases(2)
+    messages = [str(problem) for problem in parse(edited({}, append)).problems]
+    assert messages == ["rules.yaml:27: rule 'deploy': description must be a string (quote it)"]
