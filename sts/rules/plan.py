@@ -8,6 +8,7 @@ exactly these changes and whose ``downgrade()`` restores each ``before``.
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -58,13 +59,23 @@ def diff_states(current: State, desired: State) -> list[Change]:
     return changes
 
 
+# A key shown bare in a dotted path; any other (a claim named "event_name.glob", or a URI
+# such as "https://acme.example/role") is shown quoted: claims["event_name.glob"].
+_BARE_KEY = re.compile(r"[A-Za-z0-9_-]+")
+
+
 def flatten(value: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
-    """Nested mappings to dotted paths; lists and scalars are leaves."""
+    """Nested mappings to dotted paths; lists and scalars are leaves. Each path names one
+    field only: a claim named ``ref.glob`` (equals) and a glob on ``ref`` were one path,
+    ``claims.ref.glob``, and a change from one to the other showed no field at all."""
     flat: dict[str, Any] = {}
     for key, item in value.items():
-        path = f"{prefix}{key}"
+        if _BARE_KEY.fullmatch(key):
+            path = f"{prefix}.{key}" if prefix else key
+        else:
+            path = f"{prefix}[{json.dumps(key, ensure_ascii=False)}]"
         if isinstance(item, Mapping) and item and key != "jwks":
-            flat.update(flatten(item, path + "."))
+            flat.update(flatten(item, path))
         else:
             flat[path] = item
     return flat
