@@ -92,7 +92,22 @@ def _diff_fields(before: dict[str, Any], after: dict[str, Any]) -> list[FieldCha
 def render_value(value: Any) -> str:
     if value is MISSING:
         return "(absent)"
-    return json.dumps(value, sort_keys=True, ensure_ascii=False)
+    return visible(json.dumps(value, sort_keys=True, ensure_ascii=False))
+
+
+def visible(text: str) -> str:
+    """``text`` with every character a reviewer cannot see escaped (``\\u200b``): zero-width
+    characters, bidirectional overrides, spaces other than U+0020. The evaluator compares
+    exactly, so ``acme/payments`` and ``acme/payments\\u200b`` are two values, and a deny
+    rule on the second covers nothing; shown raw, a plan showed them alike."""
+    return "".join(
+        ch
+        if ch.isprintable()
+        else f"\\u{ord(ch):04x}"
+        if ord(ch) <= 0xFFFF
+        else f"\\U{ord(ch):08x}"
+        for ch in text
+    )
 
 
 def render_plan(changes: list[Change]) -> str:
@@ -101,15 +116,16 @@ def render_plan(changes: list[Change]) -> str:
         return "No changes: the database matches the rules file.\n"
     lines: list[str] = []
     for change in changes:
-        lines.append(f"{_MARK[change.action]} {change.kind} {change.name}")
+        lines.append(f"{_MARK[change.action]} {change.kind} {visible(change.name)}")
         for item in change.fields:
+            path = visible(item.path)
             if change.action == "add":
-                lines.append(f"    {item.path}: {render_value(item.after)}")
+                lines.append(f"    {path}: {render_value(item.after)}")
             elif change.action == "remove":
-                lines.append(f"    {item.path}: {render_value(item.before)}")
+                lines.append(f"    {path}: {render_value(item.before)}")
             else:
                 lines.append(
-                    f"    {item.path}: {render_value(item.before)} -> {render_value(item.after)}"
+                    f"    {path}: {render_value(item.before)} -> {render_value(item.after)}"
                 )
     counts = {action: sum(c.action == action for c in changes) for action in _MARK}
     lines.append("")

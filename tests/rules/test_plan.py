@@ -50,3 +50,27 @@ def test_every_changed_field_is_named_once(
     before: dict[str, Any] | None, after: dict[str, Any] | None, expected: str
 ) -> None:
     assert plan(before, after).startswith(expected)
+
+
+INVISIBLE = {
+    "zero-width space": ("\u200b", "\\u200b"),
+    "right-to-left override": ("\u202e", "\\u202e"),
+    "no-break space": ("\u00a0", "\\u00a0"),
+}
+
+
+@pytest.mark.parametrize(("char", "shown"), INVISIBLE.values(), ids=INVISIBLE.keys())
+def test_a_character_nobody_can_see_is_shown_escaped(char: str, shown: str) -> None:
+    """The evaluator compares exactly: a deny rule on "acme/payments" + U+200B covers no
+    token of acme/payments, while the plan showed the two values alike."""
+    text = plan(deny({"repository": "acme/payments"}), deny({"repository": f"acme/payments{char}"}))
+    assert (
+        f'    subject_token.claims.repository: "acme/payments" -> "acme/payments{shown}"\n' in text
+    )
+    assert char not in text
+
+
+def test_printable_unicode_is_shown_as_it_is() -> None:
+    text = plan(None, {**deny({"team": "équipe-sécurité"}), "description": "für Prüfer"})
+    assert '    subject_token.claims.team: "équipe-sécurité"\n' in text
+    assert '    description: "für Prüfer"\n' in text
