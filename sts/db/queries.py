@@ -465,13 +465,17 @@ def except_revoked_at(roots: ColumnElement[bool], at: datetime) -> ColumnElement
 
 
 def unrevoked_roots(
-    session: Session, roots: ColumnElement[bool], now: datetime, limit: int
+    session: Session,
+    roots: ColumnElement[bool],
+    now: datetime,
+    limit: int,
+    after: str | None = None,
 ) -> list[str]:
-    """Up to ``limit`` jtis of the tokens ``roots`` names that are live and not revoked at
-    ``now`` and were issued by then (one pass of sts.revocation.sweep_passes): each is
-    revoked by the pass that reads it, if nothing else revoked it first, so the passes
+    """Up to ``limit`` jtis, in order and past ``after``, of the tokens ``roots`` names
+    that are live and not revoked at ``now`` and were issued by then (a page of
+    sts.revocation.sweep_passes): the passes read on from the last jti they read, so they
     end even while the identity keeps exchanging (its newer tokens are left to the
-    transaction under the lock)."""
+    transaction under the lock), and never read a page twice."""
     found = (
         select(IssuedToken.jti)
         .where(
@@ -483,6 +487,8 @@ def unrevoked_roots(
         .order_by(IssuedToken.jti)
         .limit(limit)
     )
+    if after is not None:
+        found = found.where(IssuedToken.jti > after)
     return list(session.scalars(found).all())
 
 

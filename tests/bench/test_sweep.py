@@ -17,8 +17,9 @@ def test_each_subject_is_revoked_whole_and_timed(
         for line in capsys.readouterr().out.splitlines()
         if line.startswith("| ") and line[2].isdigit()
     ]
-    assert [(row[0], row[4]) for row in rows] == [("5", "5"), ("300", "300")]
-    assert all(float(row[1]) >= float(row[2]) > 0 and float(row[3]) > 0 for row in rows)
+    # tokens, passes ahead (s), passes, longest pass's write (s), held back (s), revoked
+    assert [(row[0], row[2], row[5]) for row in rows] == [("5", "1", "5"), ("300", "1", "300")]
+    assert all(float(row[1]) >= float(row[3]) > 0 and float(row[4]) > 0 for row in rows)
 
 
 @pytest.mark.parametrize("passes", [True, False])
@@ -42,6 +43,7 @@ def test_the_passes_ahead_or_one_transaction_under_the_lock(passes: bool) -> Non
     assert took.revoked == 300
     assert took.held > 0
     assert took.ahead >= took.longest_pass > 0 if passes else took.longest_pass == 0
+    assert took.passes == (1 if passes else 0)
     if passes:
         assert len(details) == 2
         assert "revoked 300 token(s) ahead of the block" in details[0]

@@ -36,6 +36,12 @@ def ci_tokens(world: World, count: int) -> list[str]:
     return tokens
 
 
+def passes_of(monkeypatch: pytest.MonkeyPatch, tokens: int) -> None:
+    """Passes of ``tokens`` tokens, on either database."""
+    monkeypatch.setattr(revocation, "ROOTS_PER_PASS", tokens)
+    monkeypatch.setattr(revocation, "SQLITE_ROOTS_PER_PASS", tokens)
+
+
 def live_jtis(world: World) -> set[str]:
     table = IssuedToken.__table__
     live = select(table.c.jti).where(table.c.revoked_at.is_(None))
@@ -46,7 +52,7 @@ def live_jtis(world: World) -> set[str]:
 def test_passes_revoke_a_batch_of_tokens_each_then_the_block_is_stored(
     world: World, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(revocation, "ROOTS_PER_PASS", 2)
+    passes_of(monkeypatch, 2)
     roots = ci_tokens(world, 5)
 
     result = sts(world, "revoke", "--subject", CI_SUBJECT, "--reason", "offboarded")
@@ -78,7 +84,7 @@ def test_a_pass_revokes_the_lineage_of_each_token_it_names(
     """A pass revokes what was derived from the tokens it names, whoever holds it: here a
     token exchanged from the subject's token by someone else, and one minted with that
     one as the actor token. The pass names one token and revokes three."""
-    monkeypatch.setattr(revocation, "ROOTS_PER_PASS", 1)
+    passes_of(monkeypatch, 1)
     now = world.clock()
     rows = [
         lineage_row("root", now, subject=CI_SUBJECT),
@@ -97,11 +103,35 @@ def test_a_pass_revokes_the_lineage_of_each_token_it_names(
     assert live_jtis(world) == set()
 
 
-def test_the_passes_end_at_a_short_one(world: World, monkeypatch: pytest.MonkeyPatch) -> None:
-    """A pass that read fewer tokens than a pass holds is the last: the tokens issued
-    after it read (here, with the tests' fixed clock, at the very time of the command)
-    are left to the transaction under the lock, not chased pass after pass."""
-    monkeypatch.setattr(revocation, "ROOTS_PER_PASS", 2)
+def test_pages_are_read_past_the_last_jti_and_cut_into_passes(
+    world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Pages of three tokens, passes of two: 3 + 2 tokens read, passes of 2, 1 and 2. Each
+    page is read past the last jti of the one before: a token the first page read that
+    is still live (here, one put back between the pages) is not read again."""
+    passes_of(monkeypatch, 2)
+    monkeypatch.setattr(revocation, "ROOTS_PER_READ", 3)
+    roots = ci_tokens(world, 5)
+    services = world.app.extensions["sts"]
+    now = services.clock()
+    passes = revocation.sweep_passes(
+        services.session_factory, "subject", CI_SUBJECT, reason="x", now=now
+    )
+    assert [next(passes), next(passes)] == [2, 1]
+    table = IssuedToken.__table__
+    first = min(claim(token, "jti") for token in roots)  # on the first page
+    with world.app.extensions["sts"].engine.begin() as connection:
+        connection.execute(update(table).where(table.c.jti == first).values(revoked_at=None))
+    assert list(passes) == [2]
+    assert live_jtis(world) == {first}
+
+
+def test_the_passes_end_at_a_short_page(world: World, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A page shorter than a page holds is the last: the tokens issued after it was read
+    (here, with the tests' fixed clock, at the very time of the command) are left to the
+    transaction under the lock, not chased page after page."""
+    passes_of(monkeypatch, 2)
+    monkeypatch.setattr(revocation, "ROOTS_PER_READ", 2)
     ci_tokens(world, 1)
     services = world.app.extensions["sts"]
     now = services.clock()
