@@ -21,8 +21,12 @@ WRITE_SCOPE = re.compile(
     r"(^|[:./_-])(write|admin|delete|manage|push|create|update|owner|root|all|\*)$",
     re.IGNORECASE,
 )
-# Issuers whose tokens any repository or project on the platform can obtain.
+# Issuers whose tokens any repository or project on the platform can obtain: GitHub
+# Actions (github.com, and GitHub Enterprise Cloud's per-enterprise issuer under the same
+# host), GitLab (gitlab.com and instances named so), and GitHub Enterprise Server, whose
+# issuer is https://HOSTNAME/_services/token on the customer's own host.
 CI_ISSUER_HOSTS = ("token.actions.githubusercontent.com", "gitlab")
+CI_ISSUER_PATHS = ("/_services/token",)
 # Claims (or subject prefixes) that pin a token to one repository or project.
 REPOSITORY_CLAIMS = ("repository", "repository_id", "project_path", "project_id")
 REPOSITORY_SUBJECT_PREFIXES = ("repo:", "project_path:")
@@ -226,8 +230,9 @@ def _has_condition(subject: Mapping[str, Any]) -> bool:
 
 
 def _is_ci_issuer(url: str) -> bool:
-    host = urlsplit(url).hostname or ""
-    return any(marker in host for marker in CI_ISSUER_HOSTS)
+    parts = urlsplit(url)
+    host, path = parts.hostname or "", parts.path.rstrip("/")
+    return any(marker in host for marker in CI_ISSUER_HOSTS) or path.endswith(CI_ISSUER_PATHS)
 
 
 def _pins_repository(subject: Mapping[str, Any]) -> bool:

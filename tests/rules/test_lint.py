@@ -48,6 +48,16 @@ CASES: list[tuple[str, dict[int, str | None], str]] = [
         "condition: any repository on the platform could use it",
     ),
     (
+        "github-enterprise-server-issuer-without-repository",
+        {
+            3: "    issuer: https://github.acme.example/_services/token",
+            20: '      subject: "repo:*:ref:refs/heads/main"',
+            21: None,
+        },
+        "rules.yaml:18: rule 'deploy': [ci-without-repository] issuer 'ci' is a CI platform "
+        "(github.acme.example) and the rule has no repository/project condition",
+    ),
+    (
         "ci-issuer-with-wildcard-repository",
         {3: GITHUB, 20: None, 21: "      claims: {repository: {glob: '*'}, ref: refs/heads/main}"},
         "rules.yaml:18: rule 'deploy': [ci-without-repository] issuer 'ci' is a CI platform",
