@@ -9,6 +9,7 @@ from sts import errors
 from sts.grants.token_exchange import present, resolve
 from sts.policy.evaluate import Allow, Decision, ExchangeFacts, evaluate
 from sts.services import Services
+from sts.trust import ClientConfig
 
 
 @dataclass(frozen=True)
@@ -75,6 +76,9 @@ def explain(
 ) -> Explanation:
     now = services.clock()
     trust = services.trust.current()
+    unusable = _unusable_client(trust.clients.get(client_id) if client_id else None, client_id)
+    if unusable is not None:
+        return Explanation(None, unusable)
     try:
         subject = present(services, trust, subject_token, subject_token_type, "subject", now)
         actor = (
@@ -102,3 +106,22 @@ def explain(
         None,
         client_requires_dpop=trust.client_requires_dpop(client_id),
     )
+
+
+def _unusable_client(
+    client: ClientConfig | None, client_id: str | None
+) -> errors.OAuthError | None:
+    """A client the token endpoint refuses before any token is looked at: unknown,
+    disabled, or registered with keys that do not load (RFC 6749 §5.2 invalid_client).
+    The endpoint answers all three alike (no client oracle); the operator is told which."""
+    if client_id is None:
+        return None
+    if client is None:
+        why = "is not registered"
+    elif client.disabled:
+        why = "is disabled"
+    elif client.keys_invalid:
+        why = "has a registered key set that does not load"
+    else:
+        return None
+    return errors.InvalidClient(f"client {client_id!r} {why}", reason="client.rejected")

@@ -10,7 +10,7 @@ from flask import Flask
 from sqlalchemy import update
 
 from sts.cli import cli
-from sts.db.models import Rule
+from sts.db.models import Client, Rule
 from tests.conftest import TEST_ISSUER, TEST_PASSPHRASE
 from tests.integration.world import CI_CLAIMS, DEPLOY, RULES, VAULT, World
 
@@ -128,3 +128,24 @@ def test_explain_says_when_the_client_must_use_dpop(world: World, env: dict[str,
     bind_ci_runner(world, bound=False)
     unbound = explain(env, token, "--client", "ci-runner", "--audience", DEPLOY)
     assert "sender constraint" not in unbound.output
+
+
+@pytest.mark.parametrize("client", ["disabled", "unknown"])
+def test_explain_refuses_a_client_the_endpoint_would_refuse(
+    world: World, env: dict[str, str], client: str
+) -> None:
+    """The token endpoint refuses a disabled or unknown client (invalid_client) before any
+    rule; explain says so instead of naming the rule that would have allowed it."""
+    client_id = "ci-runner" if client == "disabled" else "nobody"
+    if client == "disabled":
+        with world.app.extensions["sts"].session_factory.begin() as session:
+            session.execute(
+                update(Client).where(Client.client_id == client_id).values(disabled=True)
+            )
+    result = explain(env, real_time_token(world), "--client", client_id, "--audience", DEPLOY)
+    assert result.exit_code == 1, result.output
+    why = "is disabled" if client == "disabled" else "is not registered"
+    assert f"decision: deny (invalid_client) before any rule: client '{client_id}' {why}" in (
+        result.output
+    )
+    assert "payments-prod-deploy" not in result.output
