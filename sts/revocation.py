@@ -55,17 +55,26 @@ def revoke_token(session: Session, jti: str, now: datetime) -> int:
     return queries.revoke_lineage(session, queries.tokens_named("jti", jti), now)
 
 
-def revoke_credential(session: Session, credential: ServiceCredential, now: datetime) -> int:
+def revoke_credential(
+    session: Session,
+    credential: ServiceCredential,
+    now: datetime,
+    before_lock: Callable[[], None] | None = None,
+) -> int:
     """Disable a service credential, block it, and revoke every token derived from it:
     presented as the subject token or as the actor token, and their descendants.
 
     The block, as ``sts revoke --credential`` stores it, is what keeps a leaked key out:
     the ``disabled`` flag alone is also written by rules revisions (a rollback, or a
     revision generated from a rules file that does not say ``disabled: true``), which
-    would turn the key back on. Only ``sts revoke --lift --credential`` lifts it."""
+    would turn the key back on. Only ``sts revoke --lift --credential`` lifts it.
+    ``before_lock`` runs just before the governance lock is taken (not when the credential
+    is kept out already); what it raises ends the revocation before the lock."""
     blocked = queries.active_blocks(session, [("credential", credential.name)])
     kept_out = credential.disabled and bool(blocked)
     if not kept_out:  # disabled, blocked and committed: no exchange can race it any more
+        if before_lock is not None:
+            before_lock()
         hold_exchanges_back(session)
     queries.set_credential_disabled(session, credential.id, True, now)
     count = queries.revoke_lineage(session, queries.tokens_named("credential", credential.id), now)
@@ -240,6 +249,7 @@ def revoke_upstream_token(
     now: datetime,
     expires_at: datetime | None = None,
     issuer: str | None = None,
+    before_lock: Callable[[], None] | None = None,
 ) -> int:
     """A leaked upstream token: revoke every token minted from it, as subject or actor
     token (``roots``: :func:`sts.db.queries.find_upstream_token_roots`, built before this
@@ -249,7 +259,9 @@ def revoke_upstream_token(
     lets ``sts gc`` delete the block once it cannot matter. ``issuer``, when the token was
     verified as that issuer's (an exposure report), scopes the block to it
     (:func:`issuer_scoped`); without it (an operator), the block covers the id under
-    every issuer. How many tokens were newly revoked."""
+    every issuer. ``before_lock`` runs just before the governance lock is taken (not for a
+    token blocked already); what it raises ends the revocation before the lock. How many
+    tokens were newly revoked."""
     blocked_as = issuer_scoped(issuer, token_id) if issuer is not None else token_id
     covering = {token_id, blocked_as}  # an unscoped block covers every issuer's
     if queries.active_blocks(session, [("upstream_token", name) for name in covering]):
@@ -257,6 +269,8 @@ def revoke_upstream_token(
         # refused. Nothing to wait for (a public report must not hold exchanges back
         # again and again with the same token).
         return 0
+    if before_lock is not None:
+        before_lock()
     hold_exchanges_back(session)  # first, as for an identity: see revoke_by_operator
     count = queries.revoke_lineage(session, roots, now)
     block_identity(session, "upstream_token", blocked_as, reason, now, expires_at)

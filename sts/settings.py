@@ -91,6 +91,13 @@ class Settings:
     status_list_ttl: int = 60
     # Exposure reports accepted per source address per minute, per process.
     exposure_rate_limit: int = 10
+    # Exposure reports that take the governance lock (every exchange waits meanwhile),
+    # per minute across every caller: across every replica with redis_url, per process
+    # without it or while Redis is unavailable (sts.ratelimit.GlobalBudget).
+    exposure_global_limit: int = 30
+    # Where service-wide limits are counted (redis://, rediss://, unix://). None: each
+    # process counts its own. Not in repr: it may carry a password.
+    redis_url: str | None = field(default=None, repr=False)
     # Reverse proxies in front of sts whose X-Forwarded-For is trusted (werkzeug's
     # ProxyFix ``x_for``): the source address of a request is then the client's, as the
     # nearest proxy saw it, not the proxy's. 0: the TCP peer is the source.
@@ -184,6 +191,8 @@ class Settings:
             "STS_RULES_MIGRATIONS_DIR": str(self.rules_migrations_dir),
             "STS_STATUS_LIST_TTL": str(self.status_list_ttl),
             "STS_EXPOSURE_RATE_LIMIT": str(self.exposure_rate_limit),
+            "STS_EXPOSURE_GLOBAL_LIMIT": str(self.exposure_global_limit),
+            "STS_REDIS_URL": _redact_url(self.redis_url) if self.redis_url else "<unset>",
             "STS_TRUSTED_PROXIES": str(self.trusted_proxies),
             "STS_STATUS_LIST_SIZE": str(self.status_list_size),
             "STS_STATUS_INDEX_BLOCK": str(self.status_index_block),
@@ -233,6 +242,8 @@ class Settings:
             "STS_RULES_MIGRATIONS_DIR": ("rules_migrations_dir", Path),
             "STS_STATUS_LIST_TTL": ("status_list_ttl", _parse_positive_int),
             "STS_EXPOSURE_RATE_LIMIT": ("exposure_rate_limit", _parse_positive_count),
+            "STS_EXPOSURE_GLOBAL_LIMIT": ("exposure_global_limit", _parse_positive_count),
+            "STS_REDIS_URL": ("redis_url", str),
             "STS_TRUSTED_PROXIES": ("trusted_proxies", _parse_non_negative_int),
             "STS_STATUS_LIST_SIZE": ("status_list_size", _parse_positive_count),
             "STS_STATUS_INDEX_BLOCK": ("status_index_block", _parse_positive_count),
@@ -271,6 +282,10 @@ def validate(settings: Settings) -> Settings:
         raise ConfigurationError(
             "STS_DATABASE_URL", "must be a sqlite:/// or postgresql+psycopg:// URL"
         )
+    if settings.redis_url is not None and not settings.redis_url.startswith(
+        ("redis://", "rediss://", "unix://")
+    ):
+        raise ConfigurationError("STS_REDIS_URL", "must be a redis://, rediss:// or unix:// URL")
     if settings.is_production and not settings.key_passphrase:
         raise ConfigurationError(
             "STS_KEY_PASSPHRASE",

@@ -2,12 +2,16 @@
 credential (a secret scanner, a person who found it in a log) can report it. Possession
 is the proof.
 
-1. rate limit per source address (before anything else, so the limit is no oracle);
+1. rate limit per source address (before anything else, so the limit is no oracle), and
+   refuse every report while the service-wide budget is spent (whatever it names, so
+   that this refusal is no oracle either);
 2. find the token: an access token of this STS or a trusted issuer's JWT (signature,
    issuer, audience and expiry verified), or a service credential (hash compared);
 3. revoke it and everything derived from it; a credential is also disabled; an upstream
    token, which sts cannot revoke, is blocked from new exchanges and every token minted
-   from it (as subject or actor token) revoked;
+   from it (as subject or actor token) revoked; a report that takes the governance lock
+   for it (every exchange waits meanwhile) uses one of the budget's reports first, and is
+   refused without the lock when none is left; one already blocked uses none;
 4. record one audit row: who reported it from where, and what was revoked (never the
    token);
 5. answer 202 with the same body whatever the token was: valid, invalid, expired or
@@ -19,6 +23,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 from datetime import datetime
+from typing import NoReturn
 
 from sqlalchemy.exc import SQLAlchemyError
 
@@ -31,7 +36,7 @@ from sts.endpoints import NO_STORE, Response
 from sts.endpoints.revocation import Found, find_service_credential, verified_jwt
 from sts.protocol import require_form_encoded
 from sts.protocol.exchange import single_values
-from sts.ratelimit import RateLimiter, source_key
+from sts.ratelimit import GlobalBudget, RateLimiter, source_key
 from sts.revocation import revoke_credential, revoke_token, revoke_upstream_token
 from sts.services import Services
 from sts.tokens.verify import token_fingerprint
@@ -51,6 +56,20 @@ class TooManyReports(errors.OAuthError):
 
     def headers(self) -> dict[str, str]:
         return {"Retry-After": "60"}
+
+
+class ReportsOverBudget(TooManyReports):
+    """RFC 6585 §4: 429, with Retry-After (RFC 9110 §10.2.3) the seconds until the
+    service-wide budget's window ends."""
+
+    default_description = "Too many reports; retry later."
+
+    def __init__(self, retry_after: int) -> None:
+        super().__init__(reason="exposure.over_budget")
+        self.retry_after = retry_after
+
+    def headers(self) -> dict[str, str]:
+        return {"Retry-After": str(self.retry_after)}
 
 
 def find_exposed(services: Services, token: str, now: datetime) -> Found | None:
@@ -76,6 +95,7 @@ def find_exposed(services: Services, token: str, now: datetime) -> Found | None:
 def handle_exposure_report(
     services: Services,
     limiter: RateLimiter,
+    budget: GlobalBudget,
     *,
     content_type: str,
     form: Sequence[tuple[str, str]],
@@ -96,6 +116,16 @@ def handle_exposure_report(
     entry.detail = (
         f"reported from {source_address} by {user_agent[:MAX_NOTE]!r}; found at {where!r}"
     )
+    retry_after = budget.spent()
+    if retry_after is not None:
+        refuse_over_budget(services, entry, retry_after)
+
+    def use_budget() -> None:
+        # Just before the governance lock: only a report that would take it uses one.
+        retry_after = budget.take()
+        if retry_after is not None:
+            raise ReportsOverBudget(retry_after)
+
     found = find_exposed(services, token, now)
     try:
         with write_transaction(services.session_factory) as session:
@@ -114,6 +144,7 @@ def handle_exposure_report(
                     now,
                     found.expires_at,
                     issuer=found.issuer,
+                    before_lock=use_budget,
                 )
                 entry.subject_token_id = found.identifier
                 entry.decision, entry.reason = "allow", "exposure.upstream_token_blocked"
@@ -121,11 +152,13 @@ def handle_exposure_report(
             elif found is not None:
                 credential = queries.credential_by_key_id(session, found.identifier)
                 if credential is not None and secret_matches(token, credential.secret_hash):
-                    count = revoke_credential(session, credential, now)
+                    count = revoke_credential(session, credential, now, use_budget)
                     entry.subject_token_id = "credential:" + credential.name
                     entry.decision, entry.reason = "allow", "exposure.credential_disabled"
                     entry.detail += f"; credential disabled, revoked {count} token(s)"
             record(session, entry)
+    except ReportsOverBudget as refusal:  # rolled back: nothing was revoked
+        refuse_over_budget(services, entry, refusal.retry_after)
     except SQLAlchemyError as exc:
         # Fail closed the only way that matters here: tell the reporter to retry.
         log.error("exposure report not processed: %s", type(exc).__name__)
@@ -134,3 +167,18 @@ def handle_exposure_report(
         "exposure report: %s (%s) from %s", entry.reason, entry.subject_token_id, source_address
     )
     return ACCEPTED
+
+
+def refuse_over_budget(services: Services, entry: AuditEntry, retry_after: int) -> NoReturn:
+    """429 with Retry-After, audited (``exposure.over_budget``): the service-wide budget of
+    reports that take the governance lock is spent for this window. Also answered to a
+    report that names nothing, so that a spent budget tells no one what a string is. The
+    refusal is answered even when it cannot be audited (the database is down)."""
+    entry.decision, entry.reason = "deny", "exposure.over_budget"
+    try:
+        with write_transaction(services.session_factory) as session:
+            record(session, entry)
+    except SQLAlchemyError as exc:
+        log.error("exposure report refusal not audited: %s", type(exc).__name__)
+    log.warning("exposure report refused: budget spent (%s)", entry.subject_token_id)
+    raise ReportsOverBudget(retry_after)

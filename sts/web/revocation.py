@@ -6,7 +6,7 @@ from flask import Flask, Response, request
 
 from sts.endpoints import exposure, introspection, metadata, revocation
 from sts.endpoints.metadata import STATUS_LIST_PATH
-from sts.ratelimit import RateLimiter
+from sts.ratelimit import GlobalBudget, RateLimiter, redis_client
 from sts.services import Services
 from sts.status_list import StatusListPublisher, render_status_list_index
 
@@ -36,14 +36,23 @@ def register_revocation_routes(app: Flask, services: Services) -> None:
         )
         return to_flask(result)
 
-    limiter = RateLimiter(services.settings.exposure_rate_limit, window=60.0)
+    settings = services.settings
+    limiter = RateLimiter(settings.exposure_rate_limit, window=60.0)
     app.extensions["sts_exposure_limiter"] = limiter
+    budget = GlobalBudget(
+        settings.exposure_global_limit,
+        window=60.0,
+        redis=redis_client(settings.redis_url) if settings.redis_url else None,
+        key="sts:exposure-reports:" + settings.issuer,
+    )
+    app.extensions["sts_exposure_budget"] = budget
 
     @app.post(metadata.EXPOSURE_PATH)
     def exposure_report_endpoint() -> Response:
         result = exposure.handle_exposure_report(
             services,
             limiter,
+            budget,
             content_type=request.mimetype,
             form=form_items(),
             source_address=request.remote_addr or "unknown",

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from sts.ratelimit import RateLimiter, source_key
+from sts.ratelimit import GlobalBudget, RateLimiter, source_key
 
 
 @pytest.mark.parametrize(
@@ -29,3 +29,17 @@ def test_the_limit_holds_per_key_within_the_window() -> None:
     assert limiter.allow("b")
     seconds[0] = 60.0
     assert limiter.allow("a")
+
+
+def test_a_budget_per_process_holds_within_its_window_and_says_when_it_ends() -> None:
+    """Without Redis: one fixed window of wall time; ``spent`` only looks."""
+    seconds = [120.0 + 15]
+    budget = GlobalBudget(2, window=60.0, wall=lambda: seconds[0])
+    assert budget.spent() is None
+    assert [budget.take(), budget.take(), budget.take()] == [None, None, 45]
+    assert budget.spent() == 45
+    seconds[0] = 179.5
+    assert budget.spent() == 1  # never 0: Retry-After counts whole seconds
+    seconds[0] = 180.0
+    assert budget.spent() is None
+    assert budget.take() is None

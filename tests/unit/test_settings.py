@@ -218,6 +218,22 @@ def test_describe_never_shows_secrets() -> None:
     assert settings.describe()["STS_KEY_PASSPHRASE"] == "<set>"
 
 
+def test_the_exposure_budget_and_where_it_is_counted() -> None:
+    assert Settings().exposure_global_limit == 30 and Settings().redis_url is None
+    assert Settings().describe()["STS_REDIS_URL"] == "<unset>"
+    settings = Settings.from_env(
+        {"STS_EXPOSURE_GLOBAL_LIMIT": "5", "STS_REDIS_URL": "redis://:redispw@cache:6379/2"}
+    )
+    assert settings.exposure_global_limit == 5
+    shown = repr(settings.describe()) + repr(settings)
+    assert "redispw" not in shown
+    assert settings.describe()["STS_REDIS_URL"] == "redis://:***@cache:6379/2"
+    with pytest.raises(ConfigurationError, match="STS_REDIS_URL"):
+        Settings.from_env({"STS_REDIS_URL": "http://cache:6379"})
+    with pytest.raises(ConfigurationError, match="STS_EXPOSURE_GLOBAL_LIMIT"):
+        Settings.from_env({"STS_EXPOSURE_GLOBAL_LIMIT": "0"})
+
+
 @pytest.mark.parametrize(
     "url",
     [
