@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 
 from sqlalchemy import Engine
@@ -46,3 +46,10 @@ class Services:
             leeway=self.settings.clock_leeway,
             now=now,
         )
+
+    def verify_own_token(self, token: str, *, role: str, now: datetime) -> VerifiedJwt:
+        """:meth:`verify_jwt` for a token of this STS only (introspection, revocation):
+        another issuer's, a trusted one's too, is refused as untrusted before any of its
+        keys are looked up or fetched."""
+        own_only = replace(self.trust.current(), issuers_by_url={})
+        return self.verify_jwt(token, role=role, now=now, trust=own_only)

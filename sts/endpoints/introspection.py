@@ -77,7 +77,10 @@ def handle_introspection(
 def inspect_token(services: Services, token: str, now: datetime) -> dict[str, Any]:
     inactive: dict[str, Any] = {"active": False}
     try:
-        verified = services.verify_jwt(token, role="introspected", now=now)
+        # RFC 7662 §2.2: a token that "does not exist on this server" is inactive, so only
+        # sts's own tokens are verified: a trusted issuer's is refused without fetching its
+        # keys (a failed fetch would answer 503, telling the caller the issuer is down).
+        verified = services.verify_own_token(token, role="introspected", now=now)
     except errors.InvalidRequest as refusal:
         # Bad signature, expired, unknown or unpublished kid, malformed, ...
         log.info("introspection: inactive (%s)", refusal.reason)

@@ -90,11 +90,15 @@ def find_token(services: Services, token: str, hint: str | None, now: datetime) 
     return None
 
 
-def verified_jwt(services: Services, token: str, role: str, now: datetime) -> VerifiedJwt | None:
-    """The token verified as a JWT of this STS or of a trusted issuer (signature, issuer,
-    audience, expiry), or None: not one, and the reason logged, never the token."""
+def verified_jwt(
+    services: Services, token: str, role: str, now: datetime, *, own_only: bool = False
+) -> VerifiedJwt | None:
+    """The token verified as a JWT of this STS or (unless ``own_only``) of a trusted
+    issuer (signature, issuer, audience, expiry), or None: not one, and the reason logged,
+    never the token."""
+    verify = services.verify_own_token if own_only else services.verify_jwt
     try:
-        return services.verify_jwt(token, role=role, now=now)
+        return verify(token, role=role, now=now)
     except errors.InvalidRequest as refusal:
         log.info("%s token not accepted (%s)", role, refusal.reason)
         return None
@@ -103,7 +107,9 @@ def verified_jwt(services: Services, token: str, role: str, now: datetime) -> Ve
 def find_access_token(services: Services, token: str, now: datetime) -> Found | None:
     if looks_like_api_key(token):
         return None
-    verified = verified_jwt(services, token, "revoked", now)
+    # RFC 7009 §2.2: a token sts did not issue is answered 200 like any invalid one; its
+    # issuer's keys are not fetched for it (a failed fetch would be a 503).
+    verified = verified_jwt(services, token, "revoked", now, own_only=True)
     if verified is None or verified.kind != "sts":
         return None  # not valid, or another issuer's token: nothing of ours to revoke
     return Found("access_token", verified.token_id)

@@ -270,3 +270,15 @@ def test_deploy_audience_is_still_granted_when_unrelated_rules_change(world: Wor
     world.put_rule("workload-narrowing", {**RULES["workload-narrowing"], "clients": ["nobody"]})
     assert world.is_active(token)
     assert DEPLOY in world.introspect(token).json["aud"]
+
+
+def test_a_trusted_issuers_token_is_inactive_without_fetching_its_keys(world: World) -> None:
+    """RFC 7662 §2.2: a token that does not exist on this server is inactive. A trusted
+    issuer's token is none of sts's, so its issuer's JWKS is not fetched for it (the
+    caller could otherwise make sts fetch, and learn from a 503 that the issuer's
+    endpoint is down)."""
+    world.ci.response = b"HTTP/1.1 500 Internal Server Error\r\nContent-Length: 0\r\n\r\n"
+    response = world.introspect(world.ci_token())
+    assert response.status_code == 200, response.json
+    assert response.json == {"active": False}
+    assert world.ci.fetches == 0

@@ -148,3 +148,13 @@ def test_agent_runtime_can_revoke_its_own_token_with_post_auth(world: World) -> 
     )
     assert response.status_code == 200
     assert not world.is_active(token)
+
+
+def test_a_trusted_issuers_token_answers_200_without_fetching_its_keys(world: World) -> None:
+    """RFC 7009 §2.2: a token sts cannot revoke (it never issued it) is answered 200;
+    its issuer's JWKS is not fetched for it (a 503 would tell the caller the issuer's
+    endpoint is down)."""
+    world.ci.response = b"HTTP/1.1 500 Internal Server Error\r\nContent-Length: 0\r\n\r\n"
+    response = world.revoke(world.ci_token())
+    assert response.status_code == 200, response.json
+    assert world.ci.fetches == 0
