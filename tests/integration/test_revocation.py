@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import pytest
+from sqlalchemy import create_engine, text
+from sqlalchemy.engine import make_url
 
 from sts.grants.client_auth import JWT_BEARER_ASSERTION
 from tests.conftest import TEST_ISSUER
+from tests.integration.test_token_exchange import assert_error
 from tests.integration.world import (
     AGENT_SECRET,
     CI_SECRET,
@@ -158,3 +161,35 @@ def test_a_trusted_issuers_token_answers_200_without_fetching_its_keys(world: Wo
     response = world.revoke(world.ci_token())
     assert response.status_code == 200, response.json
     assert world.ci.fetches == 0
+
+
+@pytest.mark.parametrize("empty_database_url", ["postgresql"], indirect=True)
+def test_database_down_revocation_and_introspection_refuse_then_recover(
+    world: World, empty_database_url: str
+) -> None:
+    """Fail closed: with the database unreachable, neither endpoint guesses (an
+    introspection that cannot read the lineage is no ``active: false``, a revocation that
+    cannot be stored is no 200): 503 temporarily_unavailable with Retry-After; once the
+    database is back, both work again without a restart."""
+    database = make_url(empty_database_url).database
+    admin = create_engine(
+        str(make_url(empty_database_url).set(database="test")), isolation_level="AUTOCOMMIT"
+    )
+    tokens = world.chain()
+    try:
+        with admin.connect() as connection:
+            connection.execute(text(f'ALTER DATABASE "{database}" WITH ALLOW_CONNECTIONS false'))
+            connection.execute(
+                text("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = :d"),
+                {"d": database},
+            )
+        for response in (world.introspect(tokens[1]), world.revoke(tokens[0])):
+            assert_error(response, 503, "temporarily_unavailable")
+            assert response.headers["Retry-After"]
+    finally:
+        with admin.connect() as connection:
+            connection.execute(text(f'ALTER DATABASE "{database}" WITH ALLOW_CONNECTIONS true'))
+        admin.dispose()
+    assert world.is_active(tokens[1])
+    assert world.revoke(tokens[0]).status_code == 200
+    assert not world.is_active(tokens[1])
