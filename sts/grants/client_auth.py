@@ -154,21 +154,23 @@ def _check_assertion(
     client_id = credentials.client_id or _unverified_subject(assertion)
     if client_id is None:
         raise InvalidClient("The client assertion is malformed.")
+    # Until the signature is verified, every refusal reads the same, whether or not the
+    # client exists (as _known_client's): the header is checked before the client is
+    # looked up, and a signature that does not verify gets the generic description (the
+    # audit keeps the reason). Otherwise anyone could tell registered client ids apart.
+    check_assertion_header(assertion)
     client = _known_client(registry, client_id, "private_key_jwt")
     if client.jwks is None:
         # Fail closed: a registered jwks that does not import leaves the client no keys.
         raise InvalidClient(
             reason="client.keys_invalid" if client.keys_invalid else "client.no_keys"
         )
-    check_assertion_header(assertion)
     algorithms = sorted(ASYMMETRIC_ALGORITHMS)
     try:
         with accepting_eddsa(algorithms):
             token = jwt.decode(assertion, client.jwks, algorithms=algorithms)
     except MALFORMED_JWS:
-        raise InvalidClient(
-            "The client assertion signature is invalid.", reason="client.assertion"
-        ) from None
+        raise InvalidClient(reason="client.assertion") from None
     registry_ = jwt.JWTClaimsRegistry(
         now=int(now.timestamp()),
         leeway=leeway,

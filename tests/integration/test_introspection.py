@@ -3,10 +3,13 @@ the policy as it stands now; on SQLite and PostgreSQL."""
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import Any
 
 import jwt as pyjwt
+import pytest
 from flask import Flask
 from joserfc import jwt
 from joserfc.jwk import ECKey
@@ -28,6 +31,7 @@ from tests.integration.world import (
     World,
     claims_of,
 )
+from tests.issuer import sign_es256_raw
 
 
 @contextmanager
@@ -282,3 +286,36 @@ def test_a_trusted_issuers_token_is_inactive_without_fetching_its_keys(world: Wo
     assert response.status_code == 200, response.json
     assert response.json == {"active": False}
     assert world.ci.fetches == 0
+
+
+@pytest.mark.parametrize(
+    "header", [{}, {"crit": ["exp"]}, {"typ": "at+jwt"}], ids=["plain", "crit", "typ"]
+)
+def test_a_forged_client_assertion_tells_nothing_about_which_clients_exist(
+    world: World, header: dict[str, Any]
+) -> None:
+    """An assertion signed with a key of the caller's own is refused alike whether it
+    names a private_key_jwt client (workload), a client of another method (ci-runner) or
+    no client at all (RFC 6749 §5.2 invalid_client): the answer is no oracle for client
+    ids (the audit keeps the precise reason)."""
+    forger = ECKey.generate_key("P-256")
+    answers = []
+    for client_id in ("workload", "ci-runner", "no-such-client"):
+        now = world.now()
+        claims = {
+            "iss": client_id,
+            "sub": client_id,
+            "aud": TEST_ISSUER,
+            "iat": now,
+            "exp": now + 60,
+            "jti": uuid.uuid4().hex,
+        }
+        jws_header = {"alg": "ES256", "kid": "forged", **header}
+        form = [
+            ("client_assertion_type", JWT_BEARER_ASSERTION),
+            ("client_assertion", sign_es256_raw(forger, jws_header, claims)),
+        ]
+        response = world.introspect("any-token", auth=None, form=form)
+        assert_error(response, 401, "invalid_client")
+        answers.append((response.get_data(), sorted(response.headers.items())))
+    assert answers[0] == answers[1] == answers[2]
