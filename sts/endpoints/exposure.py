@@ -122,6 +122,9 @@ def handle_exposure_report(
 
     def use_budget() -> None:
         # Just before the governance lock: only a report that would take it uses one.
+        # Should the budget run out between spent() above and this, this report is refused
+        # while one naming nothing would not be: an oracle only at that instant, once per
+        # window, and it costs the asker a valid leaked token per try.
         retry_after = budget.take()
         if retry_after is not None:
             raise ReportsOverBudget(retry_after)

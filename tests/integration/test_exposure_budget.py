@@ -121,3 +121,25 @@ def test_a_redis_that_does_not_answer_holds_no_request_long(world: World) -> Non
             assert report(app, world.ci_token()).status_code == 202
             assert report(app, world.ci_token()).status_code == 429
             assert time.monotonic() - started < 1.5  # Redis was not asked again
+
+
+def test_a_credential_uses_the_budget_until_it_is_kept_out(world: World) -> None:
+    """A leaked service credential takes the lock once (disabled and blocked); reported
+    again, it is kept out already and uses nothing; an sts access token takes no
+    governance lock and uses nothing either."""
+    access_token = world.exchange(world.ci_token(), audience=DEPLOY).json["access_token"]
+    with replica(world, REDIS_URL, 2, f"sts-test:{uuid.uuid4().hex}") as app:
+        assert report(app, world.api_key).status_code == 202
+        assert report(app, world.api_key).status_code == 202
+        assert report(app, access_token).status_code == 202
+        assert report(app, world.ci_token()).status_code == 202
+        assert report(app, world.ci_token()).status_code == 429
+    assert not world.is_active(access_token)
+    reasons = [r["reason"] for r in world.audit_rows() if r["event"] == "exposure_report"]
+    assert reasons == [
+        "exposure.credential_disabled",
+        "exposure.credential_disabled",
+        "exposure.access_token_revoked",
+        "exposure.upstream_token_blocked",
+        "exposure.over_budget",
+    ]
