@@ -142,6 +142,21 @@ class GlobalBudget:
             count = self._local_count(index, increment=True)
         return None if count <= self.limit else retry_after
 
+    def redis_status(self) -> str | None:
+        """For /readyz: None without Redis; "ok" when it answers a PING within
+        :data:`REDIS_TIMEOUT`; else what the budget does meanwhile (it never refuses for
+        want of Redis)."""
+        if self.redis is None:
+            return None
+        from redis.exceptions import RedisError
+
+        try:
+            self.redis.ping()
+        except RedisError as exc:
+            log.warning("readiness: Redis unavailable: %s", type(exc).__name__)
+            return "unavailable: limits counted per process"
+        return "ok"
+
     def _window(self) -> tuple[int, int]:
         now = self.wall()
         index = math.floor(now / self.window)

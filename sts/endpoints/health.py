@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
@@ -21,7 +22,10 @@ def render_health() -> Response:
 
 
 def render_readiness(
-    session_factory: sessionmaker[Session], keyring: KeyRing, trust: TrustConfigCache
+    session_factory: sessionmaker[Session],
+    keyring: KeyRing,
+    trust: TrustConfigCache,
+    redis_status: Callable[[], str | None] = lambda: None,
 ) -> Response:
     checks = {"database": "ok", "signing_key": "ok"}
     try:
@@ -39,6 +43,11 @@ def render_readiness(
     # already fails closed for its own part (a deny rule denies everything), and every
     # instance would read the same configuration, so all of them would leave together.
     checks.update(_trust_checks(trust))
+    # Reported only, as the trust checks: without Redis, service-wide limits are counted
+    # per process (sts.ratelimit.GlobalBudget), and sts serves as before.
+    redis = redis_status()
+    if redis is not None:
+        checks["redis"] = redis
     body = {"status": "ready" if ready else "not_ready", "checks": checks}
     return Response(200 if ready else 503, body, {"Cache-Control": "no-store"})
 

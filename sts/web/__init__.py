@@ -91,8 +91,14 @@ def register_web(app: Flask, services: Services) -> None:
 
     @app.get("/readyz")
     def readyz() -> Response:
+        budget = app.extensions.get("sts_exposure_budget")
         return to_flask(
-            health.render_readiness(services.session_factory, services.keyring, services.trust)
+            health.render_readiness(
+                services.session_factory,
+                services.keyring,
+                services.trust,
+                budget.redis_status if budget is not None else lambda: None,
+            )
         )
 
     from sts.web.token import register_token_routes

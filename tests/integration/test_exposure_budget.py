@@ -143,3 +143,19 @@ def test_a_credential_uses_the_budget_until_it_is_kept_out(world: World) -> None
         "exposure.upstream_token_blocked",
         "exposure.over_budget",
     ]
+
+
+def test_readyz_reports_redis_without_leaving_service(world: World) -> None:
+    """/readyz names Redis when it is configured: "ok", or what the limits do without it
+    (counted per process); either way sts stays ready (200). Without STS_REDIS_URL there
+    is nothing to report."""
+    assert "redis" not in world.app.test_client().get("/readyz").json["checks"]
+    for url, expected in (
+        (REDIS_URL, "ok"),
+        (f"redis://127.0.0.1:{closed_port()}/0", "unavailable: limits counted per process"),
+    ):
+        with replica(world, url, 5, f"sts-test:{uuid.uuid4().hex}") as app:
+            response = app.test_client().get("/readyz")
+            assert response.status_code == 200, response.json
+            assert response.json["status"] == "ready"
+            assert response.json["checks"]["redis"] == expected
