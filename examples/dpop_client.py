@@ -10,6 +10,15 @@ again once with a new proof carrying it (§8). Needs only the standard library a
         --client-id ci-runner --client-secret-file secret.txt \\
         --subject-token-file "$ACTIONS_ID_TOKEN_FILE" --audience https://deploy.acme.internal
 
+An agent presenting its team's API key and its own actor token, authenticating with
+``client_secret_post`` (``examples/ai-agent.yaml``)::
+
+    python examples/dpop_client.py --token-url https://sts.example/token \\
+        --client-id agent-runtime --client-secret-file secret.txt --client-auth post \\
+        --subject-token-file api-key.txt \\
+        --subject-token-type urn:sts:params:oauth:token-type:api-key \\
+        --actor-token-file agent.jwt --audience https://api.acme.internal/projects/alpha
+
 It prints the token response (the access token is the caller's to use: keep it out of
 logs), and the key's thumbprint, which ``sts revoke --dpop-key`` takes if the key leaks.
 Behind a proxy, ``--public-url`` is the token endpoint as sts names it (``STS_ISSUER`` +
@@ -82,10 +91,17 @@ def exchange(
     subject_token_type: str = JWT_TYPE,
     scope: str | None = None,
     public_url: str | None = None,
+    actor_token: str | None = None,
+    actor_token_type: str = JWT_TYPE,
+    client_auth: str = "basic",
 ) -> Answer:
     """POST the exchange with a proof; once more with a new proof if sts asks for a nonce.
     ``public_url``: the token endpoint as sts names it (``STS_ISSUER`` + ``/token``), which
-    the proof's ``htu`` must match, when ``token_url`` reaches it another way."""
+    the proof's ``htu`` must match, when ``token_url`` reaches it another way.
+    ``client_auth``: ``basic`` (client_secret_basic) or ``post`` (client_secret_post), the
+    method the client is registered with."""
+    if client_auth not in ("basic", "post"):
+        raise ValueError(f"client_auth must be 'basic' or 'post', not {client_auth!r}")
     if urlsplit(token_url).scheme not in ("https", "http"):  # never file: or others
         raise ValueError(f"not an http(s) URL: {token_url!r}")
     htu = public_url or token_url
@@ -95,10 +111,17 @@ def exchange(
         "subject_token_type": subject_token_type,
         "audience": audience,
         **({"scope": scope} if scope else {}),
+        **(
+            {"actor_token": actor_token, "actor_token_type": actor_token_type}
+            if actor_token
+            else {}
+        ),
     }
 
     def send() -> tuple[int, dict[str, Any]]:
-        status, body, nonce = _post(token_url, form, client, session.proof("POST", htu))
+        status, body, nonce = _post(
+            token_url, form, client, session.proof("POST", htu), client_auth
+        )
         if nonce is not None:
             session.nonce = nonce  # §8.2: keep the newest for the next proof
         return status, body
@@ -120,20 +143,17 @@ _OPENER = urllib.request.build_opener(_NoRedirects)
 
 
 def _post(
-    url: str, form: dict[str, str], client: tuple[str, str], proof: str
+    url: str, form: dict[str, str], client: tuple[str, str], proof: str, client_auth: str = "basic"
 ) -> tuple[int, dict[str, Any], str | None]:
-    # RFC 6749 §2.3.1: the id and secret are form-encoded before Basic's base64.
-    credentials = f"{quote_plus(client[0])}:{quote_plus(client[1])}"
-    basic = base64.b64encode(credentials.encode()).decode()
+    headers = {"Content-Type": "application/x-www-form-urlencoded", "DPoP": proof}
+    if client_auth == "post":  # client_secret_post: the id and secret in the form body
+        form = {**form, "client_id": client[0], "client_secret": client[1]}
+    else:
+        # RFC 6749 §2.3.1: the id and secret are form-encoded before Basic's base64.
+        credentials = f"{quote_plus(client[0])}:{quote_plus(client[1])}"
+        headers["Authorization"] = "Basic " + base64.b64encode(credentials.encode()).decode()
     request = urllib.request.Request(  # noqa: S310 (http(s) only: checked in exchange)
-        url,
-        data=urlencode(form).encode(),
-        method="POST",
-        headers={
-            "Content-Type": "application/x-www-form-urlencoded",
-            "Authorization": f"Basic {basic}",
-            "DPoP": proof,
-        },
+        url, data=urlencode(form).encode(), method="POST", headers=headers
     )
     try:
         with _OPENER.open(request, timeout=10) as response:
@@ -157,13 +177,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--token-url", required=True)
     parser.add_argument("--client-id", required=True)
     parser.add_argument("--client-secret-file", type=Path, required=True)
+    parser.add_argument("--client-auth", choices=("basic", "post"), default="basic")
     parser.add_argument("--subject-token-file", type=Path, required=True)
+    parser.add_argument("--subject-token-type", default=JWT_TYPE)
+    parser.add_argument("--actor-token-file", type=Path)
+    parser.add_argument("--actor-token-type", default=JWT_TYPE)
     parser.add_argument("--audience", required=True)
     parser.add_argument("--scope")
     parser.add_argument("--public-url", help="the token endpoint as sts names it, if another")
     args = parser.parse_args(argv)
     secret = args.client_secret_file.read_text().strip()
     subject = args.subject_token_file.read_text().strip()
+    actor = args.actor_token_file.read_text().strip() if args.actor_token_file else None
     session = DpopSession()
     answer = exchange(
         session,
@@ -171,8 +196,12 @@ def main(argv: list[str] | None = None) -> int:
         (args.client_id, secret),
         subject,
         args.audience,
+        subject_token_type=args.subject_token_type,
         scope=args.scope,
         public_url=args.public_url,
+        actor_token=actor,
+        actor_token_type=args.actor_token_type,
+        client_auth=args.client_auth,
     )
     print(json.dumps({"dpop_jkt": session.thumbprint, **answer.body}, indent=2))
     return 0 if answer.status == 200 else 1

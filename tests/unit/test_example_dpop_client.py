@@ -14,7 +14,7 @@ from http.server import BaseHTTPRequestHandler, HTTPServer
 from pathlib import Path
 from types import ModuleType
 from typing import Any
-from urllib.parse import unquote_plus
+from urllib.parse import parse_qs, unquote_plus
 
 import pytest
 
@@ -37,8 +37,8 @@ def http_server(status: int, body: bytes, headers: dict[str, str]) -> Iterator[t
 
     class Handler(BaseHTTPRequestHandler):
         def do_POST(self) -> None:
-            self.rfile.read(int(self.headers.get("Content-Length", 0)))
-            seen.append(dict(self.headers))
+            form = self.rfile.read(int(self.headers.get("Content-Length", 0))).decode()
+            seen.append({**dict(self.headers), "_form": form})
             self.send_response(status)
             for name, value in headers.items():
                 self.send_header(name, value)
@@ -87,6 +87,32 @@ def test_the_client_credentials_are_form_encoded_before_basic() -> None:
         "ci+runner",
         "p+s%41:w",
     )
+
+
+def test_an_agent_sends_its_actor_token_and_client_secret_post() -> None:
+    """The README's agent (examples/ai-agent.yaml): an API key as subject token, an actor
+    token, and a client registered for client_secret_post (no Authorization header)."""
+    client = load_example_client()
+    with http_server(200, b"{}", {}) as (token_url, seen):
+        client.exchange(
+            client.DpopSession(),
+            token_url,
+            ("agent-runtime", "s+cret"),
+            "stsk_key",
+            "aud",
+            subject_token_type="urn:sts:params:oauth:token-type:api-key",
+            actor_token="agent.jwt",
+            client_auth="post",
+        )
+    form = parse_qs(seen[0]["_form"])
+    assert "Authorization" not in seen[0]
+    assert form["client_id"] == ["agent-runtime"]
+    assert form["client_secret"] == ["s+cret"]
+    assert form["subject_token_type"] == ["urn:sts:params:oauth:token-type:api-key"]
+    assert form["actor_token"] == ["agent.jwt"]
+    assert form["actor_token_type"] == ["urn:ietf:params:oauth:token-type:jwt"]
+    with pytest.raises(ValueError, match="client_auth"):
+        client.exchange(client.DpopSession(), token_url, ("c", "s"), "t", "a", client_auth="jwt")
 
 
 def test_a_proxy_error_page_is_reported_not_raised() -> None:
