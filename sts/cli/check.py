@@ -7,7 +7,12 @@ from sqlalchemy import Engine
 from sqlalchemy.orm import Session
 
 from sts.cli.common import load_settings, open_engine
+from sts.db import queries
 from sts.db.migrate import alembic_config_for, schema_is_at_head
+from sts.db.models import SigningKey
+from sts.errors import StartupError
+from sts.keys.lifecycle import load_current
+from sts.settings import Settings
 from sts.trust import TrustConfig, load_trust_config
 
 
@@ -22,6 +27,7 @@ def check() -> None:
         with open_engine(settings) as engine:
             at_head, head, current = schema_is_at_head(engine, alembic_config_for(settings, engine))
             trust = _load_trust(engine) if at_head else None
+            active = _active_key_row(engine) if at_head else None
     except Exception as exc:
         raise click.ClickException(f"database unreachable: {type(exc).__name__}") from None
     if at_head:
@@ -32,6 +38,9 @@ def check() -> None:
         raise click.ClickException(
             f"database schema is at {', '.join(current) or 'base'}; run `sts db upgrade`"
         )
+    if at_head and not _report_signing_key(settings, active):
+        # `sts serve` would refuse to start (or, running, answer 503 to every exchange).
+        raise click.ClickException("the active signing key cannot be loaded: fix its secret")
     if trust is not None and not _report_trust(trust):
         # sts serves on (each part fails closed), but not as the operator meant it to.
         raise click.ClickException("stored rules or key sets are invalid: fix them")
@@ -41,6 +50,26 @@ def check() -> None:
 def _load_trust(engine: Engine) -> TrustConfig:
     with Session(engine) as session:
         return load_trust_config(session)
+
+
+def _active_key_row(engine: Engine) -> SigningKey | None:
+    with Session(engine, expire_on_commit=False) as session:
+        return queries.active_signing_key(session)
+
+
+def _report_signing_key(settings: Settings, row: SigningKey | None) -> bool:
+    """Open the active signing key with the secrets configured now, as `sts serve` does at
+    start (a wrong STS_KEY_PASSPHRASE or STS_KEY_ENCRYPTION_KEY, a missing key file)."""
+    if row is None:
+        click.echo(f"{'signing key':<22} none yet (the first start generates one)")
+        return True
+    try:
+        load_current(settings, row)
+    except StartupError as exc:
+        click.echo(f"{'signing key':<22} unavailable: {exc}")
+        return False
+    click.echo(f"{'signing key':<22} ok ({row.kid})")
+    return True
 
 
 def _report_trust(trust: TrustConfig) -> bool:

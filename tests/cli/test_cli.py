@@ -123,6 +123,28 @@ def test_check_names_stored_rules_and_key_sets_that_do_not_load(
     assert "configuration OK" not in result.output
 
 
+def test_check_fails_when_the_active_signing_key_does_not_open(
+    world: World, tmp_path: Path
+) -> None:
+    """`sts check` validates the configuration before a deploy: a passphrase (or KEK) that
+    does not open the active signing key stops `sts serve`, so check must not say OK."""
+    services = world.app.extensions["sts"]
+    env = service_env(services.settings.effective_database_url, tmp_path, TEST_ISSUER)
+    kid = services.keyring.signing_key().kid
+    ok = run(env, "check")
+    assert ok.exit_code == 0, ok.output
+    assert f"signing key            ok ({kid})\n" in ok.output
+
+    wrong = {**env, "STS_KEY_PASSPHRASE": "not the passphrase of these keys"}
+    result = CliRunner().invoke(cli, ["check"], env=wrong)
+    assert result.exit_code == 1
+    assert "signing key            unavailable: STS_KEY_PASSPHRASE does not decrypt" in (
+        result.output
+    )
+    assert "Error: the active signing key cannot be loaded" in result.output
+    assert "configuration OK" not in result.output
+
+
 def test_check_refuses_old_schema(env: dict[str, str]) -> None:
     result = run(env, "check")
     assert result.exit_code == 1
