@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import click
 
 from sts.cli import (
@@ -17,9 +19,21 @@ from sts.cli import (
     rules,
     serve,
 )
+from sts.errors import StartupError
 
 
-@click.group()
+class _Group(click.Group):
+    """A command that cannot run (StartupError: no migrations/ folder, a key that does not
+    open...) says why on one line, exit code 1, as a bad setting does: not a traceback."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except StartupError as exc:
+            raise click.ClickException(str(exc)) from None
+
+
+@click.group(cls=_Group)
 @click.version_option(package_name="sts")
 def cli() -> None:
     """sts: a security token service (RFC 8693 token exchange)."""

@@ -28,6 +28,8 @@ def check() -> None:
             at_head, head, current = schema_is_at_head(engine, alembic_config_for(settings, engine))
             trust = _load_trust(engine) if at_head else None
             active = _active_key_row(engine) if at_head else None
+    except StartupError as exc:  # not the database: e.g. no migrations/ folder here
+        raise click.ClickException(str(exc)) from None
     except Exception as exc:
         raise click.ClickException(f"database unreachable: {type(exc).__name__}") from None
     if at_head:

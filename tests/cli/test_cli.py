@@ -19,6 +19,7 @@ from sqlalchemy import update
 from sts.cli import cli
 from sts.db import admin
 from sts.db.models import Rule
+from sts.errors import StartupError
 from sts.keys.keystore import FileKeyStore
 from tests.conftest import TEST_ISSUER, TEST_PASSPHRASE
 from tests.integration.world import RULES, World
@@ -143,6 +144,26 @@ def test_check_fails_when_the_active_signing_key_does_not_open(
     )
     assert "Error: the active signing key cannot be loaded" in result.output
     assert "configuration OK" not in result.output
+
+
+def test_a_startup_error_is_one_line_not_a_traceback(
+    env: dict[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Run from a directory without migrations/ (the image's `sts` outside /app, say), the
+    db and rules commands raised StartupError as a traceback, and `sts check` called the
+    database unreachable: each now says what is wrong on one line, exit code 1."""
+    message = "cannot find the migrations/ folder (run sts from the repository root)"
+
+    def missing() -> Path:
+        raise StartupError(message)
+
+    monkeypatch.setattr("sts.db.migrate.migrations_dir", missing)
+    for args in (["db", "current"], ["db", "upgrade"], ["rules", "export"]):
+        result = CliRunner().invoke(cli, args, env=env)
+        assert (result.exit_code, result.output) == (1, f"Error: {message}\n"), args
+    check = CliRunner().invoke(cli, ["check"], env=env)
+    assert check.exit_code == 1
+    assert check.output.endswith(f"Error: {message}\n")
 
 
 def test_check_refuses_old_schema(env: dict[str, str]) -> None:
