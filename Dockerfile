@@ -7,8 +7,12 @@ COPY sts ./sts
 RUN pip install --no-cache-dir --prefix=/install .
 
 FROM python:3.11-slim
+# STS_ENV=production: no generated key passphrase beside the keys it encrypts, no plain-http
+# issuer other than loopback. Set STS_ISSUER (the public URL) and STS_KEY_PASSPHRASE (or
+# STS_KEYSTORE=database with STS_KEY_ENCRYPTION_KEY) when running the image.
 ENV PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
+    STS_ENV=production \
     STS_INSTANCE_DIR=/var/lib/sts \
     STS_KEYS_DIR=/var/lib/sts/keys
 COPY --from=build /install /usr/local
