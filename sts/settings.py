@@ -287,6 +287,7 @@ def validate(settings: Settings) -> Settings:
     ):
         raise ConfigurationError("STS_REDIS_URL", "must be a redis://, rediss:// or unix:// URL")
     if settings.is_production and not settings.key_passphrase:
+    if settings.is_production and settings.keystore == "file" and not settings.key_passphrase:
         raise ConfigurationError(
             "STS_KEY_PASSPHRASE",
             "is required in production: private signing keys are encrypted at rest with it",

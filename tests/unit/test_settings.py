@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import base64
 from pathlib import Path
 
 import pytest
@@ -161,6 +162,23 @@ def test_production_accepts_https_and_loopback_http(issuer: str) -> None:
     settings = Settings.from_env({"STS_ENV": "production", "STS_ISSUER": issuer, **VALID})
     assert settings.is_production
     assert settings.issuer == issuer
+
+
+def test_production_with_the_database_keystore_needs_no_passphrase() -> None:
+    """With STS_KEYSTORE=database the private keys are encrypted under
+    STS_KEY_ENCRYPTION_KEY; no key is encrypted with a passphrase, so production must not
+    demand one (README: moving to the database keystore)."""
+    kek = base64.b64encode(b"k" * 32).decode()
+    settings = Settings.from_env(
+        {
+            "STS_ENV": "production",
+            "STS_ISSUER": "https://sts.example.com",
+            "STS_KEYSTORE": "database",
+            "STS_KEY_ENCRYPTION_KEY": kek,
+        }
+    )
+    assert settings.is_production
+    assert settings.key_passphrase is None
 
 
 def test_defaults_use_embedded_sqlite_and_auto_migrate() -> None:
