@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import click
+from alembic.util import CommandError
 
 from sts.cli import (
     check,
@@ -24,12 +25,13 @@ from sts.errors import StartupError
 
 class _Group(click.Group):
     """A command that cannot run (StartupError: no migrations/ folder, a key that does not
-    open...) says why on one line, exit code 1, as a bad setting does: not a traceback."""
+    open...; Alembic's CommandError: an unknown revision) says why on one line, exit code
+    1, as a bad setting does: not a traceback."""
 
     def invoke(self, ctx: click.Context) -> Any:
         try:
             return super().invoke(ctx)
-        except StartupError as exc:
+        except (StartupError, CommandError) as exc:
             raise click.ClickException(str(exc)) from None
 
 

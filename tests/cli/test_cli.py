@@ -166,6 +166,17 @@ def test_a_startup_error_is_one_line_not_a_traceback(
     assert check.output.endswith(f"Error: {message}\n")
 
 
+def test_an_unknown_revision_is_one_line_not_a_traceback(env: dict[str, str]) -> None:
+    """A typo in `sts db upgrade|downgrade REV` raised Alembic's CommandError as a
+    traceback; it is an operator's mistake, said on one line, exit code 1."""
+    assert run(env, "db", "upgrade").exit_code == 0
+    for args in (["db", "upgrade", "nosuchrev"], ["db", "downgrade", "nosuchrev"]):
+        result = CliRunner().invoke(cli, args, env=env)
+        assert result.exit_code == 1, args
+        expected = "Error: Can't locate revision identified by 'nosuchrev'\n"
+        assert result.output == expected, result.output
+
+
 def test_check_refuses_old_schema(env: dict[str, str]) -> None:
     result = run(env, "check")
     assert result.exit_code == 1
