@@ -15,6 +15,7 @@ from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
+from alembic.script.revision import RevisionError
 from sqlalchemy import Engine
 
 from sts.errors import StartupError
@@ -72,9 +73,17 @@ def schema_is_at_head(engine: Engine, config: Config) -> tuple[bool, str, tuple[
     current = current_revisions(engine)
     script = ScriptDirectory.from_config(config)
     applied: set[str] = set()
-    for revision in script.iterate_revisions(current, "base"):
-        if revision is not None:
-            applied.add(revision.revision)
+    try:
+        for revision in script.iterate_revisions(current, "base"):
+            if revision is not None:
+                applied.add(revision.revision)
+    except RevisionError as exc:  # the database is at a revision none of the folders hold
+        raise StartupError(
+            f"the database is at revision(s) {', '.join(current)}, not all found in "
+            f"{config.get_main_option('version_locations')} ({exc}): point "
+            "STS_RULES_MIGRATIONS_DIR at this deployment's rules revisions (in the image: "
+            "mount them at /app/migrations/versions/rules)"
+        ) from None
     return head in applied, head, current
 
 

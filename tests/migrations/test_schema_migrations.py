@@ -473,3 +473,26 @@ def test_a_schema_downgrade_keeps_the_rules_revisions_that_do_not_need_it(
         disabled = "SELECT client_id, disabled FROM clients"
         assert [tuple(row) for row in connection.execute(text(disabled))] == [("ci-runner", True)]
     engine.dispose()
+
+
+def test_a_rules_revision_missing_from_the_rules_directory_is_named(
+    empty_database_url: str,
+    make_settings,  # type: ignore[no-untyped-def]
+    tmp_path: Path,
+) -> None:
+    """A database at a rules revision that STS_RULES_MIGRATIONS_DIR does not hold (the
+    image started without its rules mounted, a replica from an older checkout): `sts
+    serve`, `sts check` and the db and rules commands stopped with Alembic's
+    ResolutionError traceback. Now a StartupError naming the revision and the setting."""
+    rules = tmp_path / "rules"
+    rules.mkdir()
+    fields = {"auth_method": "client_secret_basic", "secret_hash": "h"}
+    write_rules_revisions(rules, [("r1", "0009_dpop_proofs", fields)])
+    engine = make_engine(empty_database_url)
+    upgrade(alembic_config(engine, [rules]))
+    engine.dispose()
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    settings = make_settings(empty_database_url, auto_migrate=False, rules_migrations_dir=elsewhere)
+    with pytest.raises(StartupError, match=r"revision\(s\) r1\b.*STS_RULES_MIGRATIONS_DIR"):
+        create_app(settings)
