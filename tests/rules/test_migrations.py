@@ -85,6 +85,15 @@ def test_export_round_trip(world: World, env: dict[str, str], tmp_path: Path) ->
     assert all(c.get("secret_hash", "sha256:").startswith("sha256:") for c in document["clients"])
 
 
+def test_export_to_a_path_it_cannot_write_is_an_error_not_a_traceback(
+    world: World, env: dict[str, str], tmp_path: Path
+) -> None:
+    missing = tmp_path / "no-such-folder" / "rules.yaml"
+    result = CliRunner().invoke(cli, ["rules", "export", "-o", str(missing)], env=env)
+    assert result.exit_code == 1
+    assert result.output == f"Error: cannot write {missing}: No such file or directory\n"
+
+
 def test_plan_migrate_upgrade_narrow_and_roll_back(
     world: World, env: dict[str, str], tmp_path: Path
 ) -> None:
