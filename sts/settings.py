@@ -286,7 +286,6 @@ def validate(settings: Settings) -> Settings:
         ("redis://", "rediss://", "unix://")
     ):
         raise ConfigurationError("STS_REDIS_URL", "must be a redis://, rediss:// or unix:// URL")
-    if settings.is_production and not settings.key_passphrase:
     if settings.is_production and settings.keystore == "file" and not settings.key_passphrase:
         raise ConfigurationError(
             "STS_KEY_PASSPHRASE",
