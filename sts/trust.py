@@ -46,6 +46,9 @@ class ClientConfig:
     disabled: bool
     # RFC 9449 §5.2: every token request of this client must carry a DPoP proof.
     dpop_bound_access_tokens: bool = False
+    # RFC 7662 §2.2: a resource server registered with the audiences it serves may
+    # introspect only tokens for one of them. None: every token (registered without).
+    introspects: frozenset[str] | None = None
     # Its registered jwks did not import (jwks is None then): it cannot authenticate.
     keys_invalid: bool = False
 
@@ -223,6 +226,7 @@ def _load_client(row: Client, invalid: _Invalid) -> ClientConfig:
         is_resource_server=row.is_resource_server,
         disabled=row.disabled,
         dpop_bound_access_tokens=row.dpop_bound_access_tokens,
+        introspects=frozenset(row.introspects) if row.introspects is not None else None,
         keys_invalid=keys_invalid,
     )
 

@@ -102,6 +102,7 @@ def put_client(
     is_resource_server: bool = False,
     disabled: bool = False,
     dpop_bound_access_tokens: bool = False,
+    introspects: Sequence[str] | None = None,
     now: datetime,
 ) -> Client:
     row = session.get(Client, client_id)
@@ -112,6 +113,7 @@ def put_client(
     row.jwks = dict(jwks) if jwks is not None else None
     row.is_resource_server, row.disabled = is_resource_server, disabled
     row.dpop_bound_access_tokens = dpop_bound_access_tokens
+    row.introspects = list(introspects) if introspects is not None else None
     bump_generation(session)
     session.flush()
     return row

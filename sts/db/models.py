@@ -67,6 +67,9 @@ class Client(Base):
     dpop_bound_access_tokens: Mapped[bool] = mapped_column(
         Boolean, default=False, server_default=false()
     )
+    # RFC 7662 §2.2: the audiences a resource server may introspect (migration 0011);
+    # a token for none of them is inactive to it. NULL: every token, as before.
+    introspects: Mapped[list[str] | None] = mapped_column(JSON(none_as_null=True))
 
 
 class TrustedIssuer(Base):

@@ -6,6 +6,8 @@ signature and times, the signing key (published and not revoked), the token's ow
 lineage row (known, not revoked, no revoked ancestor along either edge: a token it was
 exchanged from or the one its actor presented, RFC 8693 §4.1), and the policy as it is
 NOW (the rule that allowed it still exists and still grants its audiences and scopes).
+A resource server registered with ``introspects`` is told only about tokens for one of
+those audiences (RFC 7662 §2.2, §4); any other is inactive to it.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from sts.policy.evaluate import withdrawn
 from sts.protocol.token_request import parse_token_request
 from sts.services import Services
 from sts.tokens.dpop import dpop_key
+from sts.trust import ClientConfig
 
 log = logging.getLogger(__name__)
 
@@ -71,10 +74,12 @@ def handle_introspection(
     registered = services.trust.current().clients.get(client.client_id or "")
     if registered is None or not registered.is_resource_server:
         raise errors.InvalidClient(reason="introspection.not_resource_server")
-    return Response(200, inspect_token(services, request.token, now), dict(NO_STORE))
+    return Response(200, inspect_token(services, request.token, now, registered), dict(NO_STORE))
 
 
-def inspect_token(services: Services, token: str, now: datetime) -> dict[str, Any]:
+def inspect_token(
+    services: Services, token: str, now: datetime, caller: ClientConfig
+) -> dict[str, Any]:
     inactive: dict[str, Any] = {"active": False}
     try:
         # RFC 7662 §2.2: a token that "does not exist on this server" is inactive, so only
@@ -88,6 +93,16 @@ def inspect_token(services: Services, token: str, now: datetime) -> dict[str, An
     if verified.kind != "sts":
         return inactive  # only this STS's own tokens are described
     jti = verified.token_id
+    if not serves_audience(caller, verified.claims.get("aud")):
+        # RFC 7662 §2.2: a token "the protected resource is not allowed to introspect"
+        # MUST be answered {"active": false}, exactly as any inactive token (no oracle);
+        # §4: a resource server learns nothing of tokens meant for other services.
+        log.info(
+            "introspection: jti=%s inactive: introspection.audience_not_served (client %s)",
+            jti,
+            caller.client_id,
+        )
+        return inactive
     with services.session_factory() as session:
         if queries.key_is_revoked(session, str(verified.header.get("kid"))):
             log.info("introspection: jti=%s inactive: signing key revoked", jti)
@@ -111,3 +126,14 @@ def inspect_token(services: Services, token: str, now: datetime) -> dict[str, An
     active.update({name: claims[name] for name in ACTIVE_MEMBERS if name in claims})
     active["token_type"] = "DPoP" if bound else "Bearer"  # RFC 9449 §6.2
     return active
+
+
+def serves_audience(caller: ClientConfig, aud: Any) -> bool:
+    """May ``caller`` introspect a token whose ``aud`` is ``aud`` (a string or a list,
+    RFC 7519 §4.1.3)? A resource server registered without ``introspects`` may introspect
+    every token (as before it existed); one registered with it, only a token sharing an
+    audience with it, exactly. A token with no audience shares none."""
+    if caller.introspects is None:
+        return True
+    audiences = [aud] if isinstance(aud, str) else aud if isinstance(aud, list) else []
+    return any(isinstance(a, str) and a in caller.introspects for a in audiences)

@@ -24,7 +24,7 @@ from joserfc.jwk import KeySet
 
 from sts.credentials import API_KEY_PREFIX, is_secret_hash
 from sts.policy.rules import rule_errors
-from sts.rules.ops import DPOP_BOUND
+from sts.rules.ops import DPOP_BOUND, INTROSPECTS
 from sts.tokens.issuer_keys import import_every_public_key
 from sts.tokens.verify import ASYMMETRIC_ALGORITHMS
 from sts.trust import KeySetError, import_client_key_set, import_key_set
@@ -36,6 +36,8 @@ SECTIONS = {"issuers": "issuer", "clients": "client", "credentials": "credential
 NAME_FIELD = {"issuer": "name", "client": "client_id", "credential": "name", "rule": "name"}
 AUTH_METHODS = ("client_secret_basic", "client_secret_post", "private_key_jwt", "none")
 SECRET_METHODS = ("client_secret_basic", "client_secret_post")
+# Characters that make a pattern of a glob: an audience in introspects is compared exactly.
+GLOB_CHARS = re.compile(r"[*?\[]")
 # JWK members that only a private or symmetric key has (RFC 7518 §6).
 PRIVATE_JWK_MEMBERS = ("d", "p", "q", "dp", "dq", "qi", "oth", "k")
 PLAINTEXT_HINT = {
@@ -493,6 +495,7 @@ def _validate_client(result: RulesFile, entry: LineMapping, where: str) -> dict[
         "resource_server",
         "disabled",
         DPOP_BOUND,
+        INTROSPECTS,
     }
     checks = [
         _unknown_keys(result, entry, where, allowed),
@@ -501,6 +504,8 @@ def _validate_client(result: RulesFile, entry: LineMapping, where: str) -> dict[
         _boolean(result, entry, where, "disabled"),
         _boolean(result, entry, where, DPOP_BOUND),
     ]
+    if INTROSPECTS in entry:
+        checks.append(_introspects(result, entry, where))
     method = entry.get("auth_method")
     if "auth_method" in entry and method not in AUTH_METHODS:
         result.add(
@@ -524,7 +529,41 @@ def _validate_client(result: RulesFile, entry: LineMapping, where: str) -> dict[
     # before the column compares equal (sts.rules.ops.read_state does the same).
     if entry.get(DPOP_BOUND, False):
         fields[DPOP_BOUND] = True
+    # RFC 7662 §2.2; absent (every token) is left out, as read_state leaves out NULL.
+    if INTROSPECTS in entry:
+        fields[INTROSPECTS] = list(entry[INTROSPECTS])
     return fields
+
+
+def _introspects(result: RulesFile, entry: LineMapping, where: str) -> bool:
+    """``introspects``: the audiences a resource server may introspect tokens for (RFC 7662
+    §2.2), each compared exactly with a token's ``aud``. Only a resource server may
+    introspect at all; an empty list would hide every token (leave the key out to allow
+    every token); a glob would read as a pattern but match only itself."""
+    line, value = entry.line_of(INTROSPECTS), entry[INTROSPECTS]
+    if entry.get("resource_server") is not True:
+        result.add(line, where, f"{INTROSPECTS} needs resource_server: true")
+        return False
+    if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value):
+        result.add(line, where, f"{INTROSPECTS} must be a list of audiences (non-empty strings)")
+        return False
+    if not value:
+        result.add(
+            line,
+            where,
+            f"{INTROSPECTS} must name at least one audience "
+            "(leave it out to let the resource server introspect every token)",
+        )
+        return False
+    wildcards = [v for v in value if GLOB_CHARS.search(v)]
+    for audience in wildcards:
+        result.add(
+            line,
+            where,
+            f"{INTROSPECTS}: {audience!r} is a wildcard; audiences are compared exactly: "
+            "name each audience the resource server serves",
+        )
+    return not wildcards
 
 
 def _client_keys_fit_method(result: RulesFile, entry: LineMapping, where: str, method: str) -> bool:

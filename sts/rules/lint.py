@@ -51,7 +51,11 @@ class Finding:
 
 
 def lint_rules(rules_file: RulesFile) -> list[Finding]:
-    findings = list(_lint_issuers(rules_file)) + list(_lint_rules(rules_file))
+    findings = (
+        list(_lint_issuers(rules_file))
+        + list(_lint_clients(rules_file))
+        + list(_lint_rules(rules_file))
+    )
     return sorted(findings, key=lambda f: (f.line, f.code))
 
 
@@ -69,6 +73,23 @@ def _lint_issuers(rules_file: RulesFile) -> Iterator[Finding]:
                     f"issuer {name!r}",
                     f"{key} uses plain http: tokens or keys can be forged in transit; use https",
                 )
+
+
+def _lint_clients(rules_file: RulesFile) -> Iterator[Finding]:
+    for (kind, name), entry in rules_file.entries.items():
+        if kind != "client" or entry.get("resource_server") is not True:
+            continue
+        if "introspects" not in entry:
+            # RFC 7662 §4: a resource server should learn only about the tokens meant for
+            # it, not about every token of every service.
+            yield Finding(
+                "introspection-any-audience",
+                rules_file.path,
+                entry.line_of("resource_server"),
+                f"client {name!r}",
+                "a resource server with no introspects may introspect every token, whatever "
+                "its audience: list the audiences it serves (introspects: [...])",
+            )
 
 
 def _lint_rules(rules_file: RulesFile) -> Iterator[Finding]:

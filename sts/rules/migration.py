@@ -42,7 +42,10 @@ _REFERENCED = ("issuer", "client", "credential")  # what rules name
 
 
 # (kind, field) -> the schema revision that added the column a rules revision writes it to.
-FIELD_SCHEMA = {("client", "dpop_bound_access_tokens"): "0010_client_dpop_bound"}
+FIELD_SCHEMA = {
+    ("client", "dpop_bound_access_tokens"): "0010_client_dpop_bound",
+    ("client", "introspects"): "0011_client_introspects",
+}
 
 
 class RulesMigrationError(Exception):
@@ -168,8 +171,8 @@ def downgrade() -> None:
 
 def _schema_needed(changes: list[Change]) -> str | tuple[str, ...] | None:
     """The schema revisions a later rules revision must follow: those that added a column
-    its upgrade or downgrade sets (a flag set to true; false is the column's default, and
-    ``ops`` leaves a missing column alone)."""
+    its upgrade or downgrade sets (a flag set to true, a list of audiences; false and
+    absent are the column's default, and ``ops`` leaves a missing column alone)."""
     needed = {
         revision
         for change in changes

@@ -48,8 +48,11 @@ clients = sa.table(
     sa.column("created_at", UTCDateTime()),
     # Schema 0010: written only where it exists (put_client), read only at the head.
     sa.column("dpop_bound_access_tokens", sa.Boolean),
+    # Schema 0011: likewise.
+    sa.column("introspects", _JSON),
 )
 DPOP_BOUND = "dpop_bound_access_tokens"
+INTROSPECTS = "introspects"
 service_credentials = sa.table(
     "service_credentials",
     sa.column("id", sa.Integer),
@@ -86,10 +89,10 @@ def _now() -> datetime:
     return datetime.now(UTC)
 
 
-def _has_column(connection: sa.Connection, table: str, column: str) -> bool:
-    """Does the database's ``table`` have ``column`` now (a fresh inspection: the schema
-    may have moved on within this upgrade)?"""
-    return any(found["name"] == column for found in sa.inspect(connection).get_columns(table))
+def _columns(connection: sa.Connection, table: str) -> set[str]:
+    """The columns the database's ``table`` has now (a fresh inspection: the schema may
+    have moved on within this upgrade)."""
+    return {found["name"] for found in sa.inspect(connection).get_columns(table)}
 
 
 def _exists(
@@ -212,7 +215,7 @@ def put_client(
     client_id: str, fields: Mapping[str, Any], *, connection: sa.Connection | None = None
 ) -> None:
     """fields: auth_method, secret_hash (a hash), jwks, resource_server, disabled,
-    dpop_bound_access_tokens (RFC 9449 §5.2)."""
+    dpop_bound_access_tokens (RFC 9449 §5.2), introspects (RFC 7662 §2.2)."""
     bind = _bind(connection)
     values = {
         "auth_method": fields["auth_method"],
@@ -221,15 +224,24 @@ def put_client(
         "is_resource_server": bool(fields.get("resource_server", False)),
         "disabled": bool(fields.get("disabled", False)),
     }
+    columns = _columns(bind, "clients")
     dpop_bound = bool(fields.get(DPOP_BOUND, False))
     # A revision written before schema 0010 may run before it (a fresh ``sts db upgrade``
     # runs each rules revision after the schema head of its own time): the column is
     # written only where it exists. Absent, it can only be asked to stay false.
-    if _has_column(bind, "clients", DPOP_BOUND):
+    if DPOP_BOUND in columns:
         values[DPOP_BOUND] = dpop_bound
     elif dpop_bound:
         raise ValueError(
             f"client {client_id!r}: {DPOP_BOUND} needs schema revision 0010_client_dpop_bound"
+        )
+    introspects = fields.get(INTROSPECTS)
+    # Likewise for schema 0011: absent, the column can only be asked to stay NULL.
+    if INTROSPECTS in columns:
+        values[INTROSPECTS] = list(introspects) if introspects is not None else None
+    elif introspects is not None:
+        raise ValueError(
+            f"client {client_id!r}: {INTROSPECTS} needs schema revision 0011_client_introspects"
         )
     if _exists(bind, clients, clients.c.client_id, client_id):
         bind.execute(sa.update(clients).where(clients.c.client_id == client_id).values(**values))
@@ -304,6 +316,8 @@ def read_state(connection: sa.Connection) -> dict[str, dict[str, dict[str, Any]]
         fields["disabled"] = bool(row["disabled"])
         if row[DPOP_BOUND]:  # left out when false, as a rules file leaves it out
             fields[DPOP_BOUND] = True
+        if row[INTROSPECTS] is not None:  # left out when NULL, as a rules file leaves it out
+            fields[INTROSPECTS] = list(row[INTROSPECTS])
         state["client"][row["client_id"]] = fields
     for row in connection.execute(sa.select(service_credentials)).mappings():
         state["credential"][row["name"]] = {

@@ -65,13 +65,19 @@ def test_a_schema_downgrade_does_not_silently_roll_back_rules(
     env = {**env, "STS_RULES_MIGRATIONS_DIR": str(tmp_path / "rules")}
     assert run(env, "db", "upgrade").exit_code == 0
 
-    refused = CliRunner().invoke(cli, ["db", "downgrade", "schema@-1"], env=env)
+    # Below 0010 (schema@-1 while 0010 was the head).
+    refused = CliRunner().invoke(cli, ["db", "downgrade", "0009_dpop_proofs"], env=env)
     assert refused.exit_code == 1
     assert "would also roll back 2 rules revision(s): r3, r2" in refused.output
     assert "current: r3" in run(env, "db", "current").output  # nothing was rolled back
 
-    assert run(env, "db", "downgrade", "rules@-1").output == "database at r2\n"
-    rolled = run(env, "db", "downgrade", "schema@-1", "--with-rules")
+    # The rules branch at r2; the schema head, which r2 does not depend on, named beside it
+    # (in either order).
+    rules_rolled = run(env, "db", "downgrade", "rules@-1").output
+    assert rules_rolled.startswith("database at ")
+    heads = rules_rolled.removeprefix("database at ").rstrip("\n").split(", ")
+    assert sorted(heads) == ["0011_client_introspects", "r2"]
+    rolled = run(env, "db", "downgrade", "0009_dpop_proofs", "--with-rules")
     assert rolled.exit_code == 0, rolled.output
     assert rolled.output == "database at r1\n"
 

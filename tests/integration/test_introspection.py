@@ -3,6 +3,7 @@ the policy as it stands now; on SQLite and PostgreSQL."""
 
 from __future__ import annotations
 
+import logging
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -16,6 +17,7 @@ from joserfc.jwk import ECKey
 from sqlalchemy import select, update
 
 from sts.app import create_app
+from sts.credentials import hash_secret
 from sts.db import admin
 from sts.db.models import IssuedToken, Revocation, Rule
 from sts.grants.client_auth import JWT_BEARER_ASSERTION
@@ -319,3 +321,120 @@ def test_a_forged_client_assertion_tells_nothing_about_which_clients_exist(
         assert_error(response, 401, "invalid_client")
         answers.append((response.get_data(), sorted(response.headers.items())))
     assert answers[0] == answers[1] == answers[2]
+
+
+# ---- a resource server registered with the audiences it serves (RFC 7662 §2.2, §4) ------
+
+LIMITED_SECRET = "limited-server-secret-0123456789abcdef"
+
+
+def register_resource_server(world: World, client_id: str, introspects: list[str] | None) -> None:
+    """A resource server (``client_secret_basic``, ``LIMITED_SECRET``) registered with
+    ``introspects`` (None: without it, every token)."""
+    services = world.app.extensions["sts"]
+    with services.session_factory() as session:
+        admin.put_client(
+            session,
+            client_id=client_id,
+            auth_method="client_secret_basic",
+            secret_hash=hash_secret(LIMITED_SECRET),
+            is_resource_server=True,
+            introspects=introspects,
+            now=world.clock(),
+        )
+        session.commit()
+    services.trust.invalidate()
+
+
+def deploy_token(world: World) -> str:
+    response = world.exchange(world.ci_token(), audience=DEPLOY)
+    assert response.status_code == 200, response.json
+    return str(response.json["access_token"])  # type: ignore[index]
+
+
+def project_token(world: World) -> str:
+    response = world.agent_exchange(world.agent_token("agent-7"), audience=PROJECT)
+    assert response.status_code == 200, response.json
+    return str(response.json["access_token"])  # type: ignore[index]
+
+
+def test_a_resource_server_sees_the_tokens_for_the_audiences_it_introspects(
+    world: World,
+) -> None:
+    register_resource_server(world, "deploy-api", [DEPLOY])
+    token = deploy_token(world)
+    response = world.introspect(token, auth=("deploy-api", LIMITED_SECRET))
+
+    assert response.status_code == 200
+    body = response.json
+    claims = claims_of(token)
+    assert body["active"] is True
+    for name in ("scope", "client_id", "sub", "aud", "iss", "exp", "iat", "jti"):
+        assert body[name] == claims[name], name
+    assert body["aud"] == DEPLOY
+    # The same answer the unrestricted resource server gets.
+    assert body == world.introspect(token).json
+
+
+def test_a_token_for_another_audience_is_inactive_exactly_as_an_unknown_token(
+    world: World, caplog: pytest.LogCaptureFixture
+) -> None:
+    """RFC 7662 §2.2: a token "the protected resource is not allowed to introspect" is
+    answered {"active": false}; byte for byte the answer to a token that does not exist,
+    so the answer tells the resource server nothing (§4). The log says why."""
+    register_resource_server(world, "deploy-api", [DEPLOY])
+    token = project_token(world)
+    assert world.introspect(token).json["active"] is True  # a live token, for PROJECT
+    auth = ("deploy-api", LIMITED_SECRET)
+
+    with caplog.at_level(logging.INFO, logger="sts.endpoints.introspection"):
+        refused = world.introspect(token, auth=auth)
+    unknown = world.introspect("not-a-token", auth=auth)
+
+    assert refused.json == {"active": False}
+    assert refused.status_code == unknown.status_code == 200
+    assert refused.get_data() == unknown.get_data()
+    assert sorted(refused.headers.items()) == sorted(unknown.headers.items())
+    jti = claims_of(token)["jti"]
+    assert any(
+        f"jti={jti}" in message
+        and "introspection.audience_not_served" in message
+        and "deploy-api" in message
+        for message in (record.getMessage() for record in caplog.records)
+    ), caplog.records
+
+
+def test_a_token_for_several_audiences_is_active_when_one_is_served(world: World) -> None:
+    """``aud`` as a list (RFC 7519 §4.1.3): one value in common is enough; none is not."""
+    wide = RULES["payments-prod-deploy"]
+    world.put_rule(
+        "payments-prod-deploy",
+        {**wide, "allow": {**wide["allow"], "audiences": [DEPLOY, VAULT], "max_audiences": 2}},
+    )
+    response = world.exchange(world.ci_token(), form=[("audience", DEPLOY), ("audience", VAULT)])
+    assert response.status_code == 200, response.json
+    token = response.json["access_token"]  # type: ignore[index]
+    assert claims_of(token)["aud"] == [DEPLOY, VAULT]
+    register_resource_server(world, "vault", [VAULT, "https://vault.acme.example"])
+    register_resource_server(world, "projects", [PROJECT])
+
+    served = world.introspect(token, auth=("vault", LIMITED_SECRET)).json
+    assert served["active"] is True
+    assert served["aud"] == [DEPLOY, VAULT]
+    assert world.introspect(token, auth=("projects", LIMITED_SECRET)).json == {"active": False}
+
+
+def test_a_resource_server_without_introspects_still_sees_every_token(world: World) -> None:
+    """Compatibility: registered without ``introspects``, a resource server sees tokens of
+    every audience (``sts rules lint`` flags it: introspection-any-audience), while one
+    registered with it, beside it, does not."""
+    register_resource_server(world, "any-api", None)
+    register_resource_server(world, "deploy-api", [DEPLOY])
+    deploy, project = deploy_token(world), project_token(world)
+
+    for token in (deploy, project):
+        assert world.introspect(token, auth=("any-api", LIMITED_SECRET)).json["active"] is True
+        assert world.introspect(token).json["active"] is True  # the world's resource-server
+    limited = ("deploy-api", LIMITED_SECRET)
+    assert world.introspect(deploy, auth=limited).json["active"] is True
+    assert world.introspect(project, auth=limited).json == {"active": False}

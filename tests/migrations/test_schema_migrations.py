@@ -390,6 +390,48 @@ def test_client_dpop_bound_revision_goes_both_ways_with_older_rules_revisions(
     engine.dispose()
 
 
+def test_client_introspects_revision_goes_both_ways_with_older_rules_revisions(
+    empty_database_url: str,
+) -> None:
+    """0011 adds ``clients.introspects`` (RFC 7662 §2.2), NULL (every token) for the
+    clients on record. A rules revision's ``put_client`` works before it as long as it does
+    not ask for audiences, and writes them after it, both ways; the rules file's state
+    names them only when set."""
+    engine = make_engine(empty_database_url)
+    config = alembic_config(engine)
+    fields = {"auth_method": "client_secret_basic", "secret_hash": "h", "resource_server": True}
+    audiences = ["https://deploy.acme.internal", "https://vault.acme.internal"]
+
+    upgrade(config, "0010_client_dpop_bound")
+    assert "introspects" not in columns_of(engine, "clients")
+    with engine.begin() as connection:
+        ops.put_client("older", fields, connection=connection)
+        with pytest.raises(ValueError, match="0011_client_introspects"):
+            ops.put_client("newer", {**fields, "introspects": audiences}, connection=connection)
+    upgrade(config)
+    assert "introspects" in columns_of(engine, "clients")
+    nulls = "SELECT client_id FROM clients WHERE introspects IS NULL ORDER BY client_id"
+    with engine.begin() as connection:
+        assert connection.execute(text(nulls)).all() == [("older",)]
+        ops.put_client("newer", {**fields, "introspects": audiences}, connection=connection)
+        ops.put_client("older", {**fields, "introspects": audiences}, connection=connection)
+        ops.put_client("older", fields, connection=connection)  # left out: NULL again
+        assert connection.execute(text(nulls)).all() == [("older",)]
+        state = ops.read_state(connection)["client"]
+        assert state["newer"]["introspects"] == audiences
+        assert "introspects" not in state["older"]
+    downgrade(config, "0010_client_dpop_bound")
+    assert "introspects" not in columns_of(engine, "clients")
+    with engine.connect() as connection:
+        assert connection.execute(text("SELECT client_id FROM clients ORDER BY 1")).all() == [
+            ("newer",),
+            ("older",),
+        ]
+    upgrade(config)
+    assert schema_is_at_head(engine, config)[0]
+    engine.dispose()
+
+
 RULES_REVISION = '''"""{title}"""
 from sts.rules import ops
 
@@ -450,6 +492,32 @@ def test_a_fresh_upgrade_runs_a_rules_revision_after_the_schema_column_it_writes
     with engine.connect() as connection:
         flags = "SELECT client_id, dpop_bound_access_tokens FROM clients"
         assert [tuple(row) for row in connection.execute(text(flags))] == [("ci-runner", True)]
+    engine.dispose()
+
+
+def test_a_fresh_upgrade_runs_a_rules_revision_after_the_introspects_column(
+    empty_database_url: str, tmp_path: Path
+) -> None:
+    """A rules revision written at schema 0010, then one that limits a resource server to
+    its audiences (it depends on 0011, which added the column): a fresh ``sts db upgrade``
+    of both branches applies the second after 0011."""
+    fields = {"auth_method": "client_secret_basic", "secret_hash": "h", "resource_server": True}
+    write_rules_revisions(
+        tmp_path,
+        [
+            ("r1", "0010_client_dpop_bound", fields),
+            ("r2", "0011_client_introspects", {**fields, "introspects": ["https://a.example"]}),
+        ],
+    )
+    engine = make_engine(empty_database_url)
+    config = alembic_config(engine, [tmp_path])
+    upgrade(config)
+    assert schema_is_at_head(engine, config)[0]
+    assert "r2" in current_revisions(engine)
+    with engine.connect() as connection:
+        assert ops.read_state(connection)["client"]["ci-runner"]["introspects"] == [
+            "https://a.example"
+        ]
     engine.dispose()
 
 

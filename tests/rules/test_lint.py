@@ -9,7 +9,7 @@ from click.testing import CliRunner
 
 from sts.cli import cli
 from sts.rules.lint import lint_rules
-from tests.rules.base import edited, parse
+from tests.rules.base import CLIENT_HASH, edited, parse
 
 EXAMPLES = sorted((Path(__file__).parents[2] / "examples").glob("*.yaml"))
 GITHUB = "    issuer: https://token.actions.githubusercontent.com"
@@ -146,6 +146,13 @@ CASES: list[tuple[str, dict[int, str | None], str]] = [
         "name the claims the audience needs",
     ),
     (
+        "introspection-any-audience",
+        {10: f'    secret_hash: "{CLIENT_HASH}"\n    resource_server: true'},
+        "rules.yaml:11: client 'runner': [introspection-any-audience] a resource server with "
+        "no introspects may introspect every token, whatever its audience: list the "
+        "audiences it serves (introspects: [...])",
+    ),
+    (
         "plain-http-issuer",
         {4: "    jwks_uri: http://ci.example.com/jwks"},
         "rules.yaml:4: issuer 'ci': [plain-http-issuer] jwks_uri uses plain http: tokens or "
@@ -198,6 +205,14 @@ PINNED_REFS: dict[str, dict[int, str | None]] = {
 def test_a_pinned_ref_is_not_flagged(edits: dict[int, str | None]) -> None:
     codes = [finding.code for finding in lint_rules(parse(edited(edits)))]
     assert not [code for code in codes if code.startswith("ref-")], codes
+
+
+def test_a_resource_server_that_names_its_audiences_is_not_flagged() -> None:
+    """RFC 7662 §4: one registered with ``introspects`` sees only its own tokens."""
+    line = f'    secret_hash: "{CLIENT_HASH}"\n    resource_server: true'
+    result = parse(edited({10: f'{line}\n    introspects: ["https://deploy.acme.internal"]'}))
+    assert result.problems == []
+    assert lint_rules(result) == []
 
 
 def test_deny_rules_are_not_linted() -> None:

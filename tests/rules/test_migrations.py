@@ -20,7 +20,7 @@ from sts.credentials import generate_api_key, hash_secret
 from sts.db import admin
 from sts.db.migrate import migrations_dir
 from tests.conftest import TEST_PASSPHRASE
-from tests.integration.world import CI_SECRET, DEPLOY, World
+from tests.integration.world import CI_SECRET, DEPLOY, PROJECT, World
 
 RULE = "payments-prod-deploy"
 
@@ -322,10 +322,9 @@ def test_a_client_bound_to_dpop_by_a_rules_revision(
 
     assert sts(env, "rules", "migration", after_path, "-m", "Bind ci-runner").exit_code == 0
     (revision,) = (tmp_path / "rules-revisions").glob("*.py")
-    # It writes a column schema 0010 added: a fresh upgrade applies it after that.
-    assert "depends_on: str | Sequence[str] | None = '0010_client_dpop_bound'" in (
-        revision.read_text()
-    )
+    # It writes a column schema 0010 added: a fresh upgrade applies it after that (the
+    # first rules revision: it depends on the schema head, 0010 or a later one).
+    assert f"depends_on: str | Sequence[str] | None = {SCHEMA_HEAD!r}" in revision.read_text()
     assert sts(env, "db", "upgrade").exit_code == 0
     assert sts(env, "rules", "check", after_path).exit_code == 0
     assert rule_entry_client(sts(env, "rules", "export").output)["dpop_bound_access_tokens"]
@@ -339,6 +338,53 @@ def test_a_client_bound_to_dpop_by_a_rules_revision(
 
 def rule_entry_client(exported: str, client_id: str = "ci-runner") -> dict[str, Any]:
     return next(c for c in yaml.safe_load(exported)["clients"] if c["client_id"] == client_id)
+
+
+def test_a_resource_server_limited_to_its_audiences_by_a_rules_revision(
+    world: World, env: dict[str, str], tmp_path: Path
+) -> None:
+    """``introspects`` on a resource server (RFC 7662 §2.2), through plan, migration (a
+    later rules revision, which depends on schema 0011 that added the column) and ``sts db
+    upgrade``: a token for another audience is inactive to it from then on, and the
+    revision's downgrade lets it see every token again."""
+    before = yaml.safe_load(sts(env, "rules", "export").output)
+    assert all("introspects" not in c for c in before["clients"])  # the default
+    described = copy.deepcopy(before)
+    rule_entry(described, RULE)["description"] = "payments deploys from main"
+    first = write(tmp_path, "described.yaml", described)
+    assert sts(env, "rules", "migration", first, "-m", "Describe the rule").exit_code == 0
+    assert sts(env, "db", "upgrade").exit_code == 0
+
+    after = copy.deepcopy(described)
+    server = next(c for c in after["clients"] if c["client_id"] == "resource-server")
+    server["introspects"] = [DEPLOY]
+    after_path = write(tmp_path, "served.yaml", after)
+    plan = sts(env, "rules", "plan", after_path).output
+    assert plan.splitlines()[:2] == [
+        "~ client resource-server",
+        f'    introspects: (absent) -> ["{DEPLOY}"]',
+    ]
+    assert sts(env, "rules", "migration", after_path, "-m", "Serve deploys").exit_code == 0
+    second = sorted((tmp_path / "rules-revisions").glob("*.py"))[1].read_text()
+    assert "depends_on: str | Sequence[str] | None = '0011_client_introspects'" in second
+    assert f"'introspects': ['{DEPLOY}']" in second
+    assert sts(env, "db", "upgrade").exit_code == 0
+    assert sts(env, "rules", "check", after_path).exit_code == 0
+    exported = rule_entry_client(sts(env, "rules", "export").output, "resource-server")
+    assert exported["introspects"] == [DEPLOY]
+
+    world.app.extensions["sts"].trust.invalidate()  # the CLI changed the database
+    deploy = world.exchange(world.ci_token(), audience=DEPLOY).json["access_token"]
+    project = world.agent_exchange(world.agent_token(), audience=PROJECT).json["access_token"]
+    assert world.introspect(deploy).json["active"] is True
+    assert world.introspect(project).json == {"active": False}
+
+    assert sts(env, "db", "downgrade", "rules@-1").exit_code == 0
+    exported = rule_entry_client(sts(env, "rules", "export").output, "resource-server")
+    assert "introspects" not in exported
+    assert sts(env, "rules", "check", first).exit_code == 0
+    world.app.extensions["sts"].trust.invalidate()
+    assert world.introspect(project).json["active"] is True
 
 
 def test_upgrade_refuses_a_forked_rules_branch(

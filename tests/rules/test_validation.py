@@ -332,6 +332,63 @@ def test_a_client_that_does_not_authenticate_cannot_be_bound_to_dpop() -> None:
     ]
 
 
+def test_a_resource_server_registered_with_the_audiences_it_introspects() -> None:
+    """``introspects`` (RFC 7662 §2.2): the audiences, kept as written; left out of the
+    client's fields when absent (every token, as the database's state leaves out NULL)."""
+    line = f'    secret_hash: "{CLIENT_HASH}"\n    resource_server: true'
+    served = parse(edited({10: f'{line}\n    introspects: ["https://deploy.acme.internal"]'}))
+    assert served.problems == []
+    assert served.state["client"]["runner"]["introspects"] == ["https://deploy.acme.internal"]
+    every = parse(edited({10: line}))
+    assert every.problems == []
+    assert "introspects" not in every.state["client"]["runner"]
+
+
+INTROSPECTS_REFUSALS: list[tuple[str, str, str]] = [
+    (
+        "not-a-resource-server",
+        '    introspects: ["https://deploy.acme.internal"]',
+        "rules.yaml:11: client 'runner': introspects needs resource_server: true",
+    ),
+    (
+        "empty",
+        "    resource_server: true\n    introspects: []",
+        "rules.yaml:12: client 'runner': introspects must name at least one audience "
+        "(leave it out to let the resource server introspect every token)",
+    ),
+    (
+        "not-a-list",
+        '    resource_server: true\n    introspects: "https://deploy.acme.internal"',
+        "rules.yaml:12: client 'runner': introspects must be a list of audiences "
+        "(non-empty strings)",
+    ),
+    (
+        "not-strings",
+        "    resource_server: true\n    introspects: [42, {glob: x}]",
+        "rules.yaml:12: client 'runner': introspects must be a list of audiences "
+        "(non-empty strings)",
+    ),
+    (
+        "wildcard",
+        '    resource_server: true\n    introspects: ["https://*.acme.internal", "https://v?"]',
+        "rules.yaml:12: client 'runner': introspects: 'https://*.acme.internal' is a "
+        "wildcard; audiences are compared exactly: name each audience the resource server "
+        "serves",
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    ("added", "expected"),
+    [c[1:] for c in INTROSPECTS_REFUSALS],
+    ids=[c[0] for c in INTROSPECTS_REFUSALS],
+)
+def test_introspects_refusals(added: str, expected: str) -> None:
+    result = parse(edited({10: f'    secret_hash: "{CLIENT_HASH}"\n{added}'}))
+    assert str(result.problems[0]) == expected
+    assert "runner" not in result.state["client"]
+
+
 def _aliases(levels: int) -> str:
     """A rule whose description is ten aliases of ten aliases ...: 10**levels values."""
     lines = ["    description:", '      - &a0 ["xxxxxxxx", "xxxxxxxx", "xxxxxxxx", "xxxxxxxx"]']
