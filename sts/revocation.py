@@ -506,6 +506,10 @@ def lift_by_operator(
         lifted = sum(queries.lift_blocks(session, kind, block, now) for block in values)
     else:
         lifted = queries.lift_blocks(session, kind, value, now)
+    if not lifted and kind != "credential":
+        # A typo lifts nothing; said so, the operator does not walk away thinking the
+        # identity is served again. (A credential's lift re-enables it, block or none.)
+        raise UnknownTarget(f"no active block on {kind} {value!r} to lift")
     record_revocation(
         session,
         now=now,

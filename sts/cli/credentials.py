@@ -22,6 +22,8 @@ def credentials_new(name: str, owner: str) -> None:
     The key is not stored anywhere: hand it to its owner now. The entry goes under
     ``credentials:`` in the rules file and reaches the database through a migration.
     """
+    if not name.strip() or not owner.strip():
+        raise click.UsageError("NAME and --owner take non-empty values")
     key = generate_api_key()
     entry = [
         {"name": name, "key_id": key.key_id, "secret_hash": key.secret_hash, "owner_subject": owner}

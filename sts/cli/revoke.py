@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import shlex
 
 import click
 
@@ -105,6 +106,9 @@ def revoke_command(
         options = ", ".join("--" + kind.replace("_", "-") for kind in SELECTORS)
         raise click.UsageError(f"name exactly one of {options}")
     ((kind, value),) = given.items()
+    if not value.strip():
+        # An empty name selects nothing a token carries, and a block on it keeps nothing out.
+        raise click.UsageError(f"--{kind.replace('_', '-')} takes a non-empty value")
     if kind == "dpop_key" and not THUMBPRINT.fullmatch(value):
         raise click.UsageError(
             "--dpop-key takes the key's RFC 7638 SHA-256 thumbprint: 43 base64url "
@@ -139,7 +143,11 @@ def revoke_command(
         return
     click.echo(f"revoked {outcome.revoked} token(s)")
     if outcome.blocked:
-        click.echo(f"{kind} {value!r} is blocked from new exchanges (lift: sts revoke --lift)")
+        option = f"--{kind.replace('_', '-')}"
+        click.echo(
+            f"{kind} {value!r} is blocked from new exchanges "
+            f"(lift: sts revoke --lift {option} {shlex.quote(value)})"
+        )
 
 
 def register(cli: click.Group) -> None:

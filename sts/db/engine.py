@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import logging
+import os
+import stat
 import time
 import weakref
 from pathlib import Path
@@ -15,6 +18,8 @@ from sqlalchemy.pool import ConnectionPoolEntry
 
 from sts.db.checkpoint import SAFETY_NET_PAGES
 from sts.db.locks import WRITE_LOCK_TIMEOUT
+
+log = logging.getLogger(__name__)
 
 # The page size of a NEW SQLite database (an existing one keeps its own; see the README).
 # In WAL mode every commit appends each page it changed, whole: an exchange changes one
@@ -157,10 +162,30 @@ def stale_connection_ping(engine: Engine) -> StaleConnectionPing | None:
     return _STALE_PINGS.get(engine)
 
 
+def _create_private(path: Path) -> None:
+    """A new SQLite database is readable by its owner only: it holds the audit log, the
+    lineage of every token, client secret hashes and, with the database keystore, the
+    encrypted signing keys. Its folder is created 0700 and the file 0600 before SQLite
+    opens it; SQLite gives the -wal and -shm files the database file's permissions. An
+    existing file keeps its mode (a warning says when others can read it)."""
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    try:
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+    except FileExistsError:
+        mode = stat.S_IMODE(path.stat().st_mode)
+        if mode & 0o077:
+            log.warning(
+                "%s is readable by others (mode %04o): it holds the audit log and lineage; "
+                "run `chmod 600` on it and its -wal and -shm files",
+                path,
+                mode,
+            )
+
+
 def _make_sqlite_engine(url: str, **overrides: Any) -> Engine:
     database = make_url(url).database
     if database and database != ":memory:":
-        Path(database).parent.mkdir(parents=True, exist_ok=True)
+        _create_private(Path(database))
     options: dict[str, Any] = {
         "connect_args": {"timeout": WRITE_LOCK_TIMEOUT, "check_same_thread": False}
     }

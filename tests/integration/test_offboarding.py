@@ -3,6 +3,7 @@ world's database (same fixed clock), observed over HTTP."""
 
 from __future__ import annotations
 
+import shlex
 from datetime import timedelta
 from typing import Any
 
@@ -55,6 +56,7 @@ def test_offboarding_a_subject_revokes_its_chain_and_blocks_it(world: World) -> 
     assert "revoked 3 token(s) (3 of them ahead of the block); blocked" in final["detail"]
     assert "left the company" in final["detail"]
 
+    assert f"(lift: sts revoke --lift --subject {shlex.quote(CI_SUBJECT)})" in result.output
     lifted = sts(world, "revoke", "--lift", "--subject", CI_SUBJECT)
     assert lifted.exit_code == 0, lifted.output
     assert "lifted 1 block(s)" in lifted.output
@@ -186,6 +188,10 @@ BAD_SELECTORS = [
     (("--issuer", "nobody"), "no trusted issuer named 'nobody'"),
     (("--client", "nobody"), "no client 'nobody'"),
     (("--lift", "--rule", "payments-prod-deploy"), "--lift applies to"),
+    (("--lift", "--client", "nobody"), "no active block on client 'nobody' to lift"),
+    (("--lift", "--subject", "never-blocked"), "no active block on subject 'never-blocked'"),
+    (("--subject", ""), "--subject takes a non-empty value"),
+    (("--client", " "), "--client takes a non-empty value"),
 ]
 
 

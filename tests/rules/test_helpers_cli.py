@@ -43,3 +43,11 @@ def test_hash_secret_refuses_a_short_secret() -> None:
     assert result.exit_code == 1
     assert f"at least {MIN_CLIENT_SECRET_LENGTH} characters" in result.output
     assert secret not in result.output
+
+
+def test_credentials_new_refuses_an_empty_name_or_owner() -> None:
+    for args in (["", "--owner", "team-alpha"], ["agent-key", "--owner", " "]):
+        result = CliRunner().invoke(cli, ["credentials", "new", *args])
+        assert result.exit_code == 2, result.output
+        assert "NAME and --owner take non-empty values" in result.output
+        assert "stsk_" not in result.output  # no key printed
