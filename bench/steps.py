@@ -28,7 +28,7 @@ from typing import Any
 
 from sqlalchemy import Engine, text
 
-from bench import minimal_record
+from bench import minimal_record, no_governance
 from bench.procfs import cpu_seconds, postgres_backends
 from bench.profile import app_in_process, drive, in_process_parser
 
@@ -105,26 +105,14 @@ def timing(totals: Counter[str]) -> Iterator[None]:
 
 
 @contextmanager
-def governance_off() -> Iterator[None]:
-    """BENCH ONLY, this process, this block: ``bench.no_governance``'s stand-ins."""
+def recording_replaced(record: Callable[..., Any]) -> Iterator[None]:
+    """BENCH ONLY, this process, this block: ``record`` stands in for ``_record_issued``
+    (``bench.no_governance``'s or ``bench.minimal_record``'s), and no status-list index."""
     import bench.no_governance as off
     import sts.grants.token_exchange as exchange
 
     with (
-        replaced(exchange, "_record_issued", off._skip_recording),
-        replaced(exchange, "allocate_token_status", off._no_status),
-    ):
-        yield
-
-
-@contextmanager
-def minimal_record_only() -> Iterator[None]:
-    """BENCH ONLY, this process, this block: ``bench.minimal_record``'s stand-ins."""
-    import bench.no_governance as off
-    import sts.grants.token_exchange as exchange
-
-    with (
-        replaced(exchange, "_record_issued", minimal_record._minimal_recording),
+        replaced(exchange, "_record_issued", record),
         replaced(exchange, "allocate_token_status", off._no_status),
     ):
         yield
@@ -218,12 +206,12 @@ def main(argv: list[str] | None = None) -> int:
         engine = app.extensions["sts"].engine
         columns = {"governance on": measure(app, cycle, args.rounds, engine)}
         if args.governance:
-            with governance_off():
+            with recording_replaced(no_governance._skip_recording):
                 drive(app, environs[: min(200, len(environs))])
                 columns["governance OFF (bench only)"] = measure(app, cycle, args.rounds, engine)
         if args.minimal_record:
             minimal_record.create_table(engine)
-            with minimal_record_only():
+            with recording_replaced(minimal_record._minimal_recording):
                 drive(app, environs[: min(200, len(environs))])
                 columns["one narrow row (bench only)"] = measure(app, cycle, args.rounds, engine)
     print(f"{args.scenario} on {args.database}, {args.requests} exchanges, best of {args.rounds}")

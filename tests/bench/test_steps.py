@@ -58,9 +58,10 @@ def test_steps_are_timed_with_and_without_governance_and_put_back(
     assert on["WAL records"] >= 2 > off["WAL records"]
     assert on["WAL bytes"] > off["WAL bytes"]
     assert on["WAL flushes (fsync)"] > off["WAL flushes (fsync)"]
-    # One narrow row: still a WAL record and a flush per exchange, fewer bytes than both.
+    # One narrow row: still a WAL record and a flush per exchange. (Not "fewer bytes than
+    # governance on": pg_stat_wal counts the whole server, and a checkpoint's full-page
+    # images or autovacuum can only add to a column, here to the narrow row's.)
     assert narrow["WAL records"] >= 1 and narrow["WAL flushes (fsync)"] > off["WAL flushes (fsync)"]
-    assert narrow["WAL bytes"] < on["WAL bytes"]
     # (The backends' CPU is counted in 10 ms clock ticks: 40 exchanges are too few for a
     # comparison; the bench's own runs use 3,000.)
 

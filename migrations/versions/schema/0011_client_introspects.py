@@ -12,7 +12,7 @@ still run before this revision in a fresh ``sts db upgrade``.
 
 Revision ID: 0011_client_introspects
 Revises: 0010_client_dpop_bound
-Create Date: 2026-12-01 09:00:00
+Create Date: 2026-11-30 18:00:00
 """
 
 from __future__ import annotations
