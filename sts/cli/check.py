@@ -11,6 +11,7 @@ from sts.db import queries
 from sts.db.migrate import alembic_config_for, schema_is_at_head
 from sts.db.models import SigningKey
 from sts.errors import StartupError
+from sts.keys.keystore import DEV_PASSPHRASE_FILE
 from sts.keys.lifecycle import load_current
 from sts.settings import Settings
 from sts.trust import TrustConfig, load_trust_config
@@ -22,7 +23,10 @@ def check() -> None:
     effective configuration (no secrets)."""
     settings = load_settings()
     for name, value in settings.describe().items():
-        click.echo(f"{name:<22} {value}")
+        if name == "STS_KEY_PASSPHRASE" and value == "<unset>" and uses_dev_passphrase(settings):
+            generated = settings.instance_dir / DEV_PASSPHRASE_FILE
+            value = f"<unset: a generated development one, {generated}>"
+        click.echo(line(name, value))
     try:
         with open_engine(settings) as engine:
             at_head, head, current = schema_is_at_head(engine, alembic_config_for(settings, engine))
@@ -33,9 +37,9 @@ def check() -> None:
     except Exception as exc:
         raise click.ClickException(f"database unreachable: {type(exc).__name__}") from None
     if at_head:
-        click.echo(f"schema                 at head ({head})")
+        click.echo(line("schema", f"at head ({head})"))
     elif settings.should_auto_migrate:
-        click.echo(f"schema                 will be upgraded to {head} on start")
+        click.echo(line("schema", f"will be upgraded to {head} on start"))
     else:
         raise click.ClickException(
             f"database schema is at {', '.join(current) or 'base'}; run `sts db upgrade`"
@@ -47,6 +51,20 @@ def check() -> None:
         # sts serves on (each part fails closed), but not as the operator meant it to.
         raise click.ClickException("stored rules or key sets are invalid: fix them")
     click.echo("configuration OK")
+
+
+# The name column of `sts check`: wide enough for the longest setting's name.
+COLUMN = 31
+
+
+def line(name: str, value: object) -> str:
+    return f"{name:<{COLUMN}}{value}"
+
+
+def uses_dev_passphrase(settings: Settings) -> bool:
+    """No STS_KEY_PASSPHRASE outside production with the file keystore: sts generates one
+    into the instance folder (sts.keys.keystore), fine on a laptop only."""
+    return settings.keystore == "file" and not settings.is_production
 
 
 def _load_trust(engine: Engine) -> TrustConfig:
@@ -63,22 +81,22 @@ def _report_signing_key(settings: Settings, row: SigningKey | None) -> bool:
     """Open the active signing key with the secrets configured now, as `sts serve` does at
     start (a wrong STS_KEY_PASSPHRASE or STS_KEY_ENCRYPTION_KEY, a missing key file)."""
     if row is None:
-        click.echo(f"{'signing key':<22} none yet (the first start generates one)")
+        click.echo(line("signing key", "none yet (the first start generates one)"))
         return True
     try:
         load_current(settings, row)
     except StartupError as exc:
-        click.echo(f"{'signing key':<22} unavailable: {exc}")
+        click.echo(line("signing key", f"unavailable: {exc}"))
         return False
-    click.echo(f"{'signing key':<22} ok ({row.kid})")
+    click.echo(line("signing key", f"ok ({row.kid})"))
     return True
 
 
 def _report_trust(trust: TrustConfig) -> bool:
     """Print what of the stored configuration does not load; True if all of it does."""
     rules, key_sets = trust.invalid_rules, trust.invalid_key_sets
-    click.echo(f"{'rules':<22} {'invalid: ' + ', '.join(rules) if rules else 'ok'}")
-    click.echo(f"{'key sets':<22} {'invalid: ' + ', '.join(key_sets) if key_sets else 'ok'}")
+    click.echo(line("rules", "invalid: " + ", ".join(rules) if rules else "ok"))
+    click.echo(line("key sets", "invalid: " + ", ".join(key_sets) if key_sets else "ok"))
     for problem in trust.problems:
         click.echo(f"  {problem}")
     return not trust.problems

@@ -17,6 +17,7 @@ from cryptography.hazmat.primitives import serialization
 from sqlalchemy import update
 
 from sts.cli import cli
+from sts.cli.check import COLUMN, line
 from sts.db import admin
 from sts.db.models import Rule
 from sts.errors import StartupError
@@ -86,10 +87,28 @@ def test_check_prints_configuration_without_secrets(env: dict[str, str]) -> None
     run(env, "db", "upgrade")
     result = run(env, "check")
     assert result.exit_code == 0, result.output
-    assert "STS_ISSUER             http://127.0.0.1:8080" in result.output
-    assert "STS_KEY_PASSPHRASE     <set>" in result.output
+    assert line("STS_ISSUER", "http://127.0.0.1:8080") in result.output
+    assert line("STS_KEY_PASSPHRASE", "<set>") in result.output
     assert TEST_PASSPHRASE not in result.output
     assert "configuration OK" in result.output
+
+
+def test_check_aligns_every_setting_and_names_a_generated_passphrase(
+    env: dict[str, str],
+) -> None:
+    """Every name fits the column (values start at one place), and without
+    STS_KEY_PASSPHRASE outside production the generated development passphrase's file is
+    named, not just "<unset>"."""
+    run(env, "db", "upgrade")
+    unset: dict[str, str | None] = {**env, "STS_KEY_PASSPHRASE": None}
+    result = CliRunner().invoke(cli, ["check"], env=unset, catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    settings = [out for out in result.output.splitlines() if out.startswith("STS_")]
+    assert len(settings) >= 40
+    assert all(out[COLUMN - 1] == " " and out[COLUMN] != " " for out in settings)
+    instance = env["STS_INSTANCE_DIR"]
+    expected = f"<unset: a generated development one, {instance}/key-passphrase>"
+    assert line("STS_KEY_PASSPHRASE", expected) in result.output
 
 
 def test_check_names_stored_rules_and_key_sets_that_do_not_load(
@@ -100,7 +119,7 @@ def test_check_names_stored_rules_and_key_sets_that_do_not_load(
     services = world.app.extensions["sts"]
     env = service_env(services.settings.effective_database_url, tmp_path, TEST_ISSUER)
     assert run(env, "check").output.endswith(
-        "rules                  ok\nkey sets               ok\nconfiguration OK\n"
+        f"{line('rules', 'ok')}\n{line('key sets', 'ok')}\nconfiguration OK\n"
     )
     with services.session_factory() as session:
         session.execute(
@@ -118,8 +137,8 @@ def test_check_names_stored_rules_and_key_sets_that_do_not_load(
         session.commit()
     result = run(env, "check")
     assert result.exit_code == 1
-    assert "rules                  invalid: no-pull-request-deploys\n" in result.output
-    assert "key sets               invalid: client workload\n" in result.output
+    assert line("rules", "invalid: no-pull-request-deploys") + "\n" in result.output
+    assert line("key sets", "invalid: client workload") + "\n" in result.output
     assert re.search(
         r"\n  rule no-pull-request-deploys \(version \d+\): description must be a string "
         r"\(quote it\); a deny rule: it denies every exchange until fixed\n",
@@ -140,12 +159,12 @@ def test_check_fails_when_the_active_signing_key_does_not_open(
     kid = services.keyring.signing_key().kid
     ok = run(env, "check")
     assert ok.exit_code == 0, ok.output
-    assert f"signing key            ok ({kid})\n" in ok.output
+    assert line("signing key", f"ok ({kid})") + "\n" in ok.output
 
     wrong = {**env, "STS_KEY_PASSPHRASE": "not the passphrase of these keys"}
     result = CliRunner().invoke(cli, ["check"], env=wrong)
     assert result.exit_code == 1
-    assert "signing key            unavailable: STS_KEY_PASSPHRASE does not decrypt" in (
+    assert line("signing key", "unavailable: STS_KEY_PASSPHRASE does not decrypt") in (
         result.output
     )
     assert "Error: the active signing key cannot be loaded" in result.output
