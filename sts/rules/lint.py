@@ -8,6 +8,7 @@ Lint reads the raw entries, so it also works on a file that does not validate.
 from __future__ import annotations
 
 import re
+import unicodedata
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -55,8 +56,55 @@ def lint_rules(rules_file: RulesFile) -> list[Finding]:
         list(_lint_issuers(rules_file))
         + list(_lint_clients(rules_file))
         + list(_lint_rules(rules_file))
+        + list(_lint_non_ascii(rules_file))
     )
     return sorted(findings, key=lambda f: (f.line, f.code))
+
+
+# The parts of a rule that name identities, audiences and scopes (not its description).
+MATCHED_PARTS = ("subject_token", "clients", "actor", "allow")
+
+
+def _lint_non_ascii(rules_file: RulesFile) -> Iterator[Finding]:
+    """A value with a character outside ASCII in what a rule matches or grants: CI
+    platforms' repository and ref names, client ids, audiences and scopes are ASCII in
+    practice, and a look-alike (a Cyrillic "\u0430" in "acme/p\u0430yments") is another value to
+    the evaluator, which compares exactly. An allow rule on it grants nothing, a deny rule
+    on it **covers nothing**: the plan shows it like the ASCII one. Allow and deny rules."""
+    for (kind, name), entry in rules_file.entries.items():
+        if kind != "rule":
+            continue
+        for part in MATCHED_PARTS:
+            for path, value in _strings(entry.get(part), part):
+                odd = sorted({ch for ch in value if not ch.isascii()})
+                if odd:
+                    names = ", ".join(
+                        f"U+{ord(ch):04X} {unicodedata.name(ch, 'unnamed')}" for ch in odd[:3]
+                    )
+                    yield Finding(
+                        "non-ascii-value",
+                        rules_file.path,
+                        rules_file.line_of("rule", name, path),
+                        f"rule {name!r}",
+                        f"{path} '{value.encode('ascii', 'backslashreplace').decode()}' holds "
+                        f"non-ASCII characters ({names}): a look-alike of an ASCII name is "
+                        "another value, so a rule on it matches nothing (a deny rule covers "
+                        "nothing); spell it in ASCII",
+                    )
+
+
+def _strings(value: Any, path: str) -> Iterator[tuple[str, str]]:
+    """Every string in ``value`` (keys included), with the dotted path of where it is."""
+    if isinstance(value, str):
+        yield path, value
+    elif isinstance(value, Mapping):
+        for key, item in value.items():
+            if isinstance(key, str):
+                yield from _strings(key, path)
+                yield from _strings(item, f"{path}.{key}")
+    elif isinstance(value, list):
+        for item in value:
+            yield from _strings(item, path)
 
 
 def _lint_issuers(rules_file: RulesFile) -> Iterator[Finding]:

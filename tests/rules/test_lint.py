@@ -167,6 +167,34 @@ def test_each_finding(edits: dict[int, str | None], expected: str) -> None:
     assert any(f.startswith(expected) for f in findings), findings
 
 
+def test_a_look_alike_character_is_flagged_in_allow_and_deny_rules() -> None:
+    """A Cyrillic "\u0430" in "acme/payments": another value to the evaluator. In a deny
+    rule it covers nothing, so deny rules are linted for it too; the description is free
+    text and is not."""
+    look_alike = "acme/p\u0430yments"
+    allow = lint_rules(parse(edited({21: f"      claims: {{repository: {look_alike}}}"})))
+    assert [str(f) for f in allow] == [
+        "rules.yaml:21: rule 'deploy': [non-ascii-value] subject_token.claims.repository "
+        "'acme/p\\u0430yments' holds non-ASCII characters (U+0430 CYRILLIC SMALL LETTER A): "
+        "a look-alike of an ASCII name is another value, so a rule on it matches nothing (a "
+        "deny rule covers nothing); spell it in ASCII"
+    ]
+    deny = (
+        "  - name: no-payments\n"
+        "    effect: deny\n"
+        "    description: bloqu\u00e9 (free text)\n"
+        "    subject_token:\n"
+        "      issuer: ci\n"
+        f"      claims: {{repository: {look_alike}}}\n"
+    )
+    rules_file = parse(edited({}, append=deny))
+    assert rules_file.problems == []
+    findings = lint_rules(rules_file)
+    assert [(f.code, f.line, f.where) for f in findings] == [
+        ("non-ascii-value", 32, "rule 'no-payments'")
+    ]
+
+
 def test_the_base_file_has_no_findings() -> None:
     assert lint_rules(parse(edited({}))) == []
 
