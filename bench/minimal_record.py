@@ -19,8 +19,7 @@ from typing import Any
 
 from sqlalchemy import Engine, text
 
-import sts.grants.token_exchange
-from bench.no_governance import _no_status
+from bench.no_governance import serve_recording_with
 
 TABLE = "bench_minimal_record"
 _INSERT = text(f"INSERT INTO {TABLE} (jti) VALUES (:jti)")
@@ -51,22 +50,14 @@ def create_table(engine: Engine) -> None:
         connection.execute(text(f"CREATE TABLE IF NOT EXISTS {TABLE} (jti VARCHAR(64) NOT NULL)"))
 
 
-def _build() -> Any:
-    from sts.cli.serve import build_app
-
-    app = build_app()
-    create_table(app.extensions["sts"].engine)
-    # BENCH-ONLY MONKEYPATCH (see the module docstring): one narrow row per token.
-    setattr(sts.grants.token_exchange, "_record_issued", _minimal_recording)  # noqa: B010
-    setattr(sts.grants.token_exchange, "allocate_token_status", _no_status)  # noqa: B010
-    print("BENCH ONLY: one narrow row per token instead of audit and lineage", flush=True)
-    return app
-
-
 def main() -> None:
-    from bench.servers import serve_in_this_process
-
-    serve_in_this_process("BENCH ONLY: sts with a minimal record", "127.0.0.1:8092", _build)
+    serve_recording_with(
+        _minimal_recording,
+        description="BENCH ONLY: sts with a minimal record",
+        bind="127.0.0.1:8092",
+        banner="BENCH ONLY: one narrow row per token instead of audit and lineage",
+        prepare=lambda app: create_table(app.extensions["sts"].engine),
+    )
 
 
 if __name__ == "__main__":

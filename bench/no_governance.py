@@ -13,6 +13,7 @@ token without its lineage and audit cannot be revoked or investigated.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import sts.grants.token_exchange
@@ -31,21 +32,41 @@ def _no_status(*_args: Any, **_kwargs: Any) -> Any:
     return TokenStatus(0, 0, {"status_list": {"idx": 0, "uri": "bench-only"}})
 
 
-def _build() -> Any:
-    from sts.cli.serve import build_app
+def serve_recording_with(
+    record: Callable[..., Any],
+    *,
+    description: str,
+    bind: str,
+    banner: str,
+    prepare: Callable[[Any], None] | None = None,
+) -> None:
+    """Serve the real app, built exactly as ``sts serve`` builds it (then ``prepare``d),
+    with ``record`` standing in for ``_record_issued`` and no status-list index: BENCH
+    ONLY, in this process only (this module and ``bench.minimal_record``)."""
+    from bench.servers import serve_in_this_process
 
-    app = build_app()
-    # BENCH-ONLY MONKEYPATCH (see the module docstring): governance writes are skipped.
-    sts.grants.token_exchange._record_issued = _skip_recording
-    setattr(sts.grants.token_exchange, "allocate_token_status", _no_status)  # noqa: B010
-    print("BENCH ONLY: audit and lineage writes are SKIPPED in this process", flush=True)
-    return app
+    def build() -> Any:
+        from sts.cli.serve import build_app
+
+        app = build_app()
+        if prepare is not None:
+            prepare(app)
+        # BENCH-ONLY MONKEYPATCH (see the module docstring).
+        setattr(sts.grants.token_exchange, "_record_issued", record)  # noqa: B010
+        setattr(sts.grants.token_exchange, "allocate_token_status", _no_status)  # noqa: B010
+        print(banner, flush=True)
+        return app
+
+    serve_in_this_process(description, bind, build)
 
 
 def main() -> None:
-    from bench.servers import serve_in_this_process
-
-    serve_in_this_process("BENCH ONLY: sts without audit/lineage", "127.0.0.1:8091", _build)
+    serve_recording_with(
+        _skip_recording,
+        description="BENCH ONLY: sts without audit/lineage",
+        bind="127.0.0.1:8091",
+        banner="BENCH ONLY: audit and lineage writes are SKIPPED in this process",
+    )
 
 
 if __name__ == "__main__":

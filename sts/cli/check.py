@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import click
-from sqlalchemy import Engine
 from sqlalchemy.orm import Session
 
 from sts.cli.common import load_settings, open_engine
@@ -11,7 +10,7 @@ from sts.db import queries
 from sts.db.migrate import alembic_config_for, schema_is_at_head
 from sts.db.models import SigningKey
 from sts.errors import StartupError
-from sts.keys.keystore import DEV_PASSPHRASE_FILE
+from sts.keys.keystore import development_passphrase_file
 from sts.keys.lifecycle import load_current
 from sts.settings import Settings
 from sts.trust import TrustConfig, load_trust_config
@@ -22,16 +21,20 @@ def check() -> None:
     """Validate settings, database, schema and the stored trust configuration; print the
     effective configuration (no secrets)."""
     settings = load_settings()
+    generated = development_passphrase_file(settings) if settings.keystore == "file" else None
     for name, value in settings.describe().items():
-        if name == "STS_KEY_PASSPHRASE" and value == "<unset>" and uses_dev_passphrase(settings):
-            generated = settings.instance_dir / DEV_PASSPHRASE_FILE
+        if name == "STS_KEY_PASSPHRASE" and generated is not None:
             value = f"<unset: a generated development one, {generated}>"
         click.echo(line(name, value))
+    trust: TrustConfig | None = None
+    active: SigningKey | None = None
     try:
         with open_engine(settings) as engine:
             at_head, head, current = schema_is_at_head(engine, alembic_config_for(settings, engine))
-            trust = _load_trust(engine) if at_head else None
-            active = _active_key_row(engine) if at_head else None
+            if at_head:
+                with Session(engine, expire_on_commit=False) as session:
+                    trust = load_trust_config(session)
+                    active = queries.active_signing_key(session)
     except StartupError as exc:  # not the database: e.g. no migrations/ folder here
         raise click.ClickException(str(exc)) from None
     except Exception as exc:
@@ -59,22 +62,6 @@ COLUMN = 31
 
 def line(name: str, value: object) -> str:
     return f"{name:<{COLUMN}}{value}"
-
-
-def uses_dev_passphrase(settings: Settings) -> bool:
-    """No STS_KEY_PASSPHRASE outside production with the file keystore: sts generates one
-    into the instance folder (sts.keys.keystore), fine on a laptop only."""
-    return settings.keystore == "file" and not settings.is_production
-
-
-def _load_trust(engine: Engine) -> TrustConfig:
-    with Session(engine) as session:
-        return load_trust_config(session)
-
-
-def _active_key_row(engine: Engine) -> SigningKey | None:
-    with Session(engine, expire_on_commit=False) as session:
-        return queries.active_signing_key(session)
 
 
 def _report_signing_key(settings: Settings, row: SigningKey | None) -> bool:

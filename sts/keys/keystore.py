@@ -330,16 +330,25 @@ def unarmor(data: bytes) -> bytes | None:
         return None
 
 
+def development_passphrase_file(settings: Settings) -> Path | None:
+    """Where the generated development passphrase is kept when it is the one the file
+    keystore uses (no STS_KEY_PASSPHRASE, not in production); None otherwise."""
+    if settings.key_passphrase or settings.is_production:
+        return None
+    return settings.instance_dir / DEV_PASSPHRASE_FILE
+
+
 def resolve_key_passphrase(settings: Settings) -> str:
     """The configured passphrase; in development only, a generated one kept under the
     instance folder (mode 0600) so the embedded default still encrypts keys at rest."""
     if settings.key_passphrase:
         return settings.key_passphrase
-    if settings.is_production:  # validate() already refuses this; belt and braces
+    path = development_passphrase_file(settings)
+    if path is None:  # production: validate() already refuses this; belt and braces
         raise StartupError("STS_KEY_PASSPHRASE is required in production")
-    path = settings.instance_dir / DEV_PASSPHRASE_FILE
     if not path.exists():
-        settings.instance_dir.mkdir(parents=True, exist_ok=True)
+        # 0700, as sts.db.engine creates it for the SQLite database: whichever comes first.
+        settings.instance_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
         try:
             fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         except FileExistsError:

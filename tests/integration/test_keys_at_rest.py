@@ -11,6 +11,7 @@ import json
 import logging
 import os
 import shutil
+import stat
 import struct
 from pathlib import Path
 
@@ -22,9 +23,16 @@ from sqlalchemy import select
 from sts.app import create_app
 from sts.db.models import SigningKey
 from sts.errors import ConfigurationError, StartupError
-from sts.keys.keystore import DatabaseKeyStore, FileKeyStore, make_keystore
+from sts.keys.keystore import (
+    DatabaseKeyStore,
+    FileKeyStore,
+    development_passphrase_file,
+    make_keystore,
+    resolve_key_passphrase,
+)
 from sts.keys.lifecycle import KeyLifecycleError, create_signing_key, rewrap
 from sts.keys.material import PrivateKey, generate_private_key, thumbprint
+from sts.settings import Settings
 from tests.conftest import TEST_PASSPHRASE, TEST_SCRYPT_LOG2_N
 
 # The key file, version 2, as the README describes it: PEM around version, kdf (1: scrypt),
@@ -407,3 +415,18 @@ def test_database_keystore_reads_keys_still_in_files_while_moving(  # type: igno
         f"signing key {kid} has no private key in the database (it is in the file keystore): "
         "run `sts keys rewrap --to database`, see the key rotation runbook"
     )
+
+
+def test_the_generated_development_passphrase_lives_in_a_private_folder(tmp_path: Path) -> None:
+    """Without STS_KEY_PASSPHRASE outside production, the passphrase sts generates is kept
+    0600 in an instance folder created 0700, as the SQLite database creates it (whichever
+    comes first), and `sts check` is told where (development_passphrase_file)."""
+    settings = Settings(instance_dir=tmp_path / "instance", keys_dir=tmp_path / "keys")
+    generated = development_passphrase_file(settings)
+    assert generated == tmp_path / "instance" / "key-passphrase"
+    passphrase = resolve_key_passphrase(settings)
+    assert len(passphrase) >= 32 and generated.read_text().strip() == passphrase
+    assert stat.S_IMODE(generated.stat().st_mode) == 0o600
+    assert stat.S_IMODE(generated.parent.stat().st_mode) == 0o700
+    assert resolve_key_passphrase(settings) == passphrase  # read back, not generated again
+    assert development_passphrase_file(settings.replace(key_passphrase="x" * 32)) is None
